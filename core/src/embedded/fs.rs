@@ -1,0 +1,165 @@
+//! Blob store on the local filesystem. Writes go to a temporary file that
+//! is synced and renamed into place, so a crash never leaves half an object.
+
+use crate::store::{BlobStore, ByteStream};
+use crate::{Error, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use tokio::fs;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Objects as files under a root folder.
+#[derive(Clone, Debug)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// A store rooted at `root` (created if missing). Leftover temporary
+    /// files of an earlier crash are removed.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let tmp = root.join(".tmp");
+        let _ = fs::remove_dir_all(&tmp).await;
+        fs::create_dir_all(&tmp).await?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let ok = !key.is_empty()
+            && !key.starts_with('/')
+            && key.split('/').all(|p| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".tmp"))
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if !ok {
+            return Err(Error::InvalidKey(key.into()));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.root.join(".tmp").join(uuid::Uuid::now_v7().to_string())
+    }
+
+    async fn commit(&self, tmp: &Path, key: &str) -> Result<()> {
+        let dest = self.path(key)?;
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).await?;
+        }
+        fs::rename(tmp, &dest).await?;
+        Ok(())
+    }
+
+    async fn open_existing(&self, key: &str) -> Result<fs::File> {
+        match fs::File::open(self.path(key)?).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(key.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.path(key)?;
+        let tmp = self.tmp_path();
+        let result = async {
+            let mut f = fs::File::create(&tmp).await?;
+            f.write_all(&bytes).await?;
+            f.sync_all().await?;
+            self.commit(&tmp, key).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn put_stream(&self, key: &str, mut body: ByteStream) -> Result<u64> {
+        self.path(key)?;
+        let tmp = self.tmp_path();
+        let result = async {
+            let mut f = fs::File::create(&tmp).await?;
+            let mut n = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                n += chunk.len() as u64;
+                f.write_all(&chunk).await?;
+            }
+            f.sync_all().await?;
+            self.commit(&tmp, key).await?;
+            Ok(n)
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let mut f = self.open_existing(key).await?;
+        let len = f.metadata().await?.len();
+        let (start, end) = (range.start.min(len), range.end.min(len));
+        f.seek(SeekFrom::Start(start)).await?;
+        let mut buf = vec![0; (end.saturating_sub(start)) as usize];
+        f.read_exact(&mut buf).await?;
+        Ok(buf.into())
+    }
+
+    async fn get_stream(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let mut f = self.open_existing(key).await?;
+        let len = f.metadata().await?.len();
+        let range = range.unwrap_or(0..len);
+        f.seek(SeekFrom::Start(range.start.min(len))).await?;
+        let take = range.end.min(len).saturating_sub(range.start);
+        Ok(tokio_util::io::ReaderStream::with_capacity(f.take(take), 256 << 10).boxed())
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        match fs::metadata(self.path(key)?).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match fs::remove_file(self.path(key)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let mut rd = match fs::read_dir(&dir).await {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            while let Some(e) = rd.next_entry().await? {
+                let path = e.path();
+                let Ok(rel) = path.strip_prefix(&self.root) else { continue };
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                if rel.starts_with(".tmp") {
+                    continue;
+                }
+                if e.file_type().await?.is_dir() {
+                    dirs.push(path);
+                } else if rel.starts_with(prefix) {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

@@ -1,0 +1,376 @@
+//! Catalog and dedup index in one SQLite file (WAL mode).
+
+use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
+use crate::format::Format;
+use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry};
+use crate::store::{Catalog, DedupIndex, Delivery, NewBatch};
+use crate::time::Millis;
+use crate::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
+use crate::{Error, Result};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// The standalone catalog and dedup index.
+#[derive(Clone, Debug)]
+pub struct SqliteCatalog {
+    pool: SqlitePool,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn batch_from_row(r: &SqliteRow) -> Result<BatchRecord> {
+    let phase: String = r.try_get("phase")?;
+    Ok(BatchRecord {
+        id: r.try_get("id")?,
+        phase: Phase::parse(&phase).ok_or_else(|| Error::Corrupt(format!("batch phase {phase:?}")))?,
+        staged_key: r.try_get("staged_key")?,
+        upload_bytes: r.try_get::<i64, _>("upload_bytes")? as u64,
+        total_entries: r.try_get::<i64, _>("total_entries")? as u64,
+        error: r.try_get("error")?,
+        callback_url: r.try_get("callback_url")?,
+        notify_state: NotifyState::parse(&r.try_get::<String, _>("notify_state")?),
+        notify_attempts: r.try_get::<i64, _>("notify_attempts")? as u32,
+        notify_last_error: r.try_get("notify_last_error")?,
+        notify_next_at: r.try_get("notify_next_at")?,
+        notify_delivered_at: r.try_get("notify_delivered_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        started_at: r.try_get("started_at")?,
+        completed_at: r.try_get("completed_at")?,
+    })
+}
+
+fn image_from_row(r: &SqliteRow) -> Result<ImageRecord> {
+    let format: String = r.try_get("format")?;
+    Ok(ImageRecord {
+        id: r.try_get("id")?,
+        format: Format::parse(&format).ok_or_else(|| Error::Corrupt(format!("image format {format:?}")))?,
+        width: r.try_get::<i64, _>("width")? as u32,
+        height: r.try_get::<i64, _>("height")? as u32,
+        size: r.try_get::<i64, _>("size")? as u64,
+        orientation: r.try_get::<Option<i64>, _>("orientation")?.map(|o| o as u16),
+        batch_id: r.try_get("batch_id")?,
+        entry_index: r.try_get::<i64, _>("entry_idx")? as u32,
+        entry_name: r.try_get("entry_name")?,
+        created_ms: r.try_get("created_at")?,
+    })
+}
+
+fn verdict_from_row(r: &SqliteRow) -> Result<Option<Verdict>> {
+    let Some(kind) = r.try_get::<Option<String>, _>("verdict")? else { return Ok(None) };
+    let kind = VerdictKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("verdict {kind:?}")))?;
+    Ok(Some(Verdict {
+        kind,
+        reason: r.try_get::<Option<String>, _>("reason")?.and_then(|c| Reason::parse(&c)),
+        detail: r.try_get("detail")?,
+        image_id: r.try_get("image_id")?,
+        duplicate_of: r.try_get("duplicate_of")?,
+        duplicate_kind: r.try_get::<Option<String>, _>("duplicate_kind")?.map(|_| DuplicateKind::Exact),
+    }))
+}
+
+const IMAGE_COLUMNS: &str = "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at";
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn create_batch(&self, b: &NewBatch) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO batches (id, phase, staged_key, upload_bytes, total_entries, callback_url, notify_state, created_at, updated_at)
+             VALUES (?, 'received', ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.id)
+        .bind(&b.staged_key)
+        .bind(b.upload_bytes as i64)
+        .bind(b.total_entries as i64)
+        .bind(&b.callback_url)
+        .bind(if b.callback_url.is_some() { "pending" } else { "none" })
+        .bind(b.now)
+        .bind(b.now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>> {
+        let row = sqlx::query("SELECT * FROM batches WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    async fn counts(&self, id: &str) -> Result<Counts> {
+        let rows = sqlx::query("SELECT verdict, COUNT(*) AS n FROM entries WHERE batch_id = ? GROUP BY verdict")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut c = Counts::default();
+        for r in rows {
+            let n = r.try_get::<i64, _>("n")? as u64;
+            match r.try_get::<Option<String>, _>("verdict")?.as_deref().and_then(VerdictKind::parse) {
+                Some(VerdictKind::Accepted) => c.accepted = n,
+                Some(VerdictKind::Duplicate) => c.duplicate = n,
+                Some(VerdictKind::Rejected) => c.rejected = n,
+                Some(VerdictKind::Failed) => c.failed = n,
+                None => c.pending += n,
+            }
+        }
+        Ok(c)
+    }
+
+    async fn plan_batch(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for e in entries {
+            sqlx::query("INSERT OR IGNORE INTO entries (batch_id, idx, name, compressed_size) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(i64::from(e.index))
+                .bind(&e.name)
+                .bind(e.compressed_size as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE batches SET phase = 'processing', total_entries = ?, started_at = COALESCE(started_at, ?), updated_at = ?
+             WHERE id = ? AND phase IN ('received', 'processing')",
+        )
+        .bind(entries.len() as i64)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail_batch(&self, id: &str, error: &str, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE batches SET phase = 'failed', error = ?, completed_at = ?, updated_at = ?,
+                    notify_next_at = CASE WHEN notify_state = 'pending' THEN ? ELSE notify_next_at END
+             WHERE id = ? AND phase IN ('received', 'processing')",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unfinished_batches(&self) -> Result<Vec<BatchRecord>> {
+        let rows = sqlx::query("SELECT * FROM batches WHERE phase IN ('received', 'processing') ORDER BY created_at").fetch_all(&self.pool).await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    async fn pending_entries(&self, id: &str) -> Result<Vec<(u32, u64)>> {
+        let rows = sqlx::query("SELECT idx, compressed_size FROM entries WHERE batch_id = ? AND verdict IS NULL ORDER BY idx")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>("idx")? as u32, r.try_get::<i64, _>("compressed_size")? as u64))).collect()
+    }
+
+    async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>> {
+        let rows = sqlx::query("SELECT * FROM entries WHERE batch_id = ? AND idx > ? ORDER BY idx LIMIT ?")
+            .bind(id)
+            .bind(after.map_or(-1, i64::from))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(ReportEntry::new(r.try_get::<i64, _>("idx")? as u32, r.try_get("name")?, verdict_from_row(r)?)))
+            .collect()
+    }
+
+    async fn record_verdict(&self, id: &str, index: u32, v: &Verdict, now: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE entries SET verdict = ?, reason = ?, detail = ?, image_id = ?, duplicate_of = ?, duplicate_kind = ?, decided_at = ?
+             WHERE batch_id = ? AND idx = ? AND verdict IS NULL",
+        )
+        .bind(v.kind.as_str())
+        .bind(v.reason.map(Reason::code))
+        .bind(&v.detail)
+        .bind(&v.image_id)
+        .bind(&v.duplicate_of)
+        .bind(v.duplicate_kind.map(|_| "exact"))
+        .bind(now)
+        .bind(id)
+        .bind(i64::from(index))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&i.id)
+        .bind(i.format.as_str())
+        .bind(i64::from(i.width))
+        .bind(i64::from(i.height))
+        .bind(i.size as i64)
+        .bind(i.orientation.map(i64::from))
+        .bind(&i.batch_id)
+        .bind(i64::from(i.entry_index))
+        .bind(&i.entry_name)
+        .bind(i.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn image(&self, id: &str) -> Result<Option<ImageRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?"));
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(image_from_row).transpose()
+    }
+
+    async fn batch_images(&self, batch: &str, after: Option<u32>, limit: u32) -> Result<Vec<ImageRecord>> {
+        let rows = sqlx::query(
+            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at
+             FROM entries e JOIN images i ON i.id = e.image_id
+             WHERE e.batch_id = ? AND e.verdict = 'accepted' AND e.idx > ? ORDER BY e.idx LIMIT ?",
+        )
+        .bind(batch)
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(image_from_row).collect()
+    }
+
+    async fn image_ids(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM images ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    async fn try_complete(&self, id: &str, now: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE batches SET phase = 'completed', completed_at = ?, updated_at = ?,
+                    notify_next_at = CASE WHEN notify_state = 'pending' THEN ? ELSE notify_next_at END
+             WHERE id = ? AND phase = 'processing'
+               AND NOT EXISTS (SELECT 1 FROM entries WHERE batch_id = ? AND verdict IS NULL)",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn due_notifications(&self, now: Millis) -> Result<Vec<BatchRecord>> {
+        let rows = sqlx::query("SELECT * FROM batches WHERE notify_state = 'pending' AND notify_next_at <= ? ORDER BY notify_next_at LIMIT 64")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    async fn record_delivery(&self, id: &str, d: &Delivery, now: Millis) -> Result<()> {
+        let q = match d {
+            Delivery::Delivered { at } => sqlx::query(
+                "UPDATE batches SET notify_state = 'delivered', notify_attempts = notify_attempts + 1, notify_delivered_at = ?,
+                        notify_last_error = NULL, notify_next_at = NULL, updated_at = ? WHERE id = ?",
+            )
+            .bind(*at)
+            .bind(now)
+            .bind(id),
+            Delivery::Failed { error, next_at } => sqlx::query(
+                "UPDATE batches SET notify_state = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END,
+                        notify_attempts = notify_attempts + 1, notify_last_error = ?, notify_next_at = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(*next_at)
+            .bind(error)
+            .bind(*next_at)
+            .bind(now)
+            .bind(id),
+        };
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn claim_from_row(r: &SqliteRow) -> Result<ClaimRecord> {
+    let image_id: Option<String> = r.try_get("image_id")?;
+    Ok(ClaimRecord {
+        owner: r.try_get("owner")?,
+        state: match image_id {
+            Some(image_id) => ClaimState::Committed { image_id },
+            None => ClaimState::Pending { lease_until: r.try_get("lease_until")? },
+        },
+    })
+}
+
+impl SqliteCatalog {
+    async fn write_claim(tx: &mut sqlx::SqliteConnection, key: &str, rec: &ClaimRecord) -> Result<()> {
+        let (image_id, lease) = match &rec.state {
+            ClaimState::Pending { lease_until } => (None, *lease_until),
+            ClaimState::Committed { image_id } => (Some(image_id.as_str()), 0),
+        };
+        sqlx::query(
+            "INSERT INTO dedup_claims (key, owner, image_id, lease_until) VALUES (?, ?, ?, ?)
+             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, image_id = excluded.image_id, lease_until = excluded.lease_until",
+        )
+        .bind(key)
+        .bind(&rec.owner)
+        .bind(image_id)
+        .bind(lease)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DedupIndex for SqliteCatalog {
+    async fn claim(&self, key: &str, owner: &str, now: Millis, lease_ms: Millis) -> Result<ClaimOutcome> {
+        // IMMEDIATE takes the write lock up front: read-decide-write is atomic.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?").bind(key).fetch_optional(&mut *tx).await?;
+        let existing = row.as_ref().map(claim_from_row).transpose()?;
+        let (outcome, write) = dedup::decide_claim(existing.as_ref(), owner, now, lease_ms);
+        if let Some(rec) = write {
+            Self::write_claim(&mut tx, key, &rec).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn commit(&self, key: &str, owner: &str, image_id: &str) -> Result<CommitOutcome> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?").bind(key).fetch_optional(&mut *tx).await?;
+        let existing = row.as_ref().map(claim_from_row).transpose()?;
+        let (outcome, write) = dedup::decide_commit(existing.as_ref(), owner, image_id);
+        if let Some(rec) = write {
+            Self::write_claim(&mut tx, key, &rec).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn pending_claims(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dedup_claims WHERE image_id IS NULL").fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+}

@@ -1,0 +1,36 @@
+//! The crate's error type.
+
+use std::io;
+
+/// Errors of backend operations and other I/O. Per-image problems are not
+/// errors: they become [`crate::verdict::Reason`]s.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or stream operation failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The SQL catalog failed.
+    #[error("catalog error: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A catalog migration failed.
+    #[error("catalog migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An object key that the blob store refuses (it would escape its root).
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    /// The object does not exist.
+    #[error("object {0:?} not found")]
+    NotFound(String),
+    /// The staged archive cannot be read as a zip.
+    #[error("archive unreadable: {0}")]
+    Archive(#[from] zip::result::ZipError),
+    /// A stored record is not what this version expects.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The work queue is closed (the process is shutting down).
+    #[error("work queue closed")]
+    QueueClosed,
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,298 @@
+//! JPEG at the marker level: a strict structural walk (every segment in
+//! bounds, entropy-coded data closed by a marker, the end-of-image marker
+//! present and nothing after it) and lossless metadata removal.
+//!
+//! Pixel decoding lives in [`crate::pipeline`]; this module never allocates
+//! per pixel, so it runs before the pixel budget is known to be safe.
+
+use crate::verdict::{Reason, Rejection};
+
+/// One marker segment (or the entropy-coded data after a start-of-scan).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    marker: u8,
+    /// Offset of the `FF` that starts the marker.
+    start: usize,
+    /// Offset one past the segment (for SOS: past its entropy-coded data).
+    end: usize,
+}
+
+/// What the structural walk learnt about a JPEG.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Structure {
+    /// Image width from the frame header.
+    pub width: u32,
+    /// Image height from the frame header.
+    pub height: u32,
+    /// Number of colour components.
+    pub components: u8,
+    /// Whether the frame is progressive.
+    pub progressive: bool,
+    /// EXIF orientation (1–8) when the file carries one.
+    pub orientation: Option<u16>,
+    segments: Vec<Segment>,
+}
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {
+    Rejection::new(reason, detail)
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn is_sof(m: u8) -> bool {
+    matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC)
+}
+
+/// Walks every segment of `bytes` without decoding pixels.
+pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err(reject(Reason::InvalidHeader, "missing JPEG start-of-image marker"));
+    }
+    let truncated = |at: usize| reject(Reason::Truncated, format!("JPEG data ends at byte {at} before its end-of-image marker"));
+    let mut segments = Vec::new();
+    let mut frame: Option<(u32, u32, u8, bool)> = None;
+    let mut orientation = None;
+    let mut scans = 0usize;
+    let mut pos = 2;
+    loop {
+        if pos >= bytes.len() {
+            return Err(truncated(bytes.len()));
+        }
+        if bytes[pos] != 0xFF {
+            return Err(reject(Reason::DecodeError, format!("expected a marker at byte {pos}, found 0x{:02X}", bytes[pos])));
+        }
+        // Any number of 0xFF fill bytes may precede a marker code.
+        let mut m = pos + 1;
+        while m < bytes.len() && bytes[m] == 0xFF {
+            m += 1;
+        }
+        let Some(&marker) = bytes.get(m) else { return Err(truncated(bytes.len())) };
+        let start = pos;
+        match marker {
+            0xD9 => {
+                let end = m + 1;
+                if scans == 0 {
+                    return Err(reject(Reason::Truncated, "JPEG has no image data (no start-of-scan before end-of-image)"));
+                }
+                if end != bytes.len() {
+                    return Err(reject(Reason::TrailingData, format!("{} bytes follow the JPEG end-of-image marker", bytes.len() - end)));
+                }
+                let Some((width, height, components, progressive)) = frame else {
+                    return Err(reject(Reason::InvalidHeader, "JPEG has no frame header"));
+                };
+                segments.push(Segment { marker, start, end });
+                return Ok(Structure { width, height, components, progressive, orientation, segments });
+            }
+            0x00 | 0xD0..=0xD8 | 0x01 => {
+                return Err(reject(Reason::DecodeError, format!("unexpected JPEG marker 0x{marker:02X} at byte {start}")));
+            }
+            _ => {}
+        }
+        let len = be16(bytes, m + 1).ok_or_else(|| truncated(bytes.len()))? as usize;
+        if len < 2 {
+            return Err(reject(Reason::InvalidHeader, format!("JPEG segment 0x{marker:02X} at byte {start} has length {len}")));
+        }
+        let payload = m + 3;
+        let seg_end = m + 1 + len;
+        if seg_end > bytes.len() {
+            return Err(truncated(bytes.len()));
+        }
+        let body = &bytes[payload..seg_end];
+        if is_sof(marker) {
+            if frame.is_some() {
+                return Err(reject(Reason::InvalidHeader, "JPEG has more than one frame header"));
+            }
+            if body.len() < 6 {
+                return Err(reject(Reason::InvalidHeader, "JPEG frame header too short"));
+            }
+            let height = u32::from(u16::from_be_bytes([body[1], body[2]]));
+            let width = u32::from(u16::from_be_bytes([body[3], body[4]]));
+            if width == 0 || height == 0 {
+                return Err(reject(Reason::InvalidHeader, format!("JPEG frame declares {width}×{height} pixels")));
+            }
+            frame = Some((width, height, body[5], matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE)));
+        } else if marker == 0xE1 && orientation.is_none() && body.starts_with(b"Exif\0\0") {
+            orientation = exif_orientation(&body[6..]);
+        }
+        if marker != 0xDA {
+            segments.push(Segment { marker, start, end: seg_end });
+            pos = seg_end;
+            continue;
+        }
+        if frame.is_none() {
+            return Err(reject(Reason::InvalidHeader, "JPEG scan before any frame header"));
+        }
+        scans += 1;
+        // Entropy-coded data runs to the next marker that is neither a
+        // stuffed zero nor a restart marker.
+        let mut i = seg_end;
+        loop {
+            let Some(off) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+                return Err(truncated(bytes.len()));
+            };
+            i += off;
+            match bytes.get(i + 1) {
+                None => return Err(truncated(bytes.len())),
+                Some(0x00) | Some(0xD0..=0xD7) | Some(0xFF) => i += 1,
+                Some(_) => break,
+            }
+        }
+        segments.push(Segment { marker, start, end: i });
+        pos = i;
+    }
+}
+
+/// Reads the orientation tag (0x0112) from IFD0 of an EXIF TIFF block.
+fn exif_orientation(tiff: &[u8]) -> Option<u16> {
+    let le = match tiff.get(..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        let b = [*tiff.get(at)?, *tiff.get(at + 1)?];
+        Some(if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = tiff.get(at..at + 4)?.try_into().ok()?;
+        Some(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+    };
+    if u16_at(2)? != 42 {
+        return None;
+    }
+    let ifd = u32_at(4)? as usize;
+    let count = u16_at(ifd)? as usize;
+    (0..count.min(512)).find_map(|n| {
+        let e = ifd + 2 + n * 12;
+        (u16_at(e)? == 0x0112 && u16_at(e + 2)? == 3).then(|| u16_at(e + 8)).flatten()
+    })
+    .filter(|o| (1..=8).contains(o))
+}
+
+/// Whether a segment survives sanitising: everything the decoder needs
+/// (tables, frame, scans, restart interval, the ICC profile and the Adobe
+/// colour-transform flag that change how pixels decode) and nothing else.
+fn keep(marker: u8, body: &[u8]) -> bool {
+    match marker {
+        0xC4 | 0xCC | 0xDB | 0xDD | 0xDA | 0xD9 | 0xDC => true,
+        m if is_sof(m) => true,
+        0xE2 => body.starts_with(b"ICC_PROFILE\0"),
+        0xEE => body.starts_with(b"Adobe"),
+        _ => false,
+    }
+}
+
+/// Rebuilds the JPEG without metadata: EXIF (GPS included), XMP, IPTC,
+/// comments, JFIF thumbnails and unknown APPn segments go; the compressed
+/// image data is copied byte for byte. The result ends at the end-of-image
+/// marker.
+pub fn strip_metadata(bytes: &[u8], structure: &Structure) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&[0xFF, 0xD8]);
+    for s in &structure.segments {
+        let body = bytes.get(s.start + 4..s.end).unwrap_or(&[]);
+        if keep(s.marker, body) {
+            out.extend_from_slice(&bytes[s.start..s.end]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny but complete baseline JPEG made by the `image` crate.
+    fn tiny_jpeg() -> Vec<u8> {
+        let img = image::RgbImage::from_fn(32, 16, |x, y| image::Rgb([(x * 8) as u8, (y * 16) as u8, 128]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
+        out
+    }
+
+    fn with_segment(jpeg: &[u8], marker: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, marker]);
+        out.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    fn exif_with_orientation(o: u16) -> Vec<u8> {
+        let mut b = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        b.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1]);
+        b.extend_from_slice(&o.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn complete_jpeg_parses_with_its_dimensions() {
+        let s = parse(&tiny_jpeg()).unwrap();
+        assert_eq!((s.width, s.height, s.components, s.progressive), (32, 16, 3, false));
+        assert_eq!(s.orientation, None);
+    }
+
+    #[test]
+    fn truncated_jpeg_is_rejected_at_every_cut() {
+        let j = tiny_jpeg();
+        for cut in 2..j.len() {
+            let r = parse(&j[..cut]).unwrap_err();
+            assert!(matches!(r.reason, Reason::Truncated | Reason::InvalidHeader | Reason::DecodeError), "cut {cut}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn bytes_after_end_of_image_are_rejected() {
+        let mut j = tiny_jpeg();
+        j.extend_from_slice(b"PK\x03\x04 appended archive");
+        assert_eq!(parse(&j).unwrap_err().reason, Reason::TrailingData);
+    }
+
+    #[test]
+    fn metadata_is_stripped_and_scan_data_kept_byte_for_byte() {
+        let j = tiny_jpeg();
+        let with = with_segment(&with_segment(&j, 0xE1, &exif_with_orientation(6)), 0xFE, b"a comment with GPS 51.5N");
+        let s = parse(&with).unwrap();
+        assert_eq!(s.orientation, Some(6));
+        let clean = strip_metadata(&with, &s);
+        assert!(!clean.windows(4).any(|w| w == b"Exif"));
+        assert!(!clean.windows(3).any(|w| w == b"GPS"));
+        let again = parse(&clean).unwrap();
+        assert_eq!(again.orientation, None);
+        // Scan data is identical: the clean file is the original minus its APPn/COM segments.
+        let orig_clean = strip_metadata(&j, &parse(&j).unwrap());
+        assert_eq!(clean, orig_clean);
+        assert_eq!(clean.last(), Some(&0xD9));
+    }
+
+    #[test]
+    fn orientation_is_read_little_endian_too() {
+        let mut b = b"II\x2a\0\x08\0\0\0\x01\0".to_vec();
+        b.extend_from_slice(&[0x12, 0x01, 0x03, 0x00, 1, 0, 0, 0, 8, 0, 0, 0]);
+        assert_eq!(exif_orientation(&b), Some(8));
+        assert_eq!(exif_orientation(b"II\x2a\0\xff\xff\0\0"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut d = vec![0xFF, 0xD8];
+            d.extend(data);
+            let _ = parse(&d);
+        }
+
+        #[test]
+        fn corrupting_one_byte_never_panics(at in 0usize..400, val in proptest::num::u8::ANY) {
+            let mut j = tiny_jpeg();
+            let at = at % j.len();
+            j[at] = val;
+            if let Ok(s) = parse(&j) {
+                let _ = strip_metadata(&j, &s);
+            }
+        }
+    }
+}

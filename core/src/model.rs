@@ -1,0 +1,300 @@
+//! The domain model: batches, entries, images, and what the API shows of them.
+
+use crate::format::Format;
+use crate::time::{Millis, rfc3339};
+use crate::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
+use serde::Serialize;
+
+/// Where a batch is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Uploaded and lightly verified; not planned yet.
+    Received,
+    /// Entries are being checked.
+    Processing,
+    /// Every entry has a verdict.
+    Completed,
+    /// The batch could not be processed at all (its archive is unreadable).
+    Failed,
+}
+
+impl Phase {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "received" => Self::Received,
+            "processing" => Self::Processing,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether nothing more will happen to the batch's entries.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+/// Verdict counts of a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Stored images.
+    pub accepted: u64,
+    /// Duplicates of stored images.
+    pub duplicate: u64,
+    /// Refused entries.
+    pub rejected: u64,
+    /// Entries that failed for reasons not their own.
+    pub failed: u64,
+    /// Entries without a verdict yet.
+    pub pending: u64,
+}
+
+/// State of the completion webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyState {
+    /// No callback was given.
+    None,
+    /// Waiting for the batch to finish, or retrying.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl NotifyState {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => Self::Pending,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            _ => Self::None,
+        }
+    }
+}
+
+/// A batch as the catalog keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// The batch id (a UUIDv7).
+    pub id: String,
+    /// Life-cycle phase.
+    pub phase: Phase,
+    /// Blob key of the staged archive.
+    pub staged_key: String,
+    /// Size of the uploaded archive.
+    pub upload_bytes: u64,
+    /// Entries in the archive (known once the archive was checked).
+    pub total_entries: u64,
+    /// Why the batch failed as a whole.
+    pub error: Option<String>,
+    /// Webhook URL for completion.
+    pub callback_url: Option<String>,
+    /// Webhook delivery state.
+    pub notify_state: NotifyState,
+    /// Delivery attempts so far.
+    pub notify_attempts: u32,
+    /// Last delivery error.
+    pub notify_last_error: Option<String>,
+    /// Next delivery attempt.
+    pub notify_next_at: Option<Millis>,
+    /// When the receiver took it.
+    pub notify_delivered_at: Option<Millis>,
+    /// Upload time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+    /// When processing started.
+    pub started_at: Option<Millis>,
+    /// When the batch finished.
+    pub completed_at: Option<Millis>,
+}
+
+/// The notification part of the batch status.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotificationView {
+    /// Callback URL.
+    pub url: String,
+    /// pending, delivered or failed.
+    pub state: NotifyState,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<String>,
+}
+
+/// The batch status document of the API and the webhook.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchView {
+    /// The batch id.
+    pub id: String,
+    /// received, processing, completed or failed.
+    pub phase: Phase,
+    /// Verdict counts.
+    pub counts: Counts,
+    /// Entries in the archive.
+    pub total_entries: u64,
+    /// Uploaded bytes.
+    pub upload_bytes: u64,
+    /// Why the batch failed, when it did.
+    pub error: Option<String>,
+    /// Upload time (RFC 3339).
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Processing start.
+    pub started_at: Option<String>,
+    /// Completion.
+    pub completed_at: Option<String>,
+    /// Webhook delivery, when a callback was given.
+    pub notification: Option<NotificationView>,
+}
+
+impl BatchView {
+    /// The view of a record with its counts.
+    pub fn new(b: &BatchRecord, counts: Counts) -> Self {
+        Self {
+            id: b.id.clone(),
+            phase: b.phase,
+            counts,
+            total_entries: b.total_entries,
+            upload_bytes: b.upload_bytes,
+            error: b.error.clone(),
+            created_at: rfc3339(b.created_at),
+            updated_at: rfc3339(b.updated_at),
+            started_at: b.started_at.map(rfc3339),
+            completed_at: b.completed_at.map(rfc3339),
+            notification: b.callback_url.as_ref().map(|url| NotificationView {
+                url: url.clone(),
+                state: b.notify_state,
+                attempts: b.notify_attempts,
+                last_error: b.notify_last_error.clone(),
+                delivered_at: b.notify_delivered_at.map(rfc3339),
+            }),
+        }
+    }
+}
+
+/// One entry of the archive, planned for checking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryPlan {
+    /// Index in the central directory.
+    pub index: u32,
+    /// Name as stored (for the report only).
+    pub name: String,
+    /// Compressed bytes (for chunk sizing).
+    pub compressed_size: u64,
+}
+
+/// One report line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReportEntry {
+    /// Index in the archive.
+    pub index: u32,
+    /// Entry name.
+    pub entry: String,
+    /// accepted, duplicate, rejected, failed; `pending` while undecided.
+    pub verdict: String,
+    /// Reason code for rejected and failed entries.
+    pub reason: Option<Reason>,
+    /// Human-readable detail.
+    pub detail: Option<String>,
+    /// Stored image id (accepted).
+    pub image_id: Option<String>,
+    /// Original image id (duplicate).
+    pub duplicate_of: Option<String>,
+    /// exact (near comes with perceptual dedup).
+    pub duplicate_kind: Option<DuplicateKind>,
+}
+
+impl ReportEntry {
+    /// A report line from an entry and its verdict, if decided.
+    pub fn new(index: u32, name: String, verdict: Option<Verdict>) -> Self {
+        match verdict {
+            None => Self { index, entry: name, verdict: "pending".into(), reason: None, detail: None, image_id: None, duplicate_of: None, duplicate_kind: None },
+            Some(v) => Self {
+                index,
+                entry: name,
+                verdict: v.kind.as_str().into(),
+                reason: v.reason,
+                detail: v.detail,
+                image_id: v.image_id,
+                duplicate_of: v.duplicate_of,
+                duplicate_kind: v.duplicate_kind,
+            },
+        }
+    }
+
+    /// Whether this line has a final verdict.
+    pub fn is_decided(&self) -> bool {
+        VerdictKind::parse(&self.verdict).is_some()
+    }
+}
+
+/// A stored image as the catalog keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageRecord {
+    /// SHA-256 of the stored bytes.
+    pub id: String,
+    /// True format.
+    pub format: Format,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Stored bytes.
+    pub size: u64,
+    /// EXIF orientation found in the upload (1–8), recorded since the stored bytes no longer carry it.
+    pub orientation: Option<u16>,
+    /// The batch that first stored it.
+    pub batch_id: String,
+    /// Its entry index in that batch.
+    pub entry_index: u32,
+    /// Its entry name in that batch.
+    pub entry_name: String,
+    /// When it was stored.
+    #[serde(skip)]
+    pub created_ms: Millis,
+}
+
+/// Blob key of a stored image: content-addressed, fanned out by prefix.
+pub fn image_key(id: &str) -> String {
+    format!("images/{}/{}/{}", &id[..2.min(id.len())], &id[2.min(id.len())..4.min(id.len())], id)
+}
+
+/// Blob key of a staged upload.
+pub fn staging_key(batch_id: &str) -> String {
+    format!("staging/{batch_id}.zip")
+}
+
+/// Whether `s` looks like an image id (64 lower-case hex digits).
+pub fn is_image_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

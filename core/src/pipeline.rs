@@ -1,0 +1,122 @@
+//! The per-image pipeline, a pure function of the bytes and the policy:
+//! true format, header and pixel budget, sanitising, strict full decode of
+//! what will be stored, and the content hash.
+
+use crate::format::{self, Format, Sniffed};
+use crate::jpeg;
+use crate::policy::Policy;
+use crate::verdict::{Reason, Rejection};
+use sha2::{Digest, Sha256};
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::options::DecoderOptions;
+
+/// An image that passed every check, ready to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// The bytes to store (metadata removed).
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, lower-case hex: the image id.
+    pub id: String,
+    /// The true format.
+    pub format: Format,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// EXIF orientation found (and removed) in the upload, if any.
+    pub orientation: Option<u16>,
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Runs every step on one entry's bytes.
+pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
+    let format = match format::sniff(&data[..data.len().min(format::SNIFF_LEN)]) {
+        Sniffed::Image(f) if policy.allows(f) => f,
+        Sniffed::Image(f) => {
+            let allowed: Vec<_> = policy.allowed_formats.iter().map(|f| f.as_str()).collect();
+            return Err(Rejection::new(
+                Reason::FormatNotAllowed,
+                format!("the bytes are {}; the policy allows {} (ValidationPolicy.allowedFormats)", f.as_str(), allowed.join(", ")),
+            ));
+        }
+        Sniffed::Archive(kind) => return Err(Rejection::new(Reason::NestedArchive, format!("the entry is a {kind} archive"))),
+        Sniffed::OtherImage(kind) => {
+            return Err(Rejection::new(Reason::FormatNotAllowed, format!("the bytes are {kind}, which picsift does not accept")));
+        }
+        Sniffed::Unknown => return Err(Rejection::new(Reason::NotAnImage, "the leading bytes match no image format")),
+    };
+    let (bytes, width, height, orientation) = match format {
+        Format::Jpeg => prepare_jpeg(data, policy)?,
+        Format::Png | Format::Webp => prepare_other(data, format, policy)?,
+    };
+    Ok(Prepared { id: sha256_hex(&bytes), bytes, format, width, height, orientation })
+}
+
+/// Refuses dimensions over the policy's budget, before any pixel allocation.
+pub fn check_dimensions(width: u32, height: u32, policy: &Policy) -> Result<(), Rejection> {
+    let pixels = u64::from(width) * u64::from(height);
+    if width > policy.max_dimension || height > policy.max_dimension || pixels > policy.max_pixels {
+        return Err(Rejection::new(
+            Reason::DimensionsTooLarge,
+            format!(
+                "image is {width}×{height} ({pixels} pixels); the policy allows {} pixels per side and {} in all (ValidationPolicy.limits)",
+                policy.max_dimension, policy.max_pixels
+            ),
+        ));
+    }
+    Ok(())
+}
+
+type Stage = (Vec<u8>, u32, u32, Option<u16>);
+
+fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
+    let structure = jpeg::parse(data)?;
+    check_dimensions(structure.width, structure.height, policy)?;
+    let clean = jpeg::strip_metadata(data, &structure);
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(policy.max_dimension as usize)
+        .set_max_height(policy.max_dimension as usize);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(&clean[..]), options);
+    let pixels = decoder.decode().map_err(|e| Rejection::new(Reason::DecodeError, format!("strict JPEG decode failed: {e}")))?;
+    let (w, h) = decoder.dimensions().unwrap_or((0, 0));
+    if (w as u32, h as u32) != (structure.width, structure.height) || pixels.is_empty() {
+        return Err(Rejection::new(Reason::DecodeError, "decoded size differs from the frame header"));
+    }
+    Ok((clean, structure.width, structure.height, structure.orientation))
+}
+
+fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, Rejection> {
+    let image_format = match format {
+        Format::Png => image::ImageFormat::Png,
+        _ => image::ImageFormat::WebP,
+    };
+    let invalid = |e: image::ImageError| Rejection::new(Reason::InvalidHeader, format!("cannot read the {} header: {e}", format.as_str()));
+    let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(data), image_format).into_dimensions().map_err(invalid)?;
+    check_dimensions(width, height, policy)?;
+    let clean = match format {
+        Format::Png => crate::chunks::strip_png(data)?,
+        _ => crate::chunks::strip_webp(data)?,
+    };
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&clean[..]), image_format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(policy.max_dimension);
+    limits.max_image_height = Some(policy.max_dimension);
+    limits.max_alloc = Some(policy.max_pixels.saturating_mul(8));
+    reader.limits(limits);
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Decoding(_) if is_eof(&e) => Rejection::new(Reason::Truncated, format!("{} data ends early: {e}", format.as_str())),
+        _ => Rejection::new(Reason::DecodeError, format!("strict {} decode failed: {e}", format.as_str())),
+    })?;
+    Ok((clean, width, height, None))
+}
+
+fn is_eof(e: &image::ImageError) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("eof") || text.contains("end of file") || text.contains("unexpected end")
+}

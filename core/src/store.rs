@@ -1,0 +1,141 @@
+//! One trait per backend role. The embedded implementations live in
+//! [`crate::embedded`]; the cluster ones (S3, PostgreSQL, Redis) implement
+//! the same traits.
+
+use crate::Result;
+use crate::chunk::ChunkTask;
+use crate::dedup::{ClaimOutcome, CommitOutcome};
+use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, ReportEntry};
+use crate::time::Millis;
+use crate::verdict::Verdict;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use std::ops::Range;
+
+/// A stream of bytes, as uploads arrive and downloads leave.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Object storage: staged uploads and content-addressed images.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Stores `bytes` under `key`, replacing any object there; atomic.
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<()>;
+    /// Stores a stream under `key` with bounded memory; returns its size.
+    /// Nothing is left under `key` when the stream fails.
+    async fn put_stream(&self, key: &str, body: ByteStream) -> Result<u64>;
+    /// Reads `range` of the object (clamped to its end).
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Streams the object, or a range of it.
+    async fn get_stream(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream>;
+    /// The object's size, or `None` when it does not exist.
+    async fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// Deletes the object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Keys under `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+}
+
+/// A new batch, as the gateway creates it.
+#[derive(Clone, Debug)]
+pub struct NewBatch {
+    /// The batch id.
+    pub id: String,
+    /// Blob key of the staged archive.
+    pub staged_key: String,
+    /// Size of the archive.
+    pub upload_bytes: u64,
+    /// Entries in the archive.
+    pub total_entries: u64,
+    /// Webhook URL.
+    pub callback_url: Option<String>,
+    /// Upload time.
+    pub now: Millis,
+}
+
+/// The outcome of one webhook delivery attempt.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// The receiver answered 2xx.
+    Delivered {
+        /// When.
+        at: Millis,
+    },
+    /// Failed; try again at `next_at`, or give up when `None`.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// The next attempt.
+        next_at: Option<Millis>,
+    },
+}
+
+/// The catalog: batches, per-entry verdicts and stored images.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Records a new batch in phase received.
+    async fn create_batch(&self, batch: &NewBatch) -> Result<()>;
+    /// A batch, if it exists.
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>>;
+    /// Verdict counts of a batch.
+    async fn counts(&self, id: &str) -> Result<Counts>;
+    /// Records the planned entries (idempotent) and moves the batch to processing.
+    async fn plan_batch(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()>;
+    /// Marks a batch failed as a whole.
+    async fn fail_batch(&self, id: &str, error: &str, now: Millis) -> Result<()>;
+    /// Batches in phase received or processing (to resume after a restart).
+    async fn unfinished_batches(&self) -> Result<Vec<BatchRecord>>;
+    /// Undecided entries of a batch with their compressed sizes.
+    async fn pending_entries(&self, id: &str) -> Result<Vec<(u32, u64)>>;
+    /// Report lines with index greater than `after`, at most `limit`.
+    async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>>;
+    /// Records an entry's verdict unless it already has one; returns whether it wrote.
+    async fn record_verdict(&self, id: &str, index: u32, verdict: &Verdict, now: Millis) -> Result<bool>;
+    /// Records a stored image; a second insert of the same id changes nothing.
+    async fn insert_image(&self, image: &ImageRecord) -> Result<()>;
+    /// An image, if stored.
+    async fn image(&self, id: &str) -> Result<Option<ImageRecord>>;
+    /// Images accepted in a batch, by entry index, after `after`, at most `limit`.
+    async fn batch_images(&self, batch: &str, after: Option<u32>, limit: u32) -> Result<Vec<ImageRecord>>;
+    /// Every image id (to rebuild indexes and check stores).
+    async fn image_ids(&self) -> Result<Vec<String>>;
+    /// Completes the batch if no entry is pending; true for the one caller that completed it.
+    async fn try_complete(&self, id: &str, now: Millis) -> Result<bool>;
+    /// Batches whose webhook is due at `now`.
+    async fn due_notifications(&self, now: Millis) -> Result<Vec<BatchRecord>>;
+    /// Records a delivery attempt.
+    async fn record_delivery(&self, id: &str, delivery: &Delivery, now: Millis) -> Result<()>;
+}
+
+/// Exact-dedup claims (see [`crate::dedup`] for the protocol).
+#[async_trait]
+pub trait DedupIndex: Send + Sync {
+    /// Claims `key` for `owner` with a lease of `lease_ms`.
+    async fn claim(&self, key: &str, owner: &str, now: Millis, lease_ms: Millis) -> Result<ClaimOutcome>;
+    /// Commits `owner`'s claim of `key` to `image_id`.
+    async fn commit(&self, key: &str, owner: &str, image_id: &str) -> Result<CommitOutcome>;
+    /// Claims still pending (none should remain when all batches are done).
+    async fn pending_claims(&self) -> Result<u64>;
+}
+
+/// A task taken from the queue, to ack when done.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The task.
+    pub task: ChunkTask,
+    /// The queue's handle for ack.
+    pub receipt: String,
+}
+
+/// The chunk work queue.
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    /// Adds a task.
+    async fn enqueue(&self, task: ChunkTask) -> Result<()>;
+    /// Takes the next task, waiting up to `wait_ms`.
+    async fn dequeue(&self, wait_ms: u64) -> Result<Option<Lease>>;
+    /// Marks a task done.
+    async fn ack(&self, lease: &Lease) -> Result<()>;
+    /// Tasks waiting.
+    async fn backlog(&self) -> Result<u64>;
+}

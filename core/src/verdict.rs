@@ -1,0 +1,197 @@
+//! Verdicts and the reason codes behind them. `docs/verdicts.md` documents
+//! every code; a test keeps the two in step.
+
+use serde::{Deserialize, Serialize};
+
+/// The outcome for one archive entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    /// Passed every check and is stored.
+    Accepted,
+    /// Same image as one already stored (`duplicate_of`).
+    Duplicate,
+    /// Refused for a stable [`Reason`].
+    Rejected,
+    /// Could not be processed for a reason that is not the image's fault.
+    Failed,
+}
+
+impl VerdictKind {
+    /// The stable lower-case name used in the API and the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses [`Self::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "accepted" => Self::Accepted,
+            "duplicate" => Self::Duplicate,
+            "rejected" => Self::Rejected,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// How a duplicate matched its original.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateKind {
+    /// Byte-identical after sanitising (same SHA-256).
+    Exact,
+}
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, $kind:ident, $remedy:literal; )*) => {
+        /// Why an entry was rejected or failed. Codes are stable API.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Reason { $( $(#[$doc])* $variant, )* }
+
+        impl Reason {
+            /// Every reason, in documentation order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
+
+            /// The stable snake_case code.
+            pub fn code(self) -> &'static str { match self { $(Reason::$variant => $code,)* } }
+
+            /// Whether this reason rejects the image or reports a failure
+            /// that is not the image's fault.
+            pub fn kind(self) -> VerdictKind { match self { $(Reason::$variant => VerdictKind::$kind,)* } }
+
+            /// What the uploader can do about it.
+            pub fn remedy(self) -> &'static str { match self { $(Reason::$variant => $remedy,)* } }
+
+            /// Parses [`Self::code`] back.
+            pub fn parse(code: &str) -> Option<Self> {
+                match code { $($code => Some(Reason::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The entry name is absolute, climbs out with `..`, holds control
+    /// characters or is too long.
+    UnsafeName = "unsafe_name", Rejected, "Use plain relative file names inside the archive.";
+    /// The entry is a directory, not a file.
+    DirectoryEntry = "directory_entry", Rejected, "Nothing to do: directories carry no image. Zip files only to avoid the entry.";
+    /// The entry is a symbolic link.
+    Symlink = "symlink", Rejected, "Put the image itself in the archive, not a link to it.";
+    /// The entry is encrypted.
+    Encrypted = "encrypted", Rejected, "Upload archives without a password.";
+    /// The entry uses a compression method other than stored or deflate.
+    UnsupportedCompression = "unsupported_compression", Rejected, "Use stored or deflate compression (what every zip tool makes by default).";
+    /// The entry is itself an archive (zip, gzip, tar, 7z, rar ...).
+    NestedArchive = "nested_archive", Rejected, "Unpack nested archives and upload their images directly.";
+    /// The entry inflates to a size other than the one it declares.
+    SizeMismatch = "size_mismatch", Rejected, "Re-create the archive with a standard zip tool.";
+    /// The entry's compression ratio is above the policy's limit (a zip bomb).
+    CompressionRatio = "compression_ratio", Rejected, "Images barely compress; an entry this compressible is not an image.";
+    /// The entry is larger than the policy allows for one image.
+    EntryTooLarge = "entry_too_large", Rejected, "Upload smaller files, or ask for a policy with a higher ValidationPolicy.limits.maxEntryBytes.";
+    /// The bytes are not any image format picsift knows.
+    NotAnImage = "not_an_image", Rejected, "Upload only image files; the name's extension does not matter, the bytes do.";
+    /// The bytes are an image format the policy does not allow.
+    FormatNotAllowed = "format_not_allowed", Rejected, "Convert the image to an allowed format (JPEG by default).";
+    /// The image header cannot be parsed.
+    InvalidHeader = "invalid_header", Rejected, "Re-export the image with a standard tool.";
+    /// Width, height or pixel count is above the policy's limits.
+    DimensionsTooLarge = "dimensions_too_large", Rejected, "Downscale the image below the policy's limits.";
+    /// The image data ends before the image does.
+    Truncated = "truncated", Rejected, "Upload the complete file; it was cut off.";
+    /// There are bytes after the image's end marker (for example an appended archive).
+    TrailingData = "trailing_data", Rejected, "Remove what follows the image, or re-export it.";
+    /// The full decode failed.
+    DecodeError = "decode_error", Rejected, "Re-export the image with a standard tool.";
+    /// Processing the entry failed inside picsift; retrying may help.
+    InternalError = "internal_error", Failed, "Upload the image again; report the batch id if it keeps failing.";
+    /// A storage backend failed while storing the image; retrying may help.
+    StorageError = "storage_error", Failed, "Upload the image again later.";
+}
+
+/// The verdict of one entry: what the report shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Accepted, duplicate, rejected or failed.
+    pub kind: VerdictKind,
+    /// Set for rejected and failed entries.
+    pub reason: Option<Reason>,
+    /// Human-readable detail.
+    pub detail: Option<String>,
+    /// The stored image (accepted entries).
+    pub image_id: Option<String>,
+    /// The image this entry duplicates.
+    pub duplicate_of: Option<String>,
+    /// How the duplicate matched.
+    pub duplicate_kind: Option<DuplicateKind>,
+}
+
+impl Verdict {
+    /// An accepted entry stored as `image_id`.
+    pub fn accepted(image_id: String) -> Self {
+        Self { kind: VerdictKind::Accepted, reason: None, detail: None, image_id: Some(image_id), duplicate_of: None, duplicate_kind: None }
+    }
+
+    /// An exact duplicate of `original`.
+    pub fn exact_duplicate(original: String) -> Self {
+        Self {
+            kind: VerdictKind::Duplicate,
+            reason: None,
+            detail: Some("identical to an image already stored".into()),
+            image_id: None,
+            duplicate_of: Some(original),
+            duplicate_kind: Some(DuplicateKind::Exact),
+        }
+    }
+
+    /// A rejection or failure, per the reason's kind.
+    pub fn refused(reason: Reason, detail: impl Into<String>) -> Self {
+        Self { kind: reason.kind(), reason: Some(reason), detail: Some(detail.into()), image_id: None, duplicate_of: None, duplicate_kind: None }
+    }
+}
+
+/// A per-image refusal produced by a pipeline step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The stable code.
+    pub reason: Reason,
+    /// What exactly was wrong, for the uploader.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection with its detail.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
+    }
+}
+
+impl From<Rejection> for Verdict {
+    fn from(r: Rejection) -> Self {
+        Verdict::refused(r.reason, r.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_code_round_trips_and_is_documented() {
+        let doc = include_str!("../../docs/verdicts.md");
+        for r in Reason::ALL {
+            assert_eq!(Reason::parse(r.code()), Some(*r));
+            assert!(doc.contains(&format!("`{}`", r.code())), "docs/verdicts.md lacks `{}`", r.code());
+            let json = serde_json::to_string(r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.code()));
+        }
+    }
+}
