@@ -1,1 +1,39 @@
-fn main() {}
+//! `picsift`: the standalone server and the command-line client.
+
+mod client;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// picsift: image intake — upload zips of images, get a verdict for every entry.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the standalone server: gateway, worker, files on disk, SQLite.
+    Serve(serve::ServeArgs),
+    /// Upload a zip, or a folder zipped on the fly, and print the batch id.
+    Upload(client::UploadArgs),
+    /// Show a batch's status; with --wait, follow it to the end.
+    Status(client::StatusArgs),
+    /// Print a batch's verdicts as a table.
+    Report(client::ReportArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Upload(args) => client::upload(args).await,
+            Command::Status(args) => client::status(args).await,
+            Command::Report(args) => client::report(args).await,
+        }
+    })
+}
