@@ -139,3 +139,11 @@ pub trait WorkQueue: Send + Sync {
     /// Tasks waiting.
     async fn backlog(&self) -> Result<u64>;
 }
+
+/// Hands a received batch over for processing: in standalone, the
+/// in-process planner; in the cluster, an `UploadBatch` for the operator.
+#[async_trait]
+pub trait Scheduler: Send + Sync {
+    /// Starts processing of a batch the catalog already holds.
+    async fn submit(&self, batch_id: &str) -> Result<()>;
+}

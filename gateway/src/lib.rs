@@ -1,1 +1,45 @@
-//! stub
+//! The picsift HTTP API: streaming uploads, batch status and reports,
+//! image downloads. The same router serves the standalone server and the
+//! cluster gateway; only the backends behind [`AppState`] differ.
+
+mod batches;
+mod images;
+mod problem;
+mod upload;
+
+pub use problem::Problem;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use picsift_core::policy::Policy;
+use picsift_core::store::{BlobStore, Catalog, Scheduler};
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Staged uploads and images.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Batches, verdicts and images.
+    pub catalog: Arc<dyn Catalog>,
+    /// Where received batches go.
+    pub scheduler: Arc<dyn Scheduler>,
+    /// Limits applied to uploads.
+    pub policy: Policy,
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    let upload_limit = usize::try_from(state.policy.max_upload_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/v1/batches", post(upload::create_batch).layer(DefaultBodyLimit::max(upload_limit)))
+        .route("/v1/batches/{id}", get(batches::status))
+        .route("/v1/batches/{id}/report", get(batches::report))
+        .route("/v1/images", get(images::list))
+        .route("/v1/images/{id}", get(images::download))
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(batches::ready))
+        .fallback(|| async { Problem::new(axum::http::StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint") })
+        .with_state(state)
+}

@@ -1,1 +1,68 @@
-//! stub
+//! The picsift worker: plans a batch's chunks from its archive's central
+//! directory, takes chunk tasks from the queue, runs the pipeline on each
+//! entry, claims, stores and commits, records verdicts, completes batches
+//! and delivers their webhooks.
+
+mod notify;
+mod plan;
+mod process;
+
+pub use notify::{Notifier, NotifierConfig};
+pub use plan::{LocalScheduler, plan_batch, resume};
+pub use process::{process_chunk, run_workers};
+
+use picsift_core::chunk::ChunkLimits;
+use picsift_core::policy::Policy;
+use picsift_core::store::{BlobStore, Catalog, DedupIndex, WorkQueue};
+use std::sync::Arc;
+
+/// The backends a worker uses, whatever their implementation.
+#[derive(Clone)]
+pub struct Backends {
+    /// Staged uploads and stored images.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Batches, verdicts and images.
+    pub catalog: Arc<dyn Catalog>,
+    /// Exact-dedup claims.
+    pub dedup: Arc<dyn DedupIndex>,
+    /// Chunk tasks.
+    pub queue: Arc<dyn WorkQueue>,
+}
+
+/// How the worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// What is allowed and the limits.
+    pub policy: Policy,
+    /// Chunk sizes.
+    pub chunk_limits: ChunkLimits,
+    /// Dedup claim lease: how long a crashed worker's claim blocks others.
+    pub lease_ms: i64,
+    /// Chunks processed at once.
+    pub concurrency: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            chunk_limits: ChunkLimits::default(),
+            lease_ms: 120_000,
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Errors of the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A backend failed.
+    #[error(transparent)]
+    Backend(#[from] picsift_core::Error),
+    /// A blocking task died.
+    #[error("blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

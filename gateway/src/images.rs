@@ -1,0 +1,142 @@
+//! Image downloads and listings.
+
+use crate::{AppState, Problem};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use picsift_core::model::{image_key, is_image_id};
+use serde::Deserialize;
+use std::ops::Range;
+
+/// Parses a single-range `Range` header against a length. `Ok(None)`: no
+/// usable range (serve the whole object); `Err(())`: unsatisfiable.
+pub fn parse_range(header: &str, len: u64) -> Result<Option<Range<u64>>, ()> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None); // Multiple ranges: the whole object is a valid answer.
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let range = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            len.saturating_sub(n)..len
+        }
+        (start, "") => start.parse::<u64>().map_err(|_| ())?..len,
+        (start, end) => {
+            let (s, e): (u64, u64) = (start.parse().map_err(|_| ())?, end.parse().map_err(|_| ())?);
+            if e < s {
+                return Err(());
+            }
+            s..(e + 1).min(len)
+        }
+    };
+    if range.start >= len { Err(()) } else { Ok(Some(range)) }
+}
+
+/// `GET` and `HEAD /v1/images/{id}`: the stored bytes, with ranges.
+pub async fn download(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Problem> {
+    if !is_image_id(&id) {
+        return Err(Problem::not_found(&format!("image {id}")));
+    }
+    let image = s.catalog.image(&id).await?.ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
+    let key = image_key(&id);
+    let len = s.blobs.size(&key).await?.ok_or_else(|| Problem::unavailable(format!("image {id} is in the catalog but its bytes are missing")))?;
+    let etag = format!("\"{id}\"");
+    let mut h = HeaderMap::new();
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(|_| Problem::not_found("image"))?);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(image.format.mime()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+    }
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(r) => match parse_range(r, len) {
+            Ok(r) => r,
+            Err(()) => {
+                h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).unwrap_or(HeaderValue::from_static("bytes */0")));
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response());
+            }
+        },
+    };
+    let status = match &range {
+        Some(r) => {
+            let cr = format!("bytes {}-{}/{len}", r.start, r.end - 1);
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).unwrap_or(HeaderValue::from_static("bytes */0")));
+            StatusCode::PARTIAL_CONTENT
+        }
+        None => StatusCode::OK,
+    };
+    let n = range.as_ref().map_or(len, |r| r.end - r.start);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    let body = s.blobs.get_stream(&key, range).await?;
+    Ok((status, h, Body::from_stream(body)).into_response())
+}
+
+/// Listing filters.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// The batch whose accepted images to list.
+    batch: Option<String>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+    /// Images per page (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// `GET /v1/images?batch=ID`: a batch's accepted images.
+pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, Problem> {
+    let Some(batch) = q.batch else {
+        return Err(Problem::bad_request("the batch query parameter is required (GET /v1/images?batch=ID)"));
+    };
+    s.catalog.batch(&batch).await?.ok_or_else(|| Problem::not_found(&format!("batch {batch}")))?;
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(c.parse::<u32>().map_err(|_| Problem::bad_request(format!("cursor {c:?} is not one this API gave out")))?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let images = s.catalog.batch_images(&batch, after, limit).await?;
+    let next = (images.len() as u32 == limit).then(|| images.last().map(|i| i.entry_index.to_string())).flatten();
+    let items: Vec<_> = images
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "id": i.id, "format": i.format, "width": i.width, "height": i.height, "size": i.size,
+                "orientation": i.orientation, "entry": i.entry_name, "entry_index": i.entry_index,
+                "url": format!("/v1/images/{}", i.id),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "images": items, "next": next })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        let cases: &[(&str, Result<Option<std::ops::Range<u64>>, ()>)] = &[
+            ("bytes=0-9", Ok(Some(0..10))),
+            ("bytes=5-", Ok(Some(5..100))),
+            ("bytes=-10", Ok(Some(90..100))),
+            ("bytes=-1000", Ok(Some(0..100))),
+            ("bytes=90-200", Ok(Some(90..100))),
+            ("bytes=100-", Err(())),
+            ("bytes=9-3", Err(())),
+            ("bytes=0-1,5-6", Ok(None)),
+            ("items=0-1", Ok(None)),
+            ("bytes=x-1", Err(())),
+        ];
+        for (h, want) in cases {
+            assert_eq!(&parse_range(h, 100), want, "{h}");
+        }
+    }
+}

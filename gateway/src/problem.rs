@@ -1,0 +1,65 @@
+//! HTTP errors as `application/problem+json` (RFC 9457) with stable types.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// An API error.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable slug: the `type` is `https://picsift.io/problems/{slug}`.
+    pub slug: &'static str,
+    /// Short summary, the same for every occurrence of this type.
+    pub title: &'static str,
+    /// What happened this time and what to do.
+    pub detail: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem without Retry-After.
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, slug, title, detail: detail.into(), retry_after: None }
+    }
+
+    /// A backend failed: 503 with Retry-After.
+    pub fn unavailable(what: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %what, "backend unavailable");
+        Self { retry_after: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", format!("a backend is unavailable ({what}); retry later")) }
+    }
+
+    /// An unknown resource.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("{what} not found"))
+    }
+
+    /// A bad query or path parameter.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+    }
+}
+
+impl From<picsift_core::Error> for Problem {
+    fn from(e: picsift_core::Error) -> Self {
+        Self::unavailable(e)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": format!("https://picsift.io/problems/{}", self.slug),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut resp = (self.status, body.to_string()).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}

@@ -1,0 +1,94 @@
+//! Planning: entries from the central directory, grouped into chunk tasks.
+
+use crate::{Backends, Result, WorkerConfig};
+use async_trait::async_trait;
+use picsift_core::archive::EntryMeta;
+use picsift_core::blob_reader::BlobReader;
+use picsift_core::chunk::plan_chunks;
+use picsift_core::model::{EntryPlan, Phase};
+use picsift_core::store::Scheduler;
+use picsift_core::time::now_ms;
+use zip::ZipArchive;
+
+/// Reads the staged archive's central directory, records its entries and
+/// enqueues chunks for those without a verdict. Safe to call again: entries
+/// are recorded once, and decided entries are not enqueued.
+pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Result<()> {
+    let Some(batch) = b.catalog.batch(batch_id).await? else { return Ok(()) };
+    if batch.phase.is_final() {
+        return Ok(());
+    }
+    if batch.phase == Phase::Received {
+        match read_entries(b, &batch.staged_key).await? {
+            Ok(entries) => b.catalog.plan_batch(batch_id, &entries, now_ms()).await?,
+            Err(problem) => {
+                tracing::warn!(batch = batch_id, %problem, "batch archive unreadable");
+                b.catalog.fail_batch(batch_id, &problem, now_ms()).await?;
+                return Ok(());
+            }
+        }
+    }
+    let pending = b.catalog.pending_entries(batch_id).await?;
+    for task in plan_chunks(batch_id, &pending, cfg.chunk_limits) {
+        b.queue.enqueue(task).await?;
+    }
+    if pending.is_empty() && b.catalog.try_complete(batch_id, now_ms()).await? {
+        let _ = b.blobs.delete(&batch.staged_key).await;
+    }
+    Ok(())
+}
+
+/// The entries of a staged archive, or why it cannot be read.
+async fn read_entries(b: &Backends, key: &str) -> Result<Result<Vec<EntryPlan>, String>> {
+    let Some(len) = b.blobs.size(key).await? else {
+        return Ok(Err(format!("the staged archive {key} is missing")));
+    };
+    let reader = BlobReader::new(b.blobs.clone(), key, len, tokio::runtime::Handle::current());
+    Ok(tokio::task::spawn_blocking(move || {
+        let mut archive = ZipArchive::new(reader).map_err(|e| format!("the archive cannot be read: {e}"))?;
+        (0..archive.len())
+            .map(|i| {
+                let meta = EntryMeta::read(&mut archive, i).map_err(|e| format!("entry {i} cannot be read: {e}"))?;
+                Ok(EntryPlan { index: i as u32, name: meta.name, compressed_size: meta.compressed_size })
+            })
+            .collect()
+    })
+    .await?)
+}
+
+/// Re-plans every unfinished batch: after a restart, the in-process queue
+/// is empty but the catalog knows what is left.
+pub async fn resume(b: &Backends, cfg: &WorkerConfig) -> Result<usize> {
+    let batches = b.catalog.unfinished_batches().await?;
+    for batch in &batches {
+        plan_batch(b, cfg, &batch.id).await?;
+    }
+    Ok(batches.len())
+}
+
+/// The standalone scheduler: plans a batch in-process as soon as it is received.
+pub struct LocalScheduler {
+    backends: Backends,
+    config: WorkerConfig,
+}
+
+impl LocalScheduler {
+    /// A scheduler over the given backends.
+    pub fn new(backends: Backends, config: WorkerConfig) -> Self {
+        Self { backends, config }
+    }
+}
+
+#[async_trait]
+impl Scheduler for LocalScheduler {
+    async fn submit(&self, batch_id: &str) -> picsift_core::Result<()> {
+        let (b, cfg, id) = (self.backends.clone(), self.config.clone(), batch_id.to_string());
+        // Planning reads the whole central directory; the upload response need not wait for it.
+        tokio::spawn(async move {
+            if let Err(e) = plan_batch(&b, &cfg, &id).await {
+                tracing::error!(batch = id, error = %e, "planning failed; it will be retried at the next start");
+            }
+        });
+        Ok(())
+    }
+}

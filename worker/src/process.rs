@@ -1,0 +1,215 @@
+//! Processing chunk tasks: one entry at a time through the pipeline, then
+//! claim, store, commit and record the verdict.
+
+use crate::{Backends, Result, WorkerConfig};
+use picsift_core::archive::{self, EntryMeta};
+use picsift_core::blob_reader::BlobReader;
+use picsift_core::chunk::ChunkTask;
+use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
+use picsift_core::model::{ImageRecord, image_key};
+use picsift_core::pipeline::{self, Prepared};
+use picsift_core::time::now_ms;
+use picsift_core::verdict::{Reason, Rejection, Verdict};
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use zip::ZipArchive;
+
+/// One entry after the pure pipeline.
+struct Checked {
+    index: u32,
+    name: String,
+    outcome: Result<Prepared, Rejection>,
+}
+
+/// Processes one chunk. Entries that already have a verdict are skipped,
+/// so a task delivered twice does no harm. Returns whether this call
+/// completed the batch.
+pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -> Result<bool> {
+    let Some(batch) = b.catalog.batch(&task.batch_id).await? else { return Ok(false) };
+    if batch.phase.is_final() {
+        return Ok(false);
+    }
+    let pending: HashSet<u32> = b.catalog.pending_entries(&batch.id).await?.into_iter().map(|(i, _)| i).collect();
+    let todo: Vec<u32> = task.entries.iter().copied().filter(|i| pending.contains(i)).collect();
+    if !todo.is_empty() {
+        let Some(len) = b.blobs.size(&batch.staged_key).await? else {
+            for &i in &todo {
+                let v = Verdict::refused(Reason::StorageError, "the staged archive disappeared before this entry was checked");
+                b.catalog.record_verdict(&batch.id, i, &v, now_ms()).await?;
+            }
+            return complete(b, &batch.id, &batch.staged_key).await;
+        };
+        // The pure pipeline runs on a blocking thread, one entry ahead of
+        // the async side (channel of one: at most two entries in memory).
+        let (tx, mut rx) = mpsc::channel::<Checked>(1);
+        let reader = BlobReader::new(b.blobs.clone(), &batch.staged_key, len, tokio::runtime::Handle::current());
+        let policy = cfg.policy.clone();
+        let producer = tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx));
+        while let Some(checked) = rx.recv().await {
+            let verdict = match checked.outcome {
+                Err(rejection) => rejection.into(),
+                Ok(prepared) => store_once(b, cfg, &batch.id, checked.index, &checked.name, prepared).await?,
+            };
+            b.catalog.record_verdict(&batch.id, checked.index, &verdict, now_ms()).await?;
+        }
+        producer.await?;
+    }
+    complete(b, &batch.id, &batch.staged_key).await
+}
+
+async fn complete(b: &Backends, batch_id: &str, staged_key: &str) -> Result<bool> {
+    if b.catalog.try_complete(batch_id, now_ms()).await? {
+        tracing::info!(batch = batch_id, "batch completed");
+        if let Err(e) = b.blobs.delete(staged_key).await {
+            tracing::warn!(batch = batch_id, error = %e, "could not delete the staged archive");
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Runs the pure steps for each entry, isolating panics per entry.
+fn check_entries(reader: BlobReader, todo: &[u32], policy: &picsift_core::policy::Policy, tx: &mpsc::Sender<Checked>) {
+    let mut archive = match ZipArchive::new(reader) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "staged archive unreadable");
+            None
+        }
+    };
+    for &index in todo {
+        let checked = match archive.as_mut() {
+            None => Checked { index, name: String::new(), outcome: Err(Rejection::new(Reason::InternalError, "the staged archive cannot be read")) },
+            Some(a) => {
+                let run = catch_unwind(AssertUnwindSafe(|| check_one(a, index, policy)));
+                run.unwrap_or_else(|panic| {
+                    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                    tracing::error!(index, panic = what, "pipeline panicked on an entry");
+                    Checked { index, name: String::new(), outcome: Err(Rejection::new(Reason::InternalError, "processing this entry crashed; the rest of the batch goes on")) }
+                })
+            }
+        };
+        if tx.blocking_send(checked).is_err() {
+            return;
+        }
+    }
+}
+
+fn check_one<R: std::io::Read + std::io::Seek>(a: &mut ZipArchive<R>, index: u32, policy: &picsift_core::policy::Policy) -> Checked {
+    let meta = match EntryMeta::read(a, index as usize) {
+        Ok(m) => m,
+        Err(e) => return Checked { index, name: String::new(), outcome: Err(Rejection::new(Reason::DecodeError, format!("entry header unreadable: {e}"))) },
+    };
+    let outcome = archive::check_entry(&meta, policy)
+        .and_then(|()| archive::read_entry(a, index as usize, &meta, policy))
+        .and_then(|bytes| pipeline::prepare(&bytes, policy));
+    Checked { index, name: meta.name, outcome }
+}
+
+/// Claims the image, stores it, records it and commits the claim, or finds
+/// it is a duplicate. Waits while another owner holds a live claim.
+async fn store_once(b: &Backends, cfg: &WorkerConfig, batch_id: &str, index: u32, name: &str, p: Prepared) -> Result<Verdict> {
+    let owner = format!("{batch_id}:{index}");
+    loop {
+        match b.dedup.claim(&p.id, &owner, now_ms(), cfg.lease_ms).await? {
+            ClaimOutcome::Committed { image_id, by_you: false } => return Ok(Verdict::exact_duplicate(image_id)),
+            ClaimOutcome::Committed { by_you: true, .. } => return Ok(Verdict::accepted(p.id)),
+            ClaimOutcome::PendingOther { retry_at } => {
+                let wait = (retry_at - now_ms()).clamp(20, 250) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            ClaimOutcome::New | ClaimOutcome::Yours => {
+                if let Err(e) = put_with_retries(b, &p).await {
+                    tracing::error!(batch = batch_id, index, error = %e, "storing an image failed");
+                    return Ok(Verdict::refused(Reason::StorageError, format!("storing the image failed: {e}")));
+                }
+                let record = ImageRecord {
+                    id: p.id.clone(),
+                    format: p.format,
+                    width: p.width,
+                    height: p.height,
+                    size: p.bytes.len() as u64,
+                    orientation: p.orientation,
+                    batch_id: batch_id.into(),
+                    entry_index: index,
+                    entry_name: name.into(),
+                    created_ms: now_ms(),
+                };
+                b.catalog.insert_image(&record).await?;
+                match b.dedup.commit(&p.id, &owner, &p.id).await? {
+                    CommitOutcome::Committed => return Ok(Verdict::accepted(p.id)),
+                    // Our lease ran out and someone else took over: ask again.
+                    CommitOutcome::Lost => continue,
+                }
+            }
+        }
+    }
+}
+
+async fn put_with_retries(b: &Backends, p: &Prepared) -> picsift_core::Result<()> {
+    let key = image_key(&p.id);
+    let bytes = bytes::Bytes::copy_from_slice(&p.bytes);
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match b.blobs.put(&key, bytes.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 5 => return Err(e),
+            Err(e) => {
+                tracing::warn!(key, attempt, error = %e, "blob put failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Runs `cfg.concurrency` workers taking tasks until `stop` is notified.
+/// A chunk that fails on a backend error is put back after a pause.
+pub async fn run_workers(b: Backends, cfg: WorkerConfig, completed: Arc<Notify>, stop: CancellationToken) {
+    let mut handles = Vec::new();
+    for _ in 0..cfg.concurrency.max(1) {
+        let (b, cfg, completed, stop) = (b.clone(), cfg.clone(), completed.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let lease = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    l = b.queue.dequeue(1000) => l,
+                };
+                let lease = match lease {
+                    Ok(Some(l)) => l,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, "queue unavailable");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                match process_chunk(&b, &cfg, &lease.task).await {
+                    Ok(done) => {
+                        if done {
+                            completed.notify_one();
+                        }
+                        if let Err(e) = b.queue.ack(&lease).await {
+                            tracing::warn!(error = %e, "ack failed; the task may run again");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(batch = lease.task.batch_id, error = %e, "chunk failed; retrying later");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = b.queue.enqueue(lease.task.clone()).await;
+                        let _ = b.queue.ack(&lease).await;
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
