@@ -1,20 +1,137 @@
-//! `picsift serve`.
+//! `picsift serve`: the standalone server — gateway, in-process workers and
+//! webhook delivery over files on disk, SQLite and an in-process queue.
 
+use anyhow::Context;
+use picsift_core::embedded::{FsBlobStore, MemQueue, SqliteCatalog};
+use picsift_core::format::Format;
+use picsift_core::policy::Policy;
+use picsift_core::webhook::Secret;
+use picsift_gateway::AppState;
+use picsift_worker::{Backends, LocalScheduler, Notifier, NotifierConfig, WorkerConfig};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Options of `picsift serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Folder for the catalog (SQLite) and blobs.
+    /// Folder for the catalog (SQLite) and blobs; created if missing.
     #[arg(long, env = "PICSIFT_DATA", default_value = ".data")]
     pub data: PathBuf,
     /// Address to listen on.
     #[arg(long, env = "PICSIFT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Webhook signing secret (`whsec_` + base64, or any text). Default: the
+    /// one in DATA/webhook.secret, created on first start.
+    #[arg(long, env = "PICSIFT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Image formats accepted, comma-separated: jpeg, png, webp.
+    #[arg(long, env = "PICSIFT_FORMATS", default_value = "jpeg", value_delimiter = ',')]
+    pub formats: Vec<String>,
+    /// Largest upload in bytes.
+    #[arg(long, env = "PICSIFT_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Chunks processed at once (default: one per core).
+    #[arg(long, env = "PICSIFT_WORKERS")]
+    pub workers: Option<usize>,
 }
 
-/// Runs the standalone server until interrupted.
-pub async fn run(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// Reads the webhook secret from `DATA/webhook.secret`, creating it (mode 0600) on first start.
+fn webhook_secret(data: &Path) -> anyhow::Result<String> {
+    let path = data.join("webhook.secret");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(text.trim().to_string());
+    }
+    let mut key = uuid::Uuid::new_v4().into_bytes().to_vec();
+    key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let secret = Secret::encode(&key);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options.open(&path)?.write_all(secret.as_bytes())?;
+    eprintln!("created a webhook signing secret in {}", path.display());
+    Ok(secret)
+}
+
+fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
+    let mut policy = Policy::default();
+    policy.allowed_formats = args
+        .formats
+        .iter()
+        .map(|f| Format::parse(f.trim()).with_context(|| format!("unknown format {f:?}: use jpeg, png or webp")))
+        .collect::<anyhow::Result<_>>()?;
+    if let Some(n) = args.max_upload_bytes {
+        policy.max_upload_bytes = n;
+    }
+    Ok(policy)
+}
+
+/// Runs the standalone server until Ctrl-C or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PICSIFT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let policy = policy(&args)?;
+    std::fs::create_dir_all(&args.data).with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
+    let secret = match &args.webhook_secret {
+        Some(s) => s.clone(),
+        None => webhook_secret(&args.data)?,
+    };
+    let catalog = Arc::new(SqliteCatalog::open(&args.data.join("catalog.db")).await.context("cannot open the catalog")?);
+    let blobs = Arc::new(FsBlobStore::open(args.data.join("blobs")).await.context("cannot open the blob store")?);
+    let backends = Backends { blobs: blobs.clone(), catalog: catalog.clone(), dedup: catalog.clone(), queue: Arc::new(MemQueue::new()) };
+    let mut config = WorkerConfig { policy: policy.clone(), ..WorkerConfig::default() };
+    if let Some(n) = args.workers {
+        config.concurrency = n.max(1);
+    }
+
+    let resumed = picsift_worker::resume(&backends, &config).await.context("cannot resume unfinished batches")?;
+    if resumed > 0 {
+        tracing::info!(batches = resumed, "resumed unfinished batches");
+    }
+    let stop = CancellationToken::new();
+    let completed = Arc::new(Notify::new());
+    let workers = tokio::spawn(picsift_worker::run_workers(backends.clone(), config.clone(), completed.clone(), stop.clone()));
+    let notifier = Notifier::new(backends.clone(), NotifierConfig { secret: Secret::parse(&secret), timeout: Duration::from_secs(10) })?;
+    let notifications = tokio::spawn(notifier.run(completed, stop.clone()));
+
+    let state = AppState { blobs, catalog, scheduler: Arc::new(LocalScheduler::new(backends, config)), policy };
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!("picsift listening on http://{addr} (data in {})", args.data.display());
+    axum::serve(listener, picsift_gateway::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    stop.cancel();
+    let _ = tokio::join!(workers, notifications);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
 }
