@@ -179,9 +179,18 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     // A local read failure explains a failed request better than the
     // request's own "body error", so it is reported first.
     produced.context("the upload was cut off")?;
-    let response = api
-        .check(sent.map_err(|e| api.transport_error(e))?, None)
-        .await?;
+    let sent = sent.map_err(|e| {
+        let cut = closed_mid_upload(&e);
+        let err = api.transport_error(e);
+        if cut {
+            // hyper reports the broken pipe, not the answer the server may
+            // have sent before hanging up; say what usually causes it.
+            err.context("the server closed the connection during the upload; it may have refused it early (too large?), see its logs")
+        } else {
+            err
+        }
+    })?;
+    let response = api.check(sent, None).await?;
     let created: Created = response
         .json()
         .await
@@ -346,6 +355,23 @@ fn problem_message(status: StatusCode, body: &str) -> String {
     }
 }
 
+/// Whether the connection broke while the request body was still being sent.
+fn closed_mid_upload(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 fn is_transient(err: &anyhow::Error) -> bool {
     err.downcast_ref::<reqwest::Error>()
         .is_some_and(|e| e.is_connect() || e.is_timeout())
@@ -446,11 +472,11 @@ async fn wait_for_end(
         match api.batch_status(id).await {
             Ok((status, raw)) => {
                 failures = 0;
+                bar.set_message(status.phase.clone());
                 if let Some(total) = status.total_entries {
                     bar.set_length(total);
                     bar.set_position(total.saturating_sub(status.counts.pending));
                 }
-                bar.set_message(status.phase.clone());
                 if is_final(&status.phase) {
                     bar.finish_and_clear();
                     return Ok((status, raw));

@@ -59,12 +59,12 @@ fn webhook_secret(data: &Path) -> anyhow::Result<String> {
 }
 
 fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
-    let mut policy = Policy::default();
-    policy.allowed_formats = args
+    let allowed_formats = args
         .formats
         .iter()
         .map(|f| Format::parse(f.trim()).with_context(|| format!("unknown format {f:?}: use jpeg, png or webp")))
         .collect::<anyhow::Result<_>>()?;
+    let mut policy = Policy { allowed_formats, ..Policy::default() };
     if let Some(n) = args.max_upload_bytes {
         policy.max_upload_bytes = n;
     }

@@ -7,9 +7,6 @@ use crate::jpeg;
 use crate::policy::Policy;
 use crate::verdict::{Reason, Rejection};
 use sha2::{Digest, Sha256};
-use zune_jpeg::JpegDecoder;
-use zune_jpeg::zune_core::bytestream::ZCursor;
-use zune_jpeg::zune_core::options::DecoderOptions;
 
 /// An image that passed every check, ready to store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,14 +75,9 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let structure = jpeg::parse(data)?;
     check_dimensions(structure.width, structure.height, policy)?;
     let clean = jpeg::strip_metadata(data, &structure);
-    let options = DecoderOptions::default()
-        .set_strict_mode(true)
-        .set_max_width(policy.max_dimension as usize)
-        .set_max_height(policy.max_dimension as usize);
-    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(&clean[..]), options);
-    let pixels = decoder.decode().map_err(|e| Rejection::new(Reason::DecodeError, format!("strict JPEG decode failed: {e}")))?;
-    let (w, h) = decoder.dimensions().unwrap_or((0, 0));
-    if (w as u32, h as u32) != (structure.width, structure.height) || pixels.is_empty() {
+    // What is stored is what is decoded.
+    let decoded = crate::decode::strict_jpeg(&clean, policy)?;
+    if (decoded.width, decoded.height) != (structure.width, structure.height) {
         return Err(Rejection::new(Reason::DecodeError, "decoded size differs from the frame header"));
     }
     Ok((clean, structure.width, structure.height, structure.orientation))

@@ -1,0 +1,95 @@
+//! Strict full JPEG decode with libjpeg-turbo (TurboJPEG 3 API, built from
+//! the vendored source of `turbojpeg-sys`).
+//!
+//! Why not a pure-Rust decoder: `image`/`zune-jpeg` pad a scan whose
+//! entropy-coded data ends early (even in zune's strict mode a premature
+//! end-of-image marker is accepted, and progressive scans are never
+//! checked), so a JPEG cut short with an end marker glued on decodes as a
+//! grey-bottomed picture. libjpeg-turbo reports every such case as a
+//! warning ("premature end of data segment", "extraneous bytes before
+//! marker", corrupt Huffman data); with `TJPARAM_STOPONWARNING` each
+//! warning is an error.
+
+use crate::policy::Policy;
+use crate::verdict::{Reason, Rejection};
+use std::ffi::CStr;
+use turbojpeg_sys as tj;
+
+/// Most scans a progressive JPEG may have: a scan-bomb guard.
+const MAX_SCANS: i32 = 500;
+
+struct Handle(tj::tjhandle);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed once.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+impl Handle {
+    fn error(&self) -> String {
+        // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle.
+        unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) }.to_string_lossy().into_owned()
+    }
+
+    fn set(&self, param: tj::TJPARAM, value: i32) -> Result<(), Rejection> {
+        // SAFETY: a valid handle and a parameter id from the bindings.
+        if unsafe { tj::tj3Set(self.0, param as i32, value) } != 0 {
+            return Err(Rejection::new(Reason::InternalError, format!("libjpeg-turbo refused a setting: {}", self.error())));
+        }
+        Ok(())
+    }
+
+    fn get(&self, param: tj::TJPARAM) -> i32 {
+        // SAFETY: a valid handle and a parameter id from the bindings.
+        unsafe { tj::tj3Get(self.0, param as i32) }
+    }
+}
+
+/// The decoded size of a JPEG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// Decodes every pixel of `jpeg`, refusing anything libjpeg-turbo would
+/// warn about. The pixel budget is checked from the header before the
+/// output buffer is allocated.
+pub fn strict_jpeg(jpeg: &[u8], policy: &Policy) -> Result<Decoded, Rejection> {
+    // SAFETY: tj3Init has no preconditions; a null return is handled.
+    let raw = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as i32) };
+    if raw.is_null() {
+        return Err(Rejection::new(Reason::InternalError, "libjpeg-turbo could not start a decompressor"));
+    }
+    let h = Handle(raw);
+    h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+    h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS)?;
+    h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, i32::try_from(policy.max_pixels).unwrap_or(i32::MAX))?;
+    // SAFETY: the buffer pointer and length describe `jpeg`, which outlives the call.
+    if unsafe { tj::tj3DecompressHeader(h.0, jpeg.as_ptr(), jpeg.len() as _) } != 0 {
+        return Err(Rejection::new(Reason::InvalidHeader, format!("JPEG header rejected: {}", h.error())));
+    }
+    let (w, hgt) = (h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH), h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT));
+    let (width, height) = (u32::try_from(w).unwrap_or(0), u32::try_from(hgt).unwrap_or(0));
+    crate::pipeline::check_dimensions(width, height, policy)?;
+    let colorspace = h.get(tj::TJPARAM_TJPARAM_COLORSPACE);
+    let (format, channels) = if colorspace == tj::TJCS_TJCS_CMYK as i32 || colorspace == tj::TJCS_TJCS_YCCK as i32 {
+        (tj::TJPF_TJPF_CMYK, 4)
+    } else {
+        (tj::TJPF_TJPF_RGB, 3)
+    };
+    let mut pixels = vec![0u8; width as usize * height as usize * channels];
+    // SAFETY: `pixels` holds width × height × channels bytes, what a pitch of
+    // 0 (tightly packed) with this pixel format writes.
+    let rc = unsafe { tj::tj3Decompress8(h.0, jpeg.as_ptr(), jpeg.len() as _, pixels.as_mut_ptr(), 0, format as i32) };
+    if rc != 0 {
+        let msg = h.error();
+        let reason = if msg.to_ascii_lowercase().contains("premature end") { Reason::Truncated } else { Reason::DecodeError };
+        return Err(Rejection::new(reason, format!("strict JPEG decode failed: {msg}")));
+    }
+    Ok(Decoded { width, height })
+}

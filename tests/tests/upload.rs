@@ -1,0 +1,263 @@
+//! End to end over real HTTP against a real `picsift serve`: uploads,
+//! verdicts, reports, downloads.
+
+mod common;
+
+use common::{Server, files_under, line, sha256_hex};
+use picsift_tests::{ZipBuilder, declares_dimensions, jpeg, png, truncated, truncated_with_eoi, with_metadata, with_zip_appended, zip_bomb_entry};
+use zip::CompressionMethod;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn good_batch_is_accepted_stored_and_downloadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let photos = [jpeg(1, 4000, 3000), jpeg(2, 1024, 768), jpeg(3, 333, 517)];
+    let zip = ZipBuilder::new().stored("a.jpg", &photos[0]).file("sub/b.jpg", &photos[1], CompressionMethod::Deflated).stored("c.jpeg", &photos[2]).finish();
+    let (status, body, headers) = server.upload(zip, "").await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(headers["location"], format!("/v1/batches/{id}").as_str());
+
+    let done = server.wait_done(&id).await;
+    assert_eq!(done["phase"], "completed");
+    assert_eq!(done["counts"]["accepted"], 3, "{done}");
+    for key in ["created_at", "started_at", "completed_at", "updated_at"] {
+        assert!(done[key].is_string(), "{key} missing: {done}");
+    }
+    let report = server.report(&id).await;
+    assert_eq!(report.len(), 3);
+    let http = reqwest::Client::new();
+    for (name, original) in [("a.jpg", &photos[0]), ("sub/b.jpg", &photos[1]), ("c.jpeg", &photos[2])] {
+        let l = line(&report, name);
+        assert_eq!(l["verdict"], "accepted", "{l}");
+        let image_id = l["image_id"].as_str().unwrap();
+        let r = http.get(server.url(&format!("/v1/images/{image_id}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        assert_eq!(r.headers()["etag"], format!("\"{image_id}\"").as_str());
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(sha256_hex(&bytes), image_id, "stored bytes hash to their id");
+        // The encoder wrote a JFIF APP0 segment; sanitising removes it and nothing else.
+        assert!(bytes.len() < original.len() && bytes.ends_with(&[0xFF, 0xD9]));
+
+        let head = http.head(server.url(&format!("/v1/images/{image_id}"))).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.headers()["content-length"], bytes.len().to_string().as_str());
+
+        let part = http.get(server.url(&format!("/v1/images/{image_id}"))).header("range", "bytes=10-109").send().await.unwrap();
+        assert_eq!(part.status(), 206);
+        assert_eq!(part.headers()["content-range"], format!("bytes 10-109/{}", bytes.len()).as_str());
+        assert_eq!(part.bytes().await.unwrap(), bytes.slice(10..110));
+
+        let cached = http.get(server.url(&format!("/v1/images/{image_id}"))).header("if-none-match", format!("\"{image_id}\"")).send().await.unwrap();
+        assert_eq!(cached.status(), 304);
+    }
+    let unknown = http.get(server.url(&format!("/v1/images/{}", "0".repeat(64)))).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.headers()["content-type"], "application/problem+json");
+
+    let listed = server.get_json(&format!("/v1/images?batch={id}")).await;
+    let mut ids: Vec<&str> = listed["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let mut want: Vec<&str> = report.iter().map(|l| l["image_id"].as_str().unwrap()).collect();
+    ids.sort();
+    want.sort();
+    assert_eq!(ids, want);
+    // The staged upload is gone once the batch is done.
+    assert!(files_under(&dir.path().join("blobs/staging")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_within_and_across_batches_name_the_first_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let photo = jpeg(7, 640, 480);
+    let first = server.upload_ok(ZipBuilder::new().stored("one.jpg", &photo).stored("again.jpg", &photo).stored("phone.jpg", &with_metadata(&photo, 6)).finish()).await;
+    server.wait_done(&first).await;
+    let report = server.report(&first).await;
+    let id = line(&report, "one.jpg")["image_id"].as_str().unwrap().to_string();
+    for dup in ["again.jpg", "phone.jpg"] {
+        let l = line(&report, dup);
+        assert_eq!(l["verdict"], "duplicate", "{l}");
+        assert_eq!(l["duplicate_of"], id.as_str());
+        assert_eq!(l["duplicate_kind"], "exact");
+    }
+
+    let second = server.upload_ok(ZipBuilder::new().stored("later.jpg", &photo).stored("new.jpg", &jpeg(8, 640, 480)).finish()).await;
+    let done = server.wait_done(&second).await;
+    assert_eq!((done["counts"]["accepted"].as_u64(), done["counts"]["duplicate"].as_u64()), (Some(1), Some(1)), "{done}");
+    let report = server.report(&second).await;
+    assert_eq!(line(&report, "later.jpg")["duplicate_of"], id.as_str());
+    // Exactly the two distinct images are stored.
+    assert_eq!(files_under(&dir.path().join("blobs/images")).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_entry_gets_its_own_reason_and_the_rest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let good = jpeg(20, 800, 600);
+    let photo = jpeg(21, 800, 600);
+    let inner_zip = ZipBuilder::new().stored("x.jpg", &good).finish();
+    let zip = ZipBuilder::new()
+        .stored("good.jpg", &good)
+        .stored("truncated.jpg", &truncated(&photo))
+        .stored("truncated_eoi.jpg", &truncated_with_eoi(&photo))
+        .stored("polyglot.jpg", &with_zip_appended(&jpeg(22, 320, 240)))
+        .stored("notes.jpg", b"just some text, not an image\n")
+        .stored("screenshot.png", &png(23, 64, 64))
+        .stored("../../etc/evil.jpg", &jpeg(24, 64, 64))
+        .symlink("link.jpg", "/etc/passwd")
+        .encrypted("secret.jpg", &jpeg(25, 64, 64))
+        .stored("huge.jpg", &declares_dimensions(20000, 20000))
+        .file("bomb.jpg", &zip_bomb_entry(), CompressionMethod::Deflated)
+        .lying_size("liar.jpg", &jpeg(26, 320, 240))
+        .dir("folder/")
+        .stored("nested.jpg", &inner_zip)
+        .finish();
+    let id = server.upload_ok(zip).await;
+    let done = server.wait_done(&id).await;
+    assert_eq!(done["phase"], "completed");
+    let report = server.report(&id).await;
+    assert_eq!(report.len(), 14, "one verdict per entry");
+    assert_eq!(line(&report, "good.jpg")["verdict"], "accepted");
+    let expected = [
+        ("truncated.jpg", "truncated"),
+        ("truncated_eoi.jpg", "truncated"),
+        ("polyglot.jpg", "trailing_data"),
+        ("notes.jpg", "not_an_image"),
+        ("screenshot.png", "format_not_allowed"),
+        ("../../etc/evil.jpg", "unsafe_name"),
+        ("link.jpg", "symlink"),
+        ("secret.jpg", "encrypted"),
+        ("huge.jpg", "dimensions_too_large"),
+        ("bomb.jpg", "compression_ratio"),
+        ("liar.jpg", "size_mismatch"),
+        ("folder/", "directory_entry"),
+        ("nested.jpg", "nested_archive"),
+    ];
+    for (entry, reason) in expected {
+        let l = line(&report, entry);
+        assert_eq!((l["verdict"].as_str(), l["reason"].as_str()), (Some("rejected"), Some(reason)), "{l}");
+        assert!(l["detail"].as_str().is_some_and(|d| !d.is_empty()), "{l}");
+    }
+    // Nothing was ever written from an entry name.
+    assert!(!dir.path().join("etc").exists() && !dir.path().parent().unwrap().join("etc/evil.jpg").exists());
+    assert_eq!(files_under(&dir.path().join("blobs/images")).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn png_is_accepted_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--formats", "jpeg,png"]);
+    let mut shot = png(30, 200, 100);
+    // A tEXt chunk before IEND: metadata that sanitising drops.
+    let iend = shot.len() - 12;
+    let text = b"\0\0\0\x0dtEXtComment\0hello\0\0\0\0";
+    shot.splice(iend..iend, text.iter().copied());
+    let id = server.upload_ok(ZipBuilder::new().stored("shot.png", &shot).finish()).await;
+    server.wait_done(&id).await;
+    let report = server.report(&id).await;
+    let l = line(&report, "shot.png");
+    assert_eq!(l["verdict"], "accepted", "{l}");
+    let r = reqwest::get(server.url(&format!("/v1/images/{}", l["image_id"].as_str().unwrap()))).await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let stored = r.bytes().await.unwrap();
+    assert!(!stored.windows(4).any(|w| w == b"tEXt"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-upload-bytes", "2000000"]);
+    let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
+        ("not a zip", b"GIF89a this is not a zip at all".to_vec(), "", 400, "not-a-zip"),
+        ("empty body", Vec::new(), "", 400, "not-a-zip"),
+        ("empty archive", ZipBuilder::new().finish(), "", 400, "empty-archive"),
+        ("only text", ZipBuilder::new().stored("a.jpg", b"hello").finish(), "", 400, "no-images"),
+        ("strict with text", ZipBuilder::new().stored("ok.jpg", &jpeg(40, 64, 64)).stored("a.txt", b"hello").finish(), "?strict=true", 400, "no-images"),
+        ("prepended data", [b"junk".to_vec(), ZipBuilder::new().stored("ok.jpg", &jpeg(41, 64, 64)).finish()].concat(), "", 400, "not-a-zip"),
+        ("too large", ZipBuilder::new().stored("big.jpg", &jpeg(42, 3000, 2000)).stored("big2.jpg", &jpeg(43, 3000, 2000)).finish(), "", 413, "upload-too-large"),
+        ("bad callback", ZipBuilder::new().stored("ok.jpg", &jpeg(44, 64, 64)).finish(), "?callback=ftp://x", 400, "invalid-callback"),
+    ];
+    for (what, body, query, status, slug) in cases {
+        let r = reqwest::Client::new()
+            .post(server.url(&format!("/v1/batches{query}")))
+            .header("content-type", "application/zip")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{what}");
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(p["type"], format!("https://picsift.io/problems/{slug}").as_str(), "{what}: {p}");
+        assert_eq!(p["status"], status, "{what}");
+        assert!(p["detail"].as_str().is_some_and(|d| d.len() > 10), "{what}: {p}");
+    }
+    // A streamed body without Content-Length is cut at the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(Ok(b"PK\x03\x04".to_vec())).chain((0..40).map(|_| Ok(vec![0u8; 100_000]))).collect();
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/batches"))
+        .header("content-type", "application/zip")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status().as_u16(), 413);
+    } // The server may also close the connection while the client is still sending.
+    assert!(files_under(&dir.path().join("blobs")).is_empty(), "refused uploads leave no blobs: {:?}", files_under(&dir.path().join("blobs")));
+    let listed = reqwest::get(server.url("/v1/batches/does-not-exist")).await.unwrap();
+    assert_eq!(listed.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_upload_as_a_browser_sends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let zip = ZipBuilder::new().stored("a.jpg", &jpeg(50, 300, 200)).finish();
+    let boundary = "----picsiftboundary7MA4YWxkTrZu0gW";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"photos.zip\"\r\nContent-Type: application/zip\r\n\r\n").into_bytes();
+    body.extend_from_slice(&zip);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/batches"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let done = server.wait_done(&id).await;
+    assert_eq!(done["counts"]["accepted"], 1, "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_pages_and_ndjson_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut z = ZipBuilder::new();
+    for i in 0..12 {
+        z = z.stored(&format!("p{i:02}.jpg"), &jpeg(60 + i, 96, 64));
+    }
+    z = z.stored("bad.jpg", b"nope");
+    let id = server.upload_ok(z.finish()).await;
+    server.wait_done(&id).await;
+    let paged = server.report(&id).await;
+    assert_eq!(paged.len(), 13);
+    let nd = reqwest::Client::new()
+        .get(server.url(&format!("/v1/batches/{id}/report")))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nd.headers()["content-type"], "application/x-ndjson");
+    let text = nd.text().await.unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines, paged);
+    for l in &lines {
+        for key in ["entry", "verdict", "reason", "detail", "image_id", "duplicate_of"] {
+            assert!(l.get(key).is_some(), "{key} missing in {l}");
+        }
+    }
+}
