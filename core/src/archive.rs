@@ -122,8 +122,8 @@ pub fn read_entry<R: Read + Seek>(archive: &mut ZipArchive<R>, index: usize, met
         Ok(_) => Err(Rejection::new(Reason::SizeMismatch, format!("entry inflates to {} bytes but declares {}", out.len(), meta.size))),
         Err(e) => {
             let text = e.to_string();
-            if text.contains("checksum") {
-                Err(Rejection::new(Reason::SizeMismatch, format!("entry data does not match its checksum: {text}")))
+            if text.contains("checksum") || text.contains("declared") {
+                Err(Rejection::new(Reason::SizeMismatch, format!("entry data does not match its declared size or checksum: {text}")))
             } else {
                 Err(Rejection::new(Reason::DecodeError, format!("cannot inflate the entry: {text}")))
             }
