@@ -29,7 +29,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PICSIFT_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// Image formats accepted, comma-separated: jpeg, png, webp.
-    #[arg(long, env = "PICSIFT_FORMATS", default_value = "jpeg", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "PICSIFT_FORMATS",
+        default_value = "jpeg",
+        value_delimiter = ','
+    )]
     pub formats: Vec<String>,
     /// Largest upload in bytes.
     #[arg(long, env = "PICSIFT_MAX_UPLOAD_BYTES")]
@@ -62,9 +67,15 @@ fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
     let allowed_formats = args
         .formats
         .iter()
-        .map(|f| Format::parse(f.trim()).with_context(|| format!("unknown format {f:?}: use jpeg, png or webp")))
+        .map(|f| {
+            Format::parse(f.trim())
+                .with_context(|| format!("unknown format {f:?}: use jpeg, png or webp"))
+        })
         .collect::<anyhow::Result<_>>()?;
-    let mut policy = Policy { allowed_formats, ..Policy::default() };
+    let mut policy = Policy {
+        allowed_formats,
+        ..Policy::default()
+    };
     if let Some(n) = args.max_upload_bytes {
         policy.max_upload_bytes = n;
     }
@@ -74,37 +85,80 @@ fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
 /// Runs the standalone server until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PICSIFT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PICSIFT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let policy = policy(&args)?;
-    std::fs::create_dir_all(&args.data).with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
     let secret = match &args.webhook_secret {
         Some(s) => s.clone(),
         None => webhook_secret(&args.data)?,
     };
-    let catalog = Arc::new(SqliteCatalog::open(&args.data.join("catalog.db")).await.context("cannot open the catalog")?);
-    let blobs = Arc::new(FsBlobStore::open(args.data.join("blobs")).await.context("cannot open the blob store")?);
-    let backends = Backends { blobs: blobs.clone(), catalog: catalog.clone(), dedup: catalog.clone(), queue: Arc::new(MemQueue::new()) };
-    let mut config = WorkerConfig { policy: policy.clone(), ..WorkerConfig::default() };
+    let catalog = Arc::new(
+        SqliteCatalog::open(&args.data.join("catalog.db"))
+            .await
+            .context("cannot open the catalog")?,
+    );
+    let blobs = Arc::new(
+        FsBlobStore::open(args.data.join("blobs"))
+            .await
+            .context("cannot open the blob store")?,
+    );
+    let backends = Backends {
+        blobs: blobs.clone(),
+        catalog: catalog.clone(),
+        dedup: catalog.clone(),
+        queue: Arc::new(MemQueue::new()),
+    };
+    let mut config = WorkerConfig {
+        policy: policy.clone(),
+        ..WorkerConfig::default()
+    };
     if let Some(n) = args.workers {
         config.concurrency = n.max(1);
     }
 
-    let resumed = picsift_worker::resume(&backends, &config).await.context("cannot resume unfinished batches")?;
+    let resumed = picsift_worker::resume(&backends, &config)
+        .await
+        .context("cannot resume unfinished batches")?;
     if resumed > 0 {
         tracing::info!(batches = resumed, "resumed unfinished batches");
     }
     let stop = CancellationToken::new();
     let completed = Arc::new(Notify::new());
-    let workers = tokio::spawn(picsift_worker::run_workers(backends.clone(), config.clone(), completed.clone(), stop.clone()));
-    let notifier = Notifier::new(backends.clone(), NotifierConfig { secret: Secret::parse(&secret), timeout: Duration::from_secs(10) })?;
+    let workers = tokio::spawn(picsift_worker::run_workers(
+        backends.clone(),
+        config.clone(),
+        completed.clone(),
+        stop.clone(),
+    ));
+    let notifier = Notifier::new(
+        backends.clone(),
+        NotifierConfig {
+            secret: Secret::parse(&secret),
+            timeout: Duration::from_secs(10),
+        },
+    )?;
     let notifications = tokio::spawn(notifier.run(completed, stop.clone()));
 
-    let state = AppState { blobs, catalog, scheduler: Arc::new(LocalScheduler::new(backends, config)), policy };
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let state = AppState {
+        blobs,
+        catalog,
+        scheduler: Arc::new(LocalScheduler::new(backends, config)),
+        policy,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    eprintln!("picsift listening on http://{addr} (data in {})", args.data.display());
+    eprintln!(
+        "picsift listening on http://{addr} (data in {})",
+        args.data.display()
+    );
     axum::serve(listener, picsift_gateway::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

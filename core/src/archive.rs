@@ -31,7 +31,10 @@ pub struct EntryMeta {
 
 impl EntryMeta {
     /// Reads entry `index` of the central directory.
-    pub fn read<R: Read + Seek>(archive: &mut ZipArchive<R>, index: usize) -> zip::result::ZipResult<Self> {
+    pub fn read<R: Read + Seek>(
+        archive: &mut ZipArchive<R>,
+        index: usize,
+    ) -> zip::result::ZipResult<Self> {
         let f = archive.by_index_raw(index)?;
         let method = f.compression();
         Ok(Self {
@@ -39,7 +42,10 @@ impl EntryMeta {
             is_dir: f.is_dir(),
             is_symlink: f.is_symlink(),
             encrypted: f.encrypted(),
-            supported_method: matches!(method, CompressionMethod::Stored | CompressionMethod::Deflated),
+            supported_method: matches!(
+                method,
+                CompressionMethod::Stored | CompressionMethod::Deflated
+            ),
             method: format!("{method:?}"),
             compressed_size: f.compressed_size(),
             size: f.size(),
@@ -49,7 +55,12 @@ impl EntryMeta {
 
 /// Refuses names that could climb out of a folder if anyone ever used them as paths.
 pub fn check_name(name: &str) -> Result<(), Rejection> {
-    let bad = |why: &str| Err(Rejection::new(Reason::UnsafeName, format!("entry name {name:?} {why}")));
+    let bad = |why: &str| {
+        Err(Rejection::new(
+            Reason::UnsafeName,
+            format!("entry name {name:?} {why}"),
+        ))
+    };
     if name.is_empty() {
         return bad("is empty");
     }
@@ -73,24 +84,44 @@ pub fn check_name(name: &str) -> Result<(), Rejection> {
 pub fn check_entry(meta: &EntryMeta, policy: &Policy) -> Result<(), Rejection> {
     check_name(&meta.name)?;
     if meta.is_dir {
-        return Err(Rejection::new(Reason::DirectoryEntry, "the entry is a directory"));
+        return Err(Rejection::new(
+            Reason::DirectoryEntry,
+            "the entry is a directory",
+        ));
     }
     if meta.is_symlink {
-        return Err(Rejection::new(Reason::Symlink, "the entry is a symbolic link"));
+        return Err(Rejection::new(
+            Reason::Symlink,
+            "the entry is a symbolic link",
+        ));
     }
     if meta.encrypted {
         return Err(Rejection::new(Reason::Encrypted, "the entry is encrypted"));
     }
     if !meta.supported_method {
-        return Err(Rejection::new(Reason::UnsupportedCompression, format!("compression method {} is not stored or deflate", meta.method)));
+        return Err(Rejection::new(
+            Reason::UnsupportedCompression,
+            format!(
+                "compression method {} is not stored or deflate",
+                meta.method
+            ),
+        ));
     }
     if meta.size > policy.max_entry_bytes {
         return Err(Rejection::new(
             Reason::EntryTooLarge,
-            format!("entry declares {} bytes; the policy allows {} (ValidationPolicy.limits.maxEntryBytes)", meta.size, policy.max_entry_bytes),
+            format!(
+                "entry declares {} bytes; the policy allows {} (ValidationPolicy.limits.maxEntryBytes)",
+                meta.size, policy.max_entry_bytes
+            ),
         ));
     }
-    if meta.size > meta.compressed_size.max(1).saturating_mul(policy.max_compression_ratio) {
+    if meta.size
+        > meta
+            .compressed_size
+            .max(1)
+            .saturating_mul(policy.max_compression_ratio)
+    {
         return Err(Rejection::new(
             Reason::CompressionRatio,
             format!(
@@ -107,7 +138,12 @@ pub fn check_entry(meta: &EntryMeta, policy: &Policy) -> Result<(), Rejection> {
 
 /// Inflates entry `index`, never producing more than its declared size
 /// (and the policy's limit) plus one byte, and refuses sizes that lie.
-pub fn read_entry<R: Read + Seek>(archive: &mut ZipArchive<R>, index: usize, meta: &EntryMeta, policy: &Policy) -> Result<Vec<u8>, Rejection> {
+pub fn read_entry<R: Read + Seek>(
+    archive: &mut ZipArchive<R>,
+    index: usize,
+    meta: &EntryMeta,
+    policy: &Policy,
+) -> Result<Vec<u8>, Rejection> {
     let limit = meta.size.min(policy.max_entry_bytes);
     let file = archive
         .by_index(index)
@@ -115,17 +151,36 @@ pub fn read_entry<R: Read + Seek>(archive: &mut ZipArchive<R>, index: usize, met
     let mut out = Vec::with_capacity(limit as usize);
     let read = file.take(limit + 1).read_to_end(&mut out);
     if out.len() as u64 > limit {
-        return Err(Rejection::new(Reason::SizeMismatch, format!("entry inflates to more than the {} bytes it declares", meta.size)));
+        return Err(Rejection::new(
+            Reason::SizeMismatch,
+            format!(
+                "entry inflates to more than the {} bytes it declares",
+                meta.size
+            ),
+        ));
     }
     match read {
         Ok(_) if out.len() as u64 == meta.size => Ok(out),
-        Ok(_) => Err(Rejection::new(Reason::SizeMismatch, format!("entry inflates to {} bytes but declares {}", out.len(), meta.size))),
+        Ok(_) => Err(Rejection::new(
+            Reason::SizeMismatch,
+            format!(
+                "entry inflates to {} bytes but declares {}",
+                out.len(),
+                meta.size
+            ),
+        )),
         Err(e) => {
             let text = e.to_string();
             if text.contains("checksum") || text.contains("declared") {
-                Err(Rejection::new(Reason::SizeMismatch, format!("entry data does not match its declared size or checksum: {text}")))
+                Err(Rejection::new(
+                    Reason::SizeMismatch,
+                    format!("entry data does not match its declared size or checksum: {text}"),
+                ))
             } else {
-                Err(Rejection::new(Reason::DecodeError, format!("cannot inflate the entry: {text}")))
+                Err(Rejection::new(
+                    Reason::DecodeError,
+                    format!("cannot inflate the entry: {text}"),
+                ))
             }
         }
     }
@@ -135,7 +190,9 @@ pub fn read_entry<R: Read + Seek>(archive: &mut ZipArchive<R>, index: usize, met
 pub fn sniff_entry<R: Read + Seek>(archive: &mut ZipArchive<R>, index: usize) -> Option<Sniffed> {
     let file = archive.by_index(index).ok()?;
     let mut head = Vec::with_capacity(format::SNIFF_LEN);
-    file.take(format::SNIFF_LEN as u64).read_to_end(&mut head).ok()?;
+    file.take(format::SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .ok()?;
     Some(format::sniff(&head))
 }
 
@@ -165,10 +222,14 @@ pub enum ArchiveProblem {
     #[error("the archive has no entries")]
     Empty,
     /// Over the entry count limit.
-    #[error("the archive has {0} entries; the policy allows {1} (ValidationPolicy.limits.maxEntries)")]
+    #[error(
+        "the archive has {0} entries; the policy allows {1} (ValidationPolicy.limits.maxEntries)"
+    )]
     TooManyEntries(u64, u64),
     /// Over the declared size limit.
-    #[error("the entries declare {0} bytes in all; the policy allows {1} (ValidationPolicy.limits.maxTotalUncompressedBytes)")]
+    #[error(
+        "the entries declare {0} bytes in all; the policy allows {1} (ValidationPolicy.limits.maxTotalUncompressedBytes)"
+    )]
     TooLarge(u64, u64),
     /// No entry is an allowed image.
     #[error("no entry is an allowed image ({0})")]
@@ -181,11 +242,18 @@ pub enum ArchiveProblem {
 /// The gateway's light check of a staged archive: it is a zip starting at
 /// offset 0, within the entry and size limits, and its entries start like
 /// images. `head` is the upload's first bytes.
-pub fn light_check<R: Read + Seek>(head: &[u8], reader: R, policy: &Policy) -> Result<Summary, ArchiveProblem> {
+pub fn light_check<R: Read + Seek>(
+    head: &[u8],
+    reader: R,
+    policy: &Policy,
+) -> Result<Summary, ArchiveProblem> {
     if !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")) {
-        return Err(ArchiveProblem::NotZip("the upload is not a zip archive (its first bytes are not a zip header)".into()));
+        return Err(ArchiveProblem::NotZip(
+            "the upload is not a zip archive (its first bytes are not a zip header)".into(),
+        ));
     }
-    let mut archive = ZipArchive::new(reader).map_err(|e| ArchiveProblem::NotZip(format!("the zip archive cannot be read: {e}")))?;
+    let mut archive = ZipArchive::new(reader)
+        .map_err(|e| ArchiveProblem::NotZip(format!("the zip archive cannot be read: {e}")))?;
     if archive.offset() != 0 {
         return Err(ArchiveProblem::Prepended(archive.offset()));
     }
@@ -196,10 +264,16 @@ pub fn light_check<R: Read + Seek>(head: &[u8], reader: R, policy: &Policy) -> R
     if entries > policy.max_entries {
         return Err(ArchiveProblem::TooManyEntries(entries, policy.max_entries));
     }
-    let mut summary = Summary { entries, declared_bytes: 0, images: 0, refused: Vec::new() };
+    let mut summary = Summary {
+        entries,
+        declared_bytes: 0,
+        images: 0,
+        refused: Vec::new(),
+    };
     let mut refused = 0u64;
     for i in 0..archive.len() {
-        let meta = EntryMeta::read(&mut archive, i).map_err(|e| ArchiveProblem::NotZip(format!("entry {i} cannot be read: {e}")))?;
+        let meta = EntryMeta::read(&mut archive, i)
+            .map_err(|e| ArchiveProblem::NotZip(format!("entry {i} cannot be read: {e}")))?;
         summary.declared_bytes = summary.declared_bytes.saturating_add(meta.size);
         let ok = check_entry(&meta, policy).is_ok()
             && matches!(sniff_entry(&mut archive, i), Some(Sniffed::Image(f)) if policy.allows(f));
@@ -213,10 +287,15 @@ pub fn light_check<R: Read + Seek>(head: &[u8], reader: R, policy: &Policy) -> R
         }
     }
     if summary.declared_bytes > policy.max_total_uncompressed_bytes {
-        return Err(ArchiveProblem::TooLarge(summary.declared_bytes, policy.max_total_uncompressed_bytes));
+        return Err(ArchiveProblem::TooLarge(
+            summary.declared_bytes,
+            policy.max_total_uncompressed_bytes,
+        ));
     }
     if summary.images == 0 {
-        return Err(ArchiveProblem::NoImages(format!("{refused} entries, none starts like an allowed image")));
+        return Err(ArchiveProblem::NoImages(format!(
+            "{refused} entries, none starts like an allowed image"
+        )));
     }
     Ok(summary)
 }
@@ -248,13 +327,58 @@ mod tests {
             (meta("C:\\x.jpg"), Some(Reason::UnsafeName)),
             (meta("a\\..\\..\\x.jpg"), Some(Reason::UnsafeName)),
             (meta("bell\u{7}.jpg"), Some(Reason::UnsafeName)),
-            (EntryMeta { is_dir: true, ..meta("d/") }, Some(Reason::DirectoryEntry)),
-            (EntryMeta { is_symlink: true, ..meta("l.jpg") }, Some(Reason::Symlink)),
-            (EntryMeta { encrypted: true, ..meta("e.jpg") }, Some(Reason::Encrypted)),
-            (EntryMeta { supported_method: false, ..meta("b.jpg") }, Some(Reason::UnsupportedCompression)),
-            (EntryMeta { size: 1 << 40, compressed_size: 1 << 39, ..meta("big.jpg") }, Some(Reason::EntryTooLarge)),
-            (EntryMeta { size: 10_000_000, compressed_size: 10_000, ..meta("bomb.jpg") }, Some(Reason::CompressionRatio)),
-            (EntryMeta { size: 0, compressed_size: 0, ..meta("empty.jpg") }, None),
+            (
+                EntryMeta {
+                    is_dir: true,
+                    ..meta("d/")
+                },
+                Some(Reason::DirectoryEntry),
+            ),
+            (
+                EntryMeta {
+                    is_symlink: true,
+                    ..meta("l.jpg")
+                },
+                Some(Reason::Symlink),
+            ),
+            (
+                EntryMeta {
+                    encrypted: true,
+                    ..meta("e.jpg")
+                },
+                Some(Reason::Encrypted),
+            ),
+            (
+                EntryMeta {
+                    supported_method: false,
+                    ..meta("b.jpg")
+                },
+                Some(Reason::UnsupportedCompression),
+            ),
+            (
+                EntryMeta {
+                    size: 1 << 40,
+                    compressed_size: 1 << 39,
+                    ..meta("big.jpg")
+                },
+                Some(Reason::EntryTooLarge),
+            ),
+            (
+                EntryMeta {
+                    size: 10_000_000,
+                    compressed_size: 10_000,
+                    ..meta("bomb.jpg")
+                },
+                Some(Reason::CompressionRatio),
+            ),
+            (
+                EntryMeta {
+                    size: 0,
+                    compressed_size: 0,
+                    ..meta("empty.jpg")
+                },
+                None,
+            ),
         ];
         for (m, want) in cases {
             assert_eq!(check_entry(&m, &p).err().map(|r| r.reason), want, "{m:?}");

@@ -23,7 +23,16 @@ pub struct BlobReader {
 impl BlobReader {
     /// A reader of `key`, whose size is `len`.
     pub fn new(store: Arc<dyn BlobStore>, key: &str, len: u64, handle: Handle) -> Self {
-        Self { store, key: key.into(), handle, len, pos: 0, block: 1 << 20, buf_start: 0, buf: Bytes::new() }
+        Self {
+            store,
+            key: key.into(),
+            handle,
+            len,
+            pos: 0,
+            block: 1 << 20,
+            buf_start: 0,
+            buf: Bytes::new(),
+        }
     }
 }
 
@@ -32,13 +41,17 @@ impl Read for BlobReader {
         if self.pos >= self.len || out.is_empty() {
             return Ok(0);
         }
-        let in_buf = self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
+        let in_buf =
+            self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
         if !in_buf {
             // Reads larger than a block go straight through.
             let want = (out.len() as u64).max(self.block);
             let end = (self.pos + want).min(self.len);
             let (store, key, start) = (self.store.clone(), self.key.clone(), self.pos);
-            self.buf = self.handle.block_on(async move { store.get_range(&key, start..end).await }).map_err(io::Error::other)?;
+            self.buf = self
+                .handle
+                .block_on(async move { store.get_range(&key, start..end).await })
+                .map_err(io::Error::other)?;
             self.buf_start = self.pos;
             if self.buf.is_empty() {
                 return Ok(0);
@@ -59,7 +72,8 @@ impl Seek for BlobReader {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = next.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.pos = next
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
     }
 }

@@ -23,7 +23,10 @@ pub struct ChunkLimits {
 
 impl Default for ChunkLimits {
     fn default() -> Self {
-        Self { max_entries: 16, max_bytes: 64 << 20 }
+        Self {
+            max_entries: 16,
+            max_bytes: 64 << 20,
+        }
     }
 }
 
@@ -33,15 +36,24 @@ pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) 
     let mut current: Vec<u32> = Vec::new();
     let mut bytes = 0u64;
     for &(index, size) in entries {
-        if !current.is_empty() && (current.len() >= limits.max_entries || bytes.saturating_add(size) > limits.max_bytes) {
-            out.push(ChunkTask { batch_id: batch_id.into(), entries: std::mem::take(&mut current) });
+        if !current.is_empty()
+            && (current.len() >= limits.max_entries
+                || bytes.saturating_add(size) > limits.max_bytes)
+        {
+            out.push(ChunkTask {
+                batch_id: batch_id.into(),
+                entries: std::mem::take(&mut current),
+            });
             bytes = 0;
         }
         current.push(index);
         bytes = bytes.saturating_add(size);
     }
     if !current.is_empty() {
-        out.push(ChunkTask { batch_id: batch_id.into(), entries: current });
+        out.push(ChunkTask {
+            batch_id: batch_id.into(),
+            entries: current,
+        });
     }
     out
 }
@@ -52,17 +64,27 @@ mod tests {
 
     #[test]
     fn chunks_respect_both_limits_and_keep_every_entry_once() {
-        let limits = ChunkLimits { max_entries: 3, max_bytes: 100 };
-        let cases: Vec<(Vec<(u32, u64)>, Vec<Vec<u32>>)> = vec![
+        let limits = ChunkLimits {
+            max_entries: 3,
+            max_bytes: 100,
+        };
+        type Case = (Vec<(u32, u64)>, Vec<Vec<u32>>);
+        let cases: Vec<Case> = vec![
             (vec![], vec![]),
             (vec![(0, 10)], vec![vec![0]]),
-            (vec![(0, 10), (1, 10), (2, 10), (3, 10)], vec![vec![0, 1, 2], vec![3]]),
+            (
+                vec![(0, 10), (1, 10), (2, 10), (3, 10)],
+                vec![vec![0, 1, 2], vec![3]],
+            ),
             (vec![(0, 60), (1, 60), (2, 10)], vec![vec![0], vec![1, 2]]),
             (vec![(0, 500), (1, 1)], vec![vec![0], vec![1]]),
             (vec![(4, 1), (9, 1)], vec![vec![4, 9]]),
         ];
         for (entries, want) in cases {
-            let got: Vec<Vec<u32>> = plan_chunks("b", &entries, limits).into_iter().map(|c| c.entries).collect();
+            let got: Vec<Vec<u32>> = plan_chunks("b", &entries, limits)
+                .into_iter()
+                .map(|c| c.entries)
+                .collect();
             assert_eq!(got, want, "{entries:?}");
         }
     }

@@ -6,7 +6,10 @@ use crate::verdict::{Reason, Rejection};
 
 /// PNG ancillary chunks that affect how pixels look; every other ancillary
 /// chunk (text, EXIF, time ...) is dropped.
-const PNG_KEEP: &[&[u8; 4]] = &[b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"cICP", b"acTL", b"fcTL", b"fdAT"];
+const PNG_KEEP: &[&[u8; 4]] = &[
+    b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"cICP", b"acTL",
+    b"fcTL", b"fdAT",
+];
 
 /// Copies a PNG keeping critical and colour chunks only; refuses a file
 /// that is truncated or has bytes after `IEND`.
@@ -15,13 +18,25 @@ pub fn strip_png(data: &[u8]) -> Result<Vec<u8>, Rejection> {
     let mut pos = 8;
     loop {
         let Some(head) = data.get(pos..pos + 8) else {
-            return Err(Rejection::new(Reason::Truncated, format!("PNG data ends at byte {} before its IEND chunk", data.len())));
+            return Err(Rejection::new(
+                Reason::Truncated,
+                format!("PNG data ends at byte {} before its IEND chunk", data.len()),
+            ));
         };
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let kind: &[u8; 4] = head[4..8].try_into().unwrap_or(&[0; 4]);
-        let end = pos.checked_add(12).and_then(|p| p.checked_add(len)).filter(|&e| e <= data.len());
+        let end = pos
+            .checked_add(12)
+            .and_then(|p| p.checked_add(len))
+            .filter(|&e| e <= data.len());
         let Some(end) = end else {
-            return Err(Rejection::new(Reason::Truncated, format!("PNG chunk {} at byte {pos} runs past the end of the file", String::from_utf8_lossy(kind))));
+            return Err(Rejection::new(
+                Reason::Truncated,
+                format!(
+                    "PNG chunk {} at byte {pos} runs past the end of the file",
+                    String::from_utf8_lossy(kind)
+                ),
+            ));
         };
         let critical = kind[0].is_ascii_uppercase();
         if critical || PNG_KEEP.contains(&kind) {
@@ -30,7 +45,10 @@ pub fn strip_png(data: &[u8]) -> Result<Vec<u8>, Rejection> {
         pos = end;
         if kind == b"IEND" {
             if pos != data.len() {
-                return Err(Rejection::new(Reason::TrailingData, format!("{} bytes follow the PNG IEND chunk", data.len() - pos)));
+                return Err(Rejection::new(
+                    Reason::TrailingData,
+                    format!("{} bytes follow the PNG IEND chunk", data.len() - pos),
+                ));
             }
             return Ok(out);
         }
@@ -42,9 +60,20 @@ pub fn strip_png(data: &[u8]) -> Result<Vec<u8>, Rejection> {
 pub fn strip_webp(data: &[u8]) -> Result<Vec<u8>, Rejection> {
     let riff = u32::from_le_bytes([data[4], data[5], data[6], data[7]]) as usize;
     match (riff + 8).cmp(&data.len()) {
-        std::cmp::Ordering::Greater => return Err(Rejection::new(Reason::Truncated, "WebP data ends before its RIFF size")),
+        std::cmp::Ordering::Greater => {
+            return Err(Rejection::new(
+                Reason::Truncated,
+                "WebP data ends before its RIFF size",
+            ));
+        }
         std::cmp::Ordering::Less => {
-            return Err(Rejection::new(Reason::TrailingData, format!("{} bytes follow the WebP RIFF container", data.len() - riff - 8)));
+            return Err(Rejection::new(
+                Reason::TrailingData,
+                format!(
+                    "{} bytes follow the WebP RIFF container",
+                    data.len() - riff - 8
+                ),
+            ));
         }
         std::cmp::Ordering::Equal => {}
     }
@@ -52,12 +81,18 @@ pub fn strip_webp(data: &[u8]) -> Result<Vec<u8>, Rejection> {
     let mut pos = 12;
     while pos < data.len() {
         let Some(head) = data.get(pos..pos + 8) else {
-            return Err(Rejection::new(Reason::Truncated, "WebP chunk header cut off"));
+            return Err(Rejection::new(
+                Reason::Truncated,
+                "WebP chunk header cut off",
+            ));
         };
         let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
         let end = pos + 8 + len + (len & 1);
         if end > data.len() {
-            return Err(Rejection::new(Reason::Truncated, "WebP chunk runs past the end of the file"));
+            return Err(Rejection::new(
+                Reason::Truncated,
+                "WebP chunk runs past the end of the file",
+            ));
         }
         match &head[..4] {
             b"EXIF" | b"XMP " => {}

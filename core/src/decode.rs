@@ -30,13 +30,18 @@ impl Drop for Handle {
 impl Handle {
     fn error(&self) -> String {
         // SAFETY: tj3GetErrorStr returns a NUL-terminated string owned by the handle.
-        unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.0)) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn set(&self, param: tj::TJPARAM, value: i32) -> Result<(), Rejection> {
         // SAFETY: a valid handle and a parameter id from the bindings.
         if unsafe { tj::tj3Set(self.0, param as i32, value) } != 0 {
-            return Err(Rejection::new(Reason::InternalError, format!("libjpeg-turbo refused a setting: {}", self.error())));
+            return Err(Rejection::new(
+                Reason::InternalError,
+                format!("libjpeg-turbo refused a setting: {}", self.error()),
+            ));
         }
         Ok(())
     }
@@ -63,33 +68,65 @@ pub fn strict_jpeg(jpeg: &[u8], policy: &Policy) -> Result<Decoded, Rejection> {
     // SAFETY: tj3Init has no preconditions; a null return is handled.
     let raw = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as i32) };
     if raw.is_null() {
-        return Err(Rejection::new(Reason::InternalError, "libjpeg-turbo could not start a decompressor"));
+        return Err(Rejection::new(
+            Reason::InternalError,
+            "libjpeg-turbo could not start a decompressor",
+        ));
     }
     let h = Handle(raw);
     h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
     h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS)?;
-    h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, i32::try_from(policy.max_pixels).unwrap_or(i32::MAX))?;
+    h.set(
+        tj::TJPARAM_TJPARAM_MAXPIXELS,
+        i32::try_from(policy.max_pixels).unwrap_or(i32::MAX),
+    )?;
     // SAFETY: the buffer pointer and length describe `jpeg`, which outlives the call.
     if unsafe { tj::tj3DecompressHeader(h.0, jpeg.as_ptr(), jpeg.len() as _) } != 0 {
-        return Err(Rejection::new(Reason::InvalidHeader, format!("JPEG header rejected: {}", h.error())));
+        return Err(Rejection::new(
+            Reason::InvalidHeader,
+            format!("JPEG header rejected: {}", h.error()),
+        ));
     }
-    let (w, hgt) = (h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH), h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT));
-    let (width, height) = (u32::try_from(w).unwrap_or(0), u32::try_from(hgt).unwrap_or(0));
+    let (w, hgt) = (
+        h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH),
+        h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT),
+    );
+    let (width, height) = (
+        u32::try_from(w).unwrap_or(0),
+        u32::try_from(hgt).unwrap_or(0),
+    );
     crate::pipeline::check_dimensions(width, height, policy)?;
     let colorspace = h.get(tj::TJPARAM_TJPARAM_COLORSPACE);
-    let (format, channels) = if colorspace == tj::TJCS_TJCS_CMYK as i32 || colorspace == tj::TJCS_TJCS_YCCK as i32 {
-        (tj::TJPF_TJPF_CMYK, 4)
-    } else {
-        (tj::TJPF_TJPF_RGB, 3)
-    };
+    let (format, channels) =
+        if colorspace == tj::TJCS_TJCS_CMYK as i32 || colorspace == tj::TJCS_TJCS_YCCK as i32 {
+            (tj::TJPF_TJPF_CMYK, 4)
+        } else {
+            (tj::TJPF_TJPF_RGB, 3)
+        };
     let mut pixels = vec![0u8; width as usize * height as usize * channels];
     // SAFETY: `pixels` holds width × height × channels bytes, what a pitch of
     // 0 (tightly packed) with this pixel format writes.
-    let rc = unsafe { tj::tj3Decompress8(h.0, jpeg.as_ptr(), jpeg.len() as _, pixels.as_mut_ptr(), 0, format as i32) };
+    let rc = unsafe {
+        tj::tj3Decompress8(
+            h.0,
+            jpeg.as_ptr(),
+            jpeg.len() as _,
+            pixels.as_mut_ptr(),
+            0,
+            format,
+        )
+    };
     if rc != 0 {
         let msg = h.error();
-        let reason = if msg.to_ascii_lowercase().contains("premature end") { Reason::Truncated } else { Reason::DecodeError };
-        return Err(Rejection::new(reason, format!("strict JPEG decode failed: {msg}")));
+        let reason = if msg.to_ascii_lowercase().contains("premature end") {
+            Reason::Truncated
+        } else {
+            Reason::DecodeError
+        };
+        return Err(Rejection::new(
+            reason,
+            format!("strict JPEG decode failed: {msg}"),
+        ));
     }
     Ok(Decoded { width, height })
 }

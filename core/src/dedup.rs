@@ -56,16 +56,49 @@ pub enum ClaimOutcome {
 }
 
 /// Decides a claim. Returns the outcome and the record to write, if any.
-pub fn decide_claim(existing: Option<&ClaimRecord>, owner: &str, now: Millis, lease_ms: Millis) -> (ClaimOutcome, Option<ClaimRecord>) {
-    let fresh = || Some(ClaimRecord { owner: owner.to_string(), state: ClaimState::Pending { lease_until: now + lease_ms } });
+pub fn decide_claim(
+    existing: Option<&ClaimRecord>,
+    owner: &str,
+    now: Millis,
+    lease_ms: Millis,
+) -> (ClaimOutcome, Option<ClaimRecord>) {
+    let fresh = || {
+        Some(ClaimRecord {
+            owner: owner.to_string(),
+            state: ClaimState::Pending {
+                lease_until: now + lease_ms,
+            },
+        })
+    };
     match existing {
         None => (ClaimOutcome::New, fresh()),
-        Some(ClaimRecord { owner: o, state: ClaimState::Committed { image_id } }) => {
-            (ClaimOutcome::Committed { image_id: image_id.clone(), by_you: o == owner }, None)
-        }
-        Some(ClaimRecord { owner: o, state: ClaimState::Pending { .. } }) if o == owner => (ClaimOutcome::Yours, fresh()),
-        Some(ClaimRecord { state: ClaimState::Pending { lease_until }, .. }) if *lease_until <= now => (ClaimOutcome::New, fresh()),
-        Some(ClaimRecord { state: ClaimState::Pending { lease_until }, .. }) => (ClaimOutcome::PendingOther { retry_at: *lease_until }, None),
+        Some(ClaimRecord {
+            owner: o,
+            state: ClaimState::Committed { image_id },
+        }) => (
+            ClaimOutcome::Committed {
+                image_id: image_id.clone(),
+                by_you: o == owner,
+            },
+            None,
+        ),
+        Some(ClaimRecord {
+            owner: o,
+            state: ClaimState::Pending { .. },
+        }) if o == owner => (ClaimOutcome::Yours, fresh()),
+        Some(ClaimRecord {
+            state: ClaimState::Pending { lease_until },
+            ..
+        }) if *lease_until <= now => (ClaimOutcome::New, fresh()),
+        Some(ClaimRecord {
+            state: ClaimState::Pending { lease_until },
+            ..
+        }) => (
+            ClaimOutcome::PendingOther {
+                retry_at: *lease_until,
+            },
+            None,
+        ),
     }
 }
 
@@ -79,8 +112,19 @@ pub enum CommitOutcome {
 }
 
 /// Decides a commit of `image_id` by `owner`. Returns the outcome and the record to write.
-pub fn decide_commit(existing: Option<&ClaimRecord>, owner: &str, image_id: &str) -> (CommitOutcome, Option<ClaimRecord>) {
-    let committed = || Some(ClaimRecord { owner: owner.to_string(), state: ClaimState::Committed { image_id: image_id.to_string() } });
+pub fn decide_commit(
+    existing: Option<&ClaimRecord>,
+    owner: &str,
+    image_id: &str,
+) -> (CommitOutcome, Option<ClaimRecord>) {
+    let committed = || {
+        Some(ClaimRecord {
+            owner: owner.to_string(),
+            state: ClaimState::Committed {
+                image_id: image_id.to_string(),
+            },
+        })
+    };
     match existing {
         // A claim that vanished (an index rebuilt from scratch) is re-created committed.
         None => (CommitOutcome::Committed, committed()),
@@ -97,10 +141,18 @@ mod tests {
     use super::*;
 
     fn pending(owner: &str, until: Millis) -> ClaimRecord {
-        ClaimRecord { owner: owner.into(), state: ClaimState::Pending { lease_until: until } }
+        ClaimRecord {
+            owner: owner.into(),
+            state: ClaimState::Pending { lease_until: until },
+        }
     }
     fn committed(owner: &str) -> ClaimRecord {
-        ClaimRecord { owner: owner.into(), state: ClaimState::Committed { image_id: "img".into() } }
+        ClaimRecord {
+            owner: owner.into(),
+            state: ClaimState::Committed {
+                image_id: "img".into(),
+            },
+        }
     }
 
     #[test]
@@ -109,11 +161,29 @@ mod tests {
         let cases: Vec<(Option<ClaimRecord>, ClaimOutcome, bool)> = vec![
             (None, ClaimOutcome::New, true),
             (Some(pending("me", 5_000)), ClaimOutcome::Yours, true),
-            (Some(pending("other", 5_000)), ClaimOutcome::PendingOther { retry_at: 5_000 }, false),
+            (
+                Some(pending("other", 5_000)),
+                ClaimOutcome::PendingOther { retry_at: 5_000 },
+                false,
+            ),
             (Some(pending("other", 1_000)), ClaimOutcome::New, true),
             (Some(pending("other", 10)), ClaimOutcome::New, true),
-            (Some(committed("other")), ClaimOutcome::Committed { image_id: "img".into(), by_you: false }, false),
-            (Some(committed("me")), ClaimOutcome::Committed { image_id: "img".into(), by_you: true }, false),
+            (
+                Some(committed("other")),
+                ClaimOutcome::Committed {
+                    image_id: "img".into(),
+                    by_you: false,
+                },
+                false,
+            ),
+            (
+                Some(committed("me")),
+                ClaimOutcome::Committed {
+                    image_id: "img".into(),
+                    by_you: true,
+                },
+                false,
+            ),
         ];
         for (existing, want, writes) in cases {
             let (got, write) = decide_claim(existing.as_ref(), "me", now, 60_000);
@@ -140,12 +210,21 @@ mod tests {
         // Worker A claims and dies before storing. B sees pending, never "duplicate".
         let (_, a) = decide_claim(None, "a", 0, 100);
         let (b_early, _) = decide_claim(a.as_ref(), "b", 50, 100);
-        assert!(matches!(b_early, ClaimOutcome::PendingOther { retry_at: 100 }));
+        assert!(matches!(
+            b_early,
+            ClaimOutcome::PendingOther { retry_at: 100 }
+        ));
         // After the lease B takes over, stores and commits; A coming back has lost.
         let (b_late, b) = decide_claim(a.as_ref(), "b", 100, 100);
         assert_eq!(b_late, ClaimOutcome::New);
         let (_, b_done) = decide_commit(b.as_ref(), "b", "img");
-        assert_eq!(decide_commit(b_done.as_ref(), "a", "img").0, CommitOutcome::Lost);
-        assert!(matches!(decide_claim(b_done.as_ref(), "a", 200, 100).0, ClaimOutcome::Committed { by_you: false, .. }));
+        assert_eq!(
+            decide_commit(b_done.as_ref(), "a", "img").0,
+            CommitOutcome::Lost
+        );
+        assert!(matches!(
+            decide_claim(b_done.as_ref(), "a", 200, 100).0,
+            ClaimOutcome::Committed { by_you: false, .. }
+        ));
     }
 }

@@ -48,9 +48,17 @@ fn is_sof(m: u8) -> bool {
 /// Walks every segment of `bytes` without decoding pixels.
 pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return Err(reject(Reason::InvalidHeader, "missing JPEG start-of-image marker"));
+        return Err(reject(
+            Reason::InvalidHeader,
+            "missing JPEG start-of-image marker",
+        ));
     }
-    let truncated = |at: usize| reject(Reason::Truncated, format!("JPEG data ends at byte {at} before its end-of-image marker"));
+    let truncated = |at: usize| {
+        reject(
+            Reason::Truncated,
+            format!("JPEG data ends at byte {at} before its end-of-image marker"),
+        )
+    };
     let mut segments = Vec::new();
     let mut frame: Option<(u32, u32, u8, bool)> = None;
     let mut orientation = None;
@@ -61,38 +69,68 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
             return Err(truncated(bytes.len()));
         }
         if bytes[pos] != 0xFF {
-            return Err(reject(Reason::DecodeError, format!("expected a marker at byte {pos}, found 0x{:02X}", bytes[pos])));
+            return Err(reject(
+                Reason::DecodeError,
+                format!(
+                    "expected a marker at byte {pos}, found 0x{:02X}",
+                    bytes[pos]
+                ),
+            ));
         }
         // Any number of 0xFF fill bytes may precede a marker code.
         let mut m = pos + 1;
         while m < bytes.len() && bytes[m] == 0xFF {
             m += 1;
         }
-        let Some(&marker) = bytes.get(m) else { return Err(truncated(bytes.len())) };
+        let Some(&marker) = bytes.get(m) else {
+            return Err(truncated(bytes.len()));
+        };
         let start = pos;
         match marker {
             0xD9 => {
                 let end = m + 1;
                 if scans == 0 {
-                    return Err(reject(Reason::Truncated, "JPEG has no image data (no start-of-scan before end-of-image)"));
+                    return Err(reject(
+                        Reason::Truncated,
+                        "JPEG has no image data (no start-of-scan before end-of-image)",
+                    ));
                 }
                 if end != bytes.len() {
-                    return Err(reject(Reason::TrailingData, format!("{} bytes follow the JPEG end-of-image marker", bytes.len() - end)));
+                    return Err(reject(
+                        Reason::TrailingData,
+                        format!(
+                            "{} bytes follow the JPEG end-of-image marker",
+                            bytes.len() - end
+                        ),
+                    ));
                 }
                 let Some((width, height, components, progressive)) = frame else {
                     return Err(reject(Reason::InvalidHeader, "JPEG has no frame header"));
                 };
                 segments.push(Segment { marker, start, end });
-                return Ok(Structure { width, height, components, progressive, orientation, segments });
+                return Ok(Structure {
+                    width,
+                    height,
+                    components,
+                    progressive,
+                    orientation,
+                    segments,
+                });
             }
             0x00 | 0xD0..=0xD8 | 0x01 => {
-                return Err(reject(Reason::DecodeError, format!("unexpected JPEG marker 0x{marker:02X} at byte {start}")));
+                return Err(reject(
+                    Reason::DecodeError,
+                    format!("unexpected JPEG marker 0x{marker:02X} at byte {start}"),
+                ));
             }
             _ => {}
         }
         let len = be16(bytes, m + 1).ok_or_else(|| truncated(bytes.len()))? as usize;
         if len < 2 {
-            return Err(reject(Reason::InvalidHeader, format!("JPEG segment 0x{marker:02X} at byte {start} has length {len}")));
+            return Err(reject(
+                Reason::InvalidHeader,
+                format!("JPEG segment 0x{marker:02X} at byte {start} has length {len}"),
+            ));
         }
         let payload = m + 3;
         let seg_end = m + 1 + len;
@@ -102,7 +140,10 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
         let body = &bytes[payload..seg_end];
         if is_sof(marker) {
             if frame.is_some() {
-                return Err(reject(Reason::InvalidHeader, "JPEG has more than one frame header"));
+                return Err(reject(
+                    Reason::InvalidHeader,
+                    "JPEG has more than one frame header",
+                ));
             }
             if body.len() < 6 {
                 return Err(reject(Reason::InvalidHeader, "JPEG frame header too short"));
@@ -110,19 +151,34 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
             let height = u32::from(u16::from_be_bytes([body[1], body[2]]));
             let width = u32::from(u16::from_be_bytes([body[3], body[4]]));
             if width == 0 || height == 0 {
-                return Err(reject(Reason::InvalidHeader, format!("JPEG frame declares {width}×{height} pixels")));
+                return Err(reject(
+                    Reason::InvalidHeader,
+                    format!("JPEG frame declares {width}×{height} pixels"),
+                ));
             }
-            frame = Some((width, height, body[5], matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE)));
+            frame = Some((
+                width,
+                height,
+                body[5],
+                matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+            ));
         } else if marker == 0xE1 && orientation.is_none() && body.starts_with(b"Exif\0\0") {
             orientation = exif_orientation(&body[6..]);
         }
         if marker != 0xDA {
-            segments.push(Segment { marker, start, end: seg_end });
+            segments.push(Segment {
+                marker,
+                start,
+                end: seg_end,
+            });
             pos = seg_end;
             continue;
         }
         if frame.is_none() {
-            return Err(reject(Reason::InvalidHeader, "JPEG scan before any frame header"));
+            return Err(reject(
+                Reason::InvalidHeader,
+                "JPEG scan before any frame header",
+            ));
         }
         scans += 1;
         // Entropy-coded data runs to the next marker that is neither a
@@ -139,7 +195,11 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
                 Some(_) => break,
             }
         }
-        segments.push(Segment { marker, start, end: i });
+        segments.push(Segment {
+            marker,
+            start,
+            end: i,
+        });
         pos = i;
     }
 }
@@ -153,22 +213,33 @@ fn exif_orientation(tiff: &[u8]) -> Option<u16> {
     };
     let u16_at = |at: usize| -> Option<u16> {
         let b = [*tiff.get(at)?, *tiff.get(at + 1)?];
-        Some(if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
+        Some(if le {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
     };
     let u32_at = |at: usize| -> Option<u32> {
         let b: [u8; 4] = tiff.get(at..at + 4)?.try_into().ok()?;
-        Some(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+        Some(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
     };
     if u16_at(2)? != 42 {
         return None;
     }
     let ifd = u32_at(4)? as usize;
     let count = u16_at(ifd)? as usize;
-    (0..count.min(512)).find_map(|n| {
-        let e = ifd + 2 + n * 12;
-        (u16_at(e)? == 0x0112 && u16_at(e + 2)? == 3).then(|| u16_at(e + 8)).flatten()
-    })
-    .filter(|o| (1..=8).contains(o))
+    (0..count.min(512))
+        .find_map(|n| {
+            let e = ifd + 2 + n * 12;
+            (u16_at(e)? == 0x0112 && u16_at(e + 2)? == 3)
+                .then(|| u16_at(e + 8))
+                .flatten()
+        })
+        .filter(|o| (1..=8).contains(o))
 }
 
 /// Whether a segment survives sanitising: everything the decoder needs
@@ -206,9 +277,13 @@ mod tests {
 
     /// A tiny but complete baseline JPEG made by the `image` crate.
     fn tiny_jpeg() -> Vec<u8> {
-        let img = image::RgbImage::from_fn(32, 16, |x, y| image::Rgb([(x * 8) as u8, (y * 16) as u8, 128]));
+        let img = image::RgbImage::from_fn(32, 16, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 16) as u8, 128])
+        });
         let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&img)
+            .unwrap();
         out
     }
 
@@ -232,7 +307,10 @@ mod tests {
     #[test]
     fn complete_jpeg_parses_with_its_dimensions() {
         let s = parse(&tiny_jpeg()).unwrap();
-        assert_eq!((s.width, s.height, s.components, s.progressive), (32, 16, 3, false));
+        assert_eq!(
+            (s.width, s.height, s.components, s.progressive),
+            (32, 16, 3, false)
+        );
         assert_eq!(s.orientation, None);
     }
 
@@ -241,7 +319,13 @@ mod tests {
         let j = tiny_jpeg();
         for cut in 2..j.len() {
             let r = parse(&j[..cut]).unwrap_err();
-            assert!(matches!(r.reason, Reason::Truncated | Reason::InvalidHeader | Reason::DecodeError), "cut {cut}: {r:?}");
+            assert!(
+                matches!(
+                    r.reason,
+                    Reason::Truncated | Reason::InvalidHeader | Reason::DecodeError
+                ),
+                "cut {cut}: {r:?}"
+            );
         }
     }
 
@@ -255,7 +339,11 @@ mod tests {
     #[test]
     fn metadata_is_stripped_and_scan_data_kept_byte_for_byte() {
         let j = tiny_jpeg();
-        let with = with_segment(&with_segment(&j, 0xE1, &exif_with_orientation(6)), 0xFE, b"a comment with GPS 51.5N");
+        let with = with_segment(
+            &with_segment(&j, 0xE1, &exif_with_orientation(6)),
+            0xFE,
+            b"a comment with GPS 51.5N",
+        );
         let s = parse(&with).unwrap();
         assert_eq!(s.orientation, Some(6));
         let clean = strip_metadata(&with, &s);

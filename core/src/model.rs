@@ -238,7 +238,16 @@ impl ReportEntry {
     /// A report line from an entry and its verdict, if decided.
     pub fn new(index: u32, name: String, verdict: Option<Verdict>) -> Self {
         match verdict {
-            None => Self { index, entry: name, verdict: "pending".into(), reason: None, detail: None, image_id: None, duplicate_of: None, duplicate_kind: None },
+            None => Self {
+                index,
+                entry: name,
+                verdict: "pending".into(),
+                reason: None,
+                detail: None,
+                image_id: None,
+                duplicate_of: None,
+                duplicate_kind: None,
+            },
             Some(v) => Self {
                 index,
                 entry: name,
@@ -286,7 +295,12 @@ pub struct ImageRecord {
 
 /// Blob key of a stored image: content-addressed, fanned out by prefix.
 pub fn image_key(id: &str) -> String {
-    format!("images/{}/{}/{}", &id[..2.min(id.len())], &id[2.min(id.len())..4.min(id.len())], id)
+    format!(
+        "images/{}/{}/{}",
+        &id[..2.min(id.len())],
+        &id[2.min(id.len())..4.min(id.len())],
+        id
+    )
 }
 
 /// Blob key of a staged upload.
@@ -296,5 +310,7 @@ pub fn staging_key(batch_id: &str) -> String {
 
 /// Whether `s` looks like an image id (64 lower-case hex digits).
 pub fn is_image_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

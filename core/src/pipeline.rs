@@ -38,20 +38,44 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
             let allowed: Vec<_> = policy.allowed_formats.iter().map(|f| f.as_str()).collect();
             return Err(Rejection::new(
                 Reason::FormatNotAllowed,
-                format!("the bytes are {}; the policy allows {} (ValidationPolicy.allowedFormats)", f.as_str(), allowed.join(", ")),
+                format!(
+                    "the bytes are {}; the policy allows {} (ValidationPolicy.allowedFormats)",
+                    f.as_str(),
+                    allowed.join(", ")
+                ),
             ));
         }
-        Sniffed::Archive(kind) => return Err(Rejection::new(Reason::NestedArchive, format!("the entry is a {kind} archive"))),
-        Sniffed::OtherImage(kind) => {
-            return Err(Rejection::new(Reason::FormatNotAllowed, format!("the bytes are {kind}, which picsift does not accept")));
+        Sniffed::Archive(kind) => {
+            return Err(Rejection::new(
+                Reason::NestedArchive,
+                format!("the entry is a {kind} archive"),
+            ));
         }
-        Sniffed::Unknown => return Err(Rejection::new(Reason::NotAnImage, "the leading bytes match no image format")),
+        Sniffed::OtherImage(kind) => {
+            return Err(Rejection::new(
+                Reason::FormatNotAllowed,
+                format!("the bytes are {kind}, which picsift does not accept"),
+            ));
+        }
+        Sniffed::Unknown => {
+            return Err(Rejection::new(
+                Reason::NotAnImage,
+                "the leading bytes match no image format",
+            ));
+        }
     };
     let (bytes, width, height, orientation) = match format {
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
     };
-    Ok(Prepared { id: sha256_hex(&bytes), bytes, format, width, height, orientation })
+    Ok(Prepared {
+        id: sha256_hex(&bytes),
+        bytes,
+        format,
+        width,
+        height,
+        orientation,
+    })
 }
 
 /// Refuses dimensions over the policy's budget, before any pixel allocation.
@@ -78,9 +102,17 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     // What is stored is what is decoded.
     let decoded = crate::decode::strict_jpeg(&clean, policy)?;
     if (decoded.width, decoded.height) != (structure.width, structure.height) {
-        return Err(Rejection::new(Reason::DecodeError, "decoded size differs from the frame header"));
+        return Err(Rejection::new(
+            Reason::DecodeError,
+            "decoded size differs from the frame header",
+        ));
     }
-    Ok((clean, structure.width, structure.height, structure.orientation))
+    Ok((
+        clean,
+        structure.width,
+        structure.height,
+        structure.orientation,
+    ))
 }
 
 fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, Rejection> {
@@ -88,22 +120,36 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
         Format::Png => image::ImageFormat::Png,
         _ => image::ImageFormat::WebP,
     };
-    let invalid = |e: image::ImageError| Rejection::new(Reason::InvalidHeader, format!("cannot read the {} header: {e}", format.as_str()));
-    let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(data), image_format).into_dimensions().map_err(invalid)?;
+    let invalid = |e: image::ImageError| {
+        Rejection::new(
+            Reason::InvalidHeader,
+            format!("cannot read the {} header: {e}", format.as_str()),
+        )
+    };
+    let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(data), image_format)
+        .into_dimensions()
+        .map_err(invalid)?;
     check_dimensions(width, height, policy)?;
     let clean = match format {
         Format::Png => crate::chunks::strip_png(data)?,
         _ => crate::chunks::strip_webp(data)?,
     };
-    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&clean[..]), image_format);
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(&clean[..]), image_format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(policy.max_dimension);
     limits.max_image_height = Some(policy.max_dimension);
     limits.max_alloc = Some(policy.max_pixels.saturating_mul(8));
     reader.limits(limits);
     reader.decode().map_err(|e| match e {
-        image::ImageError::Decoding(_) if is_eof(&e) => Rejection::new(Reason::Truncated, format!("{} data ends early: {e}", format.as_str())),
-        _ => Rejection::new(Reason::DecodeError, format!("strict {} decode failed: {e}", format.as_str())),
+        image::ImageError::Decoding(_) if is_eof(&e) => Rejection::new(
+            Reason::Truncated,
+            format!("{} data ends early: {e}", format.as_str()),
+        ),
+        _ => Rejection::new(
+            Reason::DecodeError,
+            format!("strict {} decode failed: {e}", format.as_str()),
+        ),
     })?;
     Ok((clean, width, height, None))
 }

@@ -90,13 +90,24 @@ pub trait Catalog: Send + Sync {
     /// Report lines with index greater than `after`, at most `limit`.
     async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>>;
     /// Records an entry's verdict unless it already has one; returns whether it wrote.
-    async fn record_verdict(&self, id: &str, index: u32, verdict: &Verdict, now: Millis) -> Result<bool>;
+    async fn record_verdict(
+        &self,
+        id: &str,
+        index: u32,
+        verdict: &Verdict,
+        now: Millis,
+    ) -> Result<bool>;
     /// Records a stored image; a second insert of the same id changes nothing.
     async fn insert_image(&self, image: &ImageRecord) -> Result<()>;
     /// An image, if stored.
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>>;
     /// Images accepted in a batch, by entry index, after `after`, at most `limit`.
-    async fn batch_images(&self, batch: &str, after: Option<u32>, limit: u32) -> Result<Vec<ImageRecord>>;
+    async fn batch_images(
+        &self,
+        batch: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>>;
     /// Every image id (to rebuild indexes and check stores).
     async fn image_ids(&self) -> Result<Vec<String>>;
     /// Completes the batch if no entry is pending; true for the one caller that completed it.
@@ -111,7 +122,13 @@ pub trait Catalog: Send + Sync {
 #[async_trait]
 pub trait DedupIndex: Send + Sync {
     /// Claims `key` for `owner` with a lease of `lease_ms`.
-    async fn claim(&self, key: &str, owner: &str, now: Millis, lease_ms: Millis) -> Result<ClaimOutcome>;
+    async fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+    ) -> Result<ClaimOutcome>;
     /// Commits `owner`'s claim of `key` to `image_id`.
     async fn commit(&self, key: &str, owner: &str, image_id: &str) -> Result<CommitOutcome>;
     /// Claims still pending (none should remain when all batches are done).

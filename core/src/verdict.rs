@@ -137,7 +137,14 @@ pub struct Verdict {
 impl Verdict {
     /// An accepted entry stored as `image_id`.
     pub fn accepted(image_id: String) -> Self {
-        Self { kind: VerdictKind::Accepted, reason: None, detail: None, image_id: Some(image_id), duplicate_of: None, duplicate_kind: None }
+        Self {
+            kind: VerdictKind::Accepted,
+            reason: None,
+            detail: None,
+            image_id: Some(image_id),
+            duplicate_of: None,
+            duplicate_kind: None,
+        }
     }
 
     /// An exact duplicate of `original`.
@@ -154,7 +161,14 @@ impl Verdict {
 
     /// A rejection or failure, per the reason's kind.
     pub fn refused(reason: Reason, detail: impl Into<String>) -> Self {
-        Self { kind: reason.kind(), reason: Some(reason), detail: Some(detail.into()), image_id: None, duplicate_of: None, duplicate_kind: None }
+        Self {
+            kind: reason.kind(),
+            reason: Some(reason),
+            detail: Some(detail.into()),
+            image_id: None,
+            duplicate_of: None,
+            duplicate_kind: None,
+        }
     }
 }
 
@@ -170,7 +184,10 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with its detail.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
+        Self {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -189,7 +206,11 @@ mod tests {
         let doc = include_str!("../../docs/verdicts.md");
         for r in Reason::ALL {
             assert_eq!(Reason::parse(r.code()), Some(*r));
-            assert!(doc.contains(&format!("`{}`", r.code())), "docs/verdicts.md lacks `{}`", r.code());
+            assert!(
+                doc.contains(&format!("`{}`", r.code())),
+                "docs/verdicts.md lacks `{}`",
+                r.code()
+            );
             let json = serde_json::to_string(r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.code()));
         }

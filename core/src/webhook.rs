@@ -36,7 +36,8 @@ impl Secret {
 
     /// The `webhook-signature` header value for a message.
     pub fn sign(&self, msg_id: &str, timestamp_s: i64, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(msg_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp_s.to_string().as_bytes());
@@ -48,7 +49,9 @@ impl Secret {
     /// Checks a `webhook-signature` header (any of its space-separated signatures).
     pub fn verify(&self, msg_id: &str, timestamp_s: i64, body: &[u8], header: &str) -> bool {
         let want = self.sign(msg_id, timestamp_s, body);
-        header.split(' ').any(|sig| constant_time_eq(sig.as_bytes(), want.as_bytes()))
+        header
+            .split(' ')
+            .any(|sig| constant_time_eq(sig.as_bytes(), want.as_bytes()))
     }
 }
 
@@ -76,7 +79,12 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let sig = secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert!(secret.verify("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &format!("v1,bogus {sig}")));
+        assert!(secret.verify(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+            &format!("v1,bogus {sig}")
+        ));
         assert!(!secret.verify("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body, &sig));
     }
 

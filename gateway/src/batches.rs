@@ -11,8 +11,15 @@ use picsift_core::model::{BatchView, ReportEntry};
 use serde::Deserialize;
 
 /// `GET /v1/batches/{id}`.
-pub async fn status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<BatchView>, Problem> {
-    let batch = s.catalog.batch(&id).await?.ok_or_else(|| Problem::not_found(&format!("batch {id}")))?;
+pub async fn status(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>, Problem> {
+    let batch = s
+        .catalog
+        .batch(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(&format!("batch {id}")))?;
     let counts = s.catalog.counts(&id).await?;
     Ok(Json(BatchView::new(&batch, counts)))
 }
@@ -29,13 +36,26 @@ pub struct ReportQuery {
 const PAGE: u32 = 1000;
 
 /// `GET /v1/batches/{id}/report`: JSON pages, or the whole report as NDJSON.
-pub async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<ReportQuery>, headers: HeaderMap) -> Result<Response, Problem> {
-    s.catalog.batch(&id).await?.ok_or_else(|| Problem::not_found(&format!("batch {id}")))?;
+pub async fn report(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    s.catalog
+        .batch(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(&format!("batch {id}")))?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<u32>().map_err(|_| Problem::bad_request(format!("cursor {c:?} is not one this API gave out")))?),
+        Some(c) => Some(c.parse::<u32>().map_err(|_| {
+            Problem::bad_request(format!("cursor {c:?} is not one this API gave out"))
+        })?),
     };
-    let ndjson = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/x-ndjson"));
+    let ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson"));
     if ndjson {
         let catalog = s.catalog.clone();
         // Pages are read as the client consumes them: memory stays flat.
@@ -47,7 +67,8 @@ pub async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q):
                     Err(e) => Some((Err(std::io::Error::other(e)), None)),
                     Ok(page) if page.is_empty() => None,
                     Ok(page) => {
-                        let next = (page.len() as u32 == PAGE).then(|| page.last().map(|e| e.index));
+                        let next =
+                            (page.len() as u32 == PAGE).then(|| page.last().map(|e| e.index));
                         let mut buf = Vec::new();
                         for e in &page {
                             let _ = serde_json::to_writer(&mut buf, e);
@@ -59,17 +80,24 @@ pub async fn report(State(s): State<AppState>, Path(id): Path<String>, Query(q):
             }
         });
         let mut resp = Body::from_stream(lines).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
         return Ok(resp);
     }
     let limit = q.limit.unwrap_or(PAGE).clamp(1, 10_000);
     let entries: Vec<ReportEntry> = s.catalog.report(&id, after, limit).await?;
-    let next = (entries.len() as u32 == limit).then(|| entries.last().map(|e| e.index.to_string())).flatten();
+    let next = (entries.len() as u32 == limit)
+        .then(|| entries.last().map(|e| e.index.to_string()))
+        .flatten();
     Ok(Json(serde_json::json!({ "entries": entries, "next": next })).into_response())
 }
 
 /// `GET /readyz`: the catalog answers.
 pub async fn ready(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
     s.catalog.batch("readiness-probe").await?;
-    Ok(Json(serde_json::json!({"status": "ready", "catalog": "ok"})))
+    Ok(Json(
+        serde_json::json!({"status": "ready", "catalog": "ok"}),
+    ))
 }

@@ -13,11 +13,15 @@ use std::ops::Range;
 /// Parses a single-range `Range` header against a length. `Ok(None)`: no
 /// usable range (serve the whole object); `Err(())`: unsatisfiable.
 pub fn parse_range(header: &str, len: u64) -> Result<Option<Range<u64>>, ()> {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None); // Multiple ranges: the whole object is a valid answer.
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
     let range = match (a.trim(), b.trim()) {
         ("", suffix) => {
             let n: u64 = suffix.parse().map_err(|_| ())?;
@@ -35,24 +39,51 @@ pub fn parse_range(header: &str, len: u64) -> Result<Option<Range<u64>>, ()> {
             s..(e + 1).min(len)
         }
     };
-    if range.start >= len { Err(()) } else { Ok(Some(range)) }
+    if range.start >= len {
+        Err(())
+    } else {
+        Ok(Some(range))
+    }
 }
 
 /// `GET` and `HEAD /v1/images/{id}`: the stored bytes, with ranges.
-pub async fn download(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Problem> {
+pub async fn download(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     if !is_image_id(&id) {
         return Err(Problem::not_found(&format!("image {id}")));
     }
-    let image = s.catalog.image(&id).await?.ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
+    let image = s
+        .catalog
+        .image(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
     let key = image_key(&id);
-    let len = s.blobs.size(&key).await?.ok_or_else(|| Problem::unavailable(format!("image {id} is in the catalog but its bytes are missing")))?;
+    let len = s.blobs.size(&key).await?.ok_or_else(|| {
+        Problem::unavailable(format!(
+            "image {id} is in the catalog but its bytes are missing"
+        ))
+    })?;
     let etag = format!("\"{id}\"");
     let mut h = HeaderMap::new();
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(|_| Problem::not_found("image"))?);
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(image.format.mime()));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).map_err(|_| Problem::not_found("image"))?,
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(image.format.mime()),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
-    let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    let inm = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
     if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
@@ -61,7 +92,11 @@ pub async fn download(State(s): State<AppState>, Path(id): Path<String>, headers
         Some(r) => match parse_range(r, len) {
             Ok(r) => r,
             Err(()) => {
-                h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).unwrap_or(HeaderValue::from_static("bytes */0")));
+                h.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}"))
+                        .unwrap_or(HeaderValue::from_static("bytes */0")),
+                );
                 return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response());
             }
         },
@@ -69,7 +104,10 @@ pub async fn download(State(s): State<AppState>, Path(id): Path<String>, headers
     let status = match &range {
         Some(r) => {
             let cr = format!("bytes {}-{}/{len}", r.start, r.end - 1);
-            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).unwrap_or(HeaderValue::from_static("bytes */0")));
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&cr).unwrap_or(HeaderValue::from_static("bytes */0")),
+            );
             StatusCode::PARTIAL_CONTENT
         }
         None => StatusCode::OK,
@@ -92,18 +130,30 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/images?batch=ID`: a batch's accepted images.
-pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
     let Some(batch) = q.batch else {
-        return Err(Problem::bad_request("the batch query parameter is required (GET /v1/images?batch=ID)"));
+        return Err(Problem::bad_request(
+            "the batch query parameter is required (GET /v1/images?batch=ID)",
+        ));
     };
-    s.catalog.batch(&batch).await?.ok_or_else(|| Problem::not_found(&format!("batch {batch}")))?;
+    s.catalog
+        .batch(&batch)
+        .await?
+        .ok_or_else(|| Problem::not_found(&format!("batch {batch}")))?;
     let after = match q.after.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<u32>().map_err(|_| Problem::bad_request(format!("cursor {c:?} is not one this API gave out")))?),
+        Some(c) => Some(c.parse::<u32>().map_err(|_| {
+            Problem::bad_request(format!("cursor {c:?} is not one this API gave out"))
+        })?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let images = s.catalog.batch_images(&batch, after, limit).await?;
-    let next = (images.len() as u32 == limit).then(|| images.last().map(|i| i.entry_index.to_string())).flatten();
+    let next = (images.len() as u32 == limit)
+        .then(|| images.last().map(|i| i.entry_index.to_string()))
+        .flatten();
     let items: Vec<_> = images
         .iter()
         .map(|i| {
@@ -123,7 +173,8 @@ mod tests {
 
     #[test]
     fn ranges() {
-        let cases: &[(&str, Result<Option<std::ops::Range<u64>>, ()>)] = &[
+        type Case<'a> = (&'a str, Result<Option<std::ops::Range<u64>>, ()>);
+        let cases: &[Case] = &[
             ("bytes=0-9", Ok(Some(0..10))),
             ("bytes=5-", Ok(Some(5..100))),
             ("bytes=-10", Ok(Some(90..100))),

@@ -33,13 +33,26 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let upload_limit = usize::try_from(state.policy.max_upload_bytes).unwrap_or(usize::MAX);
     Router::new()
-        .route("/v1/batches", post(upload::create_batch).layer(DefaultBodyLimit::max(upload_limit)))
+        .route(
+            "/v1/batches",
+            post(upload::create_batch).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/v1/batches/{id}", get(batches::status))
         .route("/v1/batches/{id}/report", get(batches::report))
         .route("/v1/images", get(images::list))
         .route("/v1/images/{id}", get(images::download))
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(batches::ready))
-        .fallback(|| async { Problem::new(axum::http::StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint") })
+        .fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                "no such endpoint",
+            )
+        })
         .with_state(state)
 }

@@ -30,15 +30,27 @@ pub struct UploadQuery {
 }
 
 fn too_large(detail: String) -> Problem {
-    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "upload-too-large", "Upload too large", detail)
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload-too-large",
+        "Upload too large",
+        detail,
+    )
 }
 
 fn not_zip(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "not-a-zip", "Not a zip archive", detail)
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "not-a-zip",
+        "Not a zip archive",
+        detail,
+    )
 }
 
 fn check_callback(url: &str) -> Result<(), Problem> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
     let host_ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
     if !host_ok || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Problem::new(
@@ -52,36 +64,66 @@ fn check_callback(url: &str) -> Result<(), Problem> {
 }
 
 /// Handles a raw zip body or a multipart form with one file field.
-pub async fn create_batch(State(s): State<AppState>, Query(q): Query<UploadQuery>, req: Request) -> Result<Response, Problem> {
+pub async fn create_batch(
+    State(s): State<AppState>,
+    Query(q): Query<UploadQuery>,
+    req: Request,
+) -> Result<Response, Problem> {
     if let Some(cb) = &q.callback {
         check_callback(cb)?;
     }
     let limit = s.policy.max_upload_bytes;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(n) = declared.filter(|&n| n > limit) {
-        return Err(too_large(format!("the upload declares {n} bytes; the limit is {limit} (ValidationPolicy.limits.maxUploadBytes)")));
+        return Err(too_large(format!(
+            "the upload declares {n} bytes; the limit is {limit} (ValidationPolicy.limits.maxUploadBytes)"
+        )));
     }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let id = uuid::Uuid::now_v7().to_string();
     let key = staging_key(&id);
     let staged = if content_type.starts_with("multipart/form-data") {
-        let mut form = Multipart::from_request(req, &s).await.map_err(|e| Problem::bad_request(format!("malformed multipart body: {e}")))?;
+        let mut form = Multipart::from_request(req, &s)
+            .await
+            .map_err(|e| Problem::bad_request(format!("malformed multipart body: {e}")))?;
         let mut staged = None;
-        while let Some(field) = form.next_field().await.map_err(|e| Problem::bad_request(format!("malformed multipart body: {e}")))? {
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| Problem::bad_request(format!("malformed multipart body: {e}")))?
+        {
             if field.file_name().is_some() || field.name() == Some("file") {
                 staged = Some(stage(&s, &key, field, limit).await?);
                 break;
             }
         }
         staged.ok_or_else(|| Problem::bad_request("the multipart form has no file field"))?
-    } else if content_type.is_empty() || ["application/zip", "application/x-zip-compressed", "application/octet-stream"].iter().any(|t| content_type.starts_with(t)) {
+    } else if content_type.is_empty()
+        || [
+            "application/zip",
+            "application/x-zip-compressed",
+            "application/octet-stream",
+        ]
+        .iter()
+        .any(|t| content_type.starts_with(t))
+    {
         stage(&s, &key, req.into_body().into_data_stream(), limit).await?
     } else {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "Unsupported media type",
-            format!("send the zip as application/zip or as a multipart/form-data file field, not {content_type}"),
+            format!(
+                "send the zip as application/zip or as a multipart/form-data file field, not {content_type}"
+            ),
         ));
     };
     let (size, head) = staged;
@@ -92,7 +134,14 @@ pub async fn create_batch(State(s): State<AppState>, Query(q): Query<UploadQuery
             return Err(p);
         }
     };
-    let batch = NewBatch { id: id.clone(), staged_key: key.clone(), upload_bytes: size, total_entries: summary.entries, callback_url: q.callback, now: now_ms() };
+    let batch = NewBatch {
+        id: id.clone(),
+        staged_key: key.clone(),
+        upload_bytes: size,
+        total_entries: summary.entries,
+        callback_url: q.callback,
+        now: now_ms(),
+    };
     if let Err(e) = s.catalog.create_batch(&batch).await {
         let _ = s.blobs.delete(&key).await;
         return Err(e.into());
@@ -101,7 +150,12 @@ pub async fn create_batch(State(s): State<AppState>, Query(q): Query<UploadQuery
         // The batch exists and will be picked up when the scheduler recovers.
         tracing::error!(batch = id, error = %e, "could not submit the batch");
     }
-    tracing::info!(batch = id, bytes = size, entries = summary.entries, "batch received");
+    tracing::info!(
+        batch = id,
+        bytes = size,
+        entries = summary.entries,
+        "batch received"
+    );
     let location = format!("/v1/batches/{id}");
     let body = serde_json::json!({
         "id": id,
@@ -119,13 +173,21 @@ pub async fn create_batch(State(s): State<AppState>, Query(q): Query<UploadQuery
 /// Streams `body` into the blob store under `key`, at most `limit` bytes,
 /// refusing it as soon as its first bytes show it is not a zip. Returns the
 /// size and the first bytes.
-async fn stage<S, E>(s: &AppState, key: &str, body: S, limit: u64) -> Result<(u64, Vec<u8>), Problem>
+async fn stage<S, E>(
+    s: &AppState,
+    key: &str,
+    body: S,
+    limit: u64,
+) -> Result<(u64, Vec<u8>), Problem>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Display,
 {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-    let sink = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed();
+    let sink = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed();
     let store = s.blobs.put_stream(key, sink);
     let pump = async move {
         pin_mut!(body);
@@ -140,7 +202,10 @@ where
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
-                Err(e) => return refuse(Problem::bad_request(format!("the upload was cut off: {e}"))).await,
+                Err(e) => {
+                    return refuse(Problem::bad_request(format!("the upload was cut off: {e}")))
+                        .await;
+                }
             };
             n += chunk.len() as u64;
             if n > limit {
@@ -148,8 +213,13 @@ where
             }
             if head.len() < 4 {
                 head.extend_from_slice(&chunk[..chunk.len().min(4 - head.len())]);
-                if head.len() == 4 && !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")) {
-                    return refuse(not_zip("the upload is not a zip archive (its first bytes are not a zip header)")).await;
+                if head.len() == 4
+                    && !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06"))
+                {
+                    return refuse(not_zip(
+                        "the upload is not a zip archive (its first bytes are not a zip header)",
+                    ))
+                    .await;
                 }
             }
             if tx.send(Ok(chunk)).await.is_err() {
@@ -166,32 +236,57 @@ where
         }
         (Ok(_), Err(e)) => {
             let _ = s.blobs.delete(key).await;
-            Err(Problem::unavailable(format!("staging the upload failed: {e}")))
+            Err(Problem::unavailable(format!(
+                "staging the upload failed: {e}"
+            )))
         }
         (Ok((n, head)), Ok(_)) => Ok((n, head)),
     }
 }
 
-async fn light_check(s: &AppState, key: &str, size: u64, head: Vec<u8>, strict: bool) -> Result<archive::Summary, Problem> {
+async fn light_check(
+    s: &AppState,
+    key: &str,
+    size: u64,
+    head: Vec<u8>,
+    strict: bool,
+) -> Result<archive::Summary, Problem> {
     if size == 0 {
         return Err(not_zip("the upload is empty"));
     }
-    let reader = BlobReader::new(s.blobs.clone(), key, size, tokio::runtime::Handle::current());
+    let reader = BlobReader::new(
+        s.blobs.clone(),
+        key,
+        size,
+        tokio::runtime::Handle::current(),
+    );
     let policy = s.policy.clone();
     let checked = tokio::task::spawn_blocking(move || archive::light_check(&head, reader, &policy))
         .await
         .map_err(|e| Problem::unavailable(format!("the archive check crashed: {e}")))?;
-    let bad = |slug, title, p: ArchiveProblem| Problem::new(StatusCode::BAD_REQUEST, slug, title, p.to_string());
+    let bad = |slug, title, p: ArchiveProblem| {
+        Problem::new(StatusCode::BAD_REQUEST, slug, title, p.to_string())
+    };
     let summary = checked.map_err(|p| match p {
         ArchiveProblem::NotZip(_) => bad("not-a-zip", "Not a zip archive", p),
-        ArchiveProblem::Prepended(_) => bad("archive-offset", "Archive does not start at offset 0", p),
+        ArchiveProblem::Prepended(_) => {
+            bad("archive-offset", "Archive does not start at offset 0", p)
+        }
         ArchiveProblem::Empty => bad("empty-archive", "Empty archive", p),
-        ArchiveProblem::TooManyEntries(..) | ArchiveProblem::TooLarge(..) => too_large(p.to_string()),
-        ArchiveProblem::NoImages(_) | ArchiveProblem::SomeNotImages(..) => bad("no-images", "No allowed images", p),
+        ArchiveProblem::TooManyEntries(..) | ArchiveProblem::TooLarge(..) => {
+            too_large(p.to_string())
+        }
+        ArchiveProblem::NoImages(_) | ArchiveProblem::SomeNotImages(..) => {
+            bad("no-images", "No allowed images", p)
+        }
     })?;
     if strict && !summary.refused.is_empty() {
         let refused = summary.entries - summary.images;
-        return Err(bad("no-images", "No allowed images", ArchiveProblem::SomeNotImages(refused, summary.refused.join(", "))));
+        return Err(bad(
+            "no-images",
+            "No allowed images",
+            ArchiveProblem::SomeNotImages(refused, summary.refused.join(", ")),
+        ));
     }
     Ok(summary)
 }

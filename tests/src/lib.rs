@@ -42,7 +42,12 @@ pub fn photo(seed: u64, width: u32, height: u32) -> RgbImage {
     let blobs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
         .map(|_| {
             let r = 0.08 + rng.unit() * 0.25;
-            (rng.unit(), rng.unit(), r, [rng.unit() * 255.0, rng.unit() * 255.0, rng.unit() * 255.0])
+            (
+                rng.unit(),
+                rng.unit(),
+                r,
+                [rng.unit() * 255.0, rng.unit() * 255.0, rng.unit() * 255.0],
+            )
         })
         .collect();
     let (fx, fy) = (3.0 + rng.unit() * 20.0, 3.0 + rng.unit() * 20.0);
@@ -63,7 +68,9 @@ pub fn photo(seed: u64, width: u32, height: u32) -> RgbImage {
                 }
             }
         }
-        let texture = ((u * fx * 6.283).sin() * (v * fy * 6.283).cos()) * 12.0;
+        let texture = ((u * fx * std::f32::consts::TAU).sin()
+            * (v * fy * std::f32::consts::TAU).cos())
+            * 12.0;
         let n = (noise.next_u64() & 0x0F) as f32 - 7.5;
         Rgb(c.map(|ch| (ch + texture + n).clamp(0.0, 255.0) as u8))
     })
@@ -143,14 +150,21 @@ pub fn truncated_with_eoi(jpeg: &[u8]) -> Vec<u8> {
 /// A JPEG with a zip archive appended (a polyglot file).
 pub fn with_zip_appended(jpeg: &[u8]) -> Vec<u8> {
     let mut out = jpeg.to_vec();
-    out.extend_from_slice(&ZipBuilder::new().file("hidden.txt", b"payload", CompressionMethod::Stored).finish());
+    out.extend_from_slice(
+        &ZipBuilder::new()
+            .file("hidden.txt", b"payload", CompressionMethod::Stored)
+            .finish(),
+    );
     out
 }
 
 /// A few hundred bytes of valid JPEG whose frame header declares `width`×`height`.
 pub fn declares_dimensions(width: u16, height: u16) -> Vec<u8> {
     let mut j = encode_jpeg(&RgbImage::from_pixel(8, 8, Rgb([120, 130, 140])), 50);
-    let sof = j.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline JPEG has SOF0");
+    let sof = j
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("baseline JPEG has SOF0");
     j[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
     j[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
     j
@@ -172,12 +186,18 @@ impl Default for ZipBuilder {
 impl ZipBuilder {
     /// An empty archive.
     pub fn new() -> Self {
-        Self { zip: ZipWriter::new(Cursor::new(Vec::new())), encrypt: Vec::new(), lie: Vec::new() }
+        Self {
+            zip: ZipWriter::new(Cursor::new(Vec::new())),
+            encrypt: Vec::new(),
+            lie: Vec::new(),
+        }
     }
 
     /// Adds a file.
     pub fn file(mut self, name: &str, data: &[u8], method: CompressionMethod) -> Self {
-        let opts = SimpleFileOptions::default().compression_method(method).large_file(data.len() > u32::MAX as usize);
+        let opts = SimpleFileOptions::default()
+            .compression_method(method)
+            .large_file(data.len() > u32::MAX as usize);
         self.zip.start_file(name, opts).expect("valid entry");
         self.zip.write_all(data).expect("write to memory");
         self
@@ -190,13 +210,17 @@ impl ZipBuilder {
 
     /// Adds a directory entry.
     pub fn dir(mut self, name: &str) -> Self {
-        self.zip.add_directory(name, SimpleFileOptions::default()).expect("valid entry");
+        self.zip
+            .add_directory(name, SimpleFileOptions::default())
+            .expect("valid entry");
         self
     }
 
     /// Adds a symbolic link entry.
     pub fn symlink(mut self, name: &str, target: &str) -> Self {
-        self.zip.add_symlink(name, target, SimpleFileOptions::default()).expect("valid entry");
+        self.zip
+            .add_symlink(name, target, SimpleFileOptions::default())
+            .expect("valid entry");
         self
     }
 
@@ -223,13 +247,18 @@ impl ZipBuilder {
             let mut archive = ZipArchive::new(Cursor::new(&bytes[..])).expect("just written");
             for i in 0..archive.len() {
                 let f = archive.by_index_raw(i).expect("just written");
-                let (local, central) = (f.header_start() as usize, f.central_header_start() as usize);
+                let (local, central) =
+                    (f.header_start() as usize, f.central_header_start() as usize);
                 let name = f.name().map(|n| n.to_string()).unwrap_or_default();
                 if self.encrypt.contains(&name) {
                     patches.push((local + 6, central + 8, None));
                 }
                 if self.lie.contains(&name) {
-                    patches.push((local + 22, central + 24, Some((f.size() as u32).saturating_sub(100))));
+                    patches.push((
+                        local + 22,
+                        central + 24,
+                        Some((f.size() as u32).saturating_sub(100)),
+                    ));
                 }
             }
         }
@@ -259,7 +288,16 @@ pub fn zip_bomb_entry() -> Vec<u8> {
 /// photo with phone metadata (a duplicate once sanitised), and a few bad
 /// entries, each refused with its own reason.
 pub fn demo_zip() -> Vec<u8> {
-    let sizes = [(640, 480), (800, 600), (1024, 768), (1280, 960), (1600, 1200), (2048, 1536), (3000, 2000), (4000, 3000)];
+    let sizes = [
+        (640, 480),
+        (800, 600),
+        (1024, 768),
+        (1280, 960),
+        (1600, 1200),
+        (2048, 1536),
+        (3000, 2000),
+        (4000, 3000),
+    ];
     let mut z = ZipBuilder::new();
     let mut first = Vec::new();
     for (i, (w, h)) in sizes.iter().enumerate() {

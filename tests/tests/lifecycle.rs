@@ -16,7 +16,8 @@ const SECRET: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLXBpY3NpZnQ=";
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_is_signed_retried_and_its_outcome_shown() {
     // The receiver fails the first attempt, then verifies and accepts.
-    let received: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>> = Arc::default();
+    type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+    let received: Received = Arc::default();
     let log = received.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -25,7 +26,11 @@ async fn webhook_is_signed_retried_and_its_outcome_shown() {
             async move {
                 let mut log = log.lock().unwrap();
                 log.push((headers, body.to_vec()));
-                if log.len() == 1 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::NO_CONTENT }
+                if log.len() == 1 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::NO_CONTENT
+                }
             }
         }),
     );
@@ -35,7 +40,10 @@ async fn webhook_is_signed_retried_and_its_outcome_shown() {
 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let zip = ZipBuilder::new().stored("a.jpg", &jpeg(70, 200, 150)).stored("b.txt", b"text").finish();
+    let zip = ZipBuilder::new()
+        .stored("a.jpg", &jpeg(70, 200, 150))
+        .stored("b.txt", b"text")
+        .finish();
     let (status, body, _) = server.upload(zip, &format!("?callback={hook}")).await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
@@ -47,7 +55,10 @@ async fn webhook_is_signed_retried_and_its_outcome_shown() {
         if s["notification"]["state"] == "delivered" {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "webhook not delivered: {s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "webhook not delivered: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status["notification"]["attempts"], 2, "{status}");
@@ -58,9 +69,16 @@ async fn webhook_is_signed_retried_and_its_outcome_shown() {
     let secret = Secret::parse(SECRET);
     for (headers, body) in log.iter() {
         let msg_id = headers["webhook-id"].to_str().unwrap();
-        let ts: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+        let ts: i64 = headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let sig = headers["webhook-signature"].to_str().unwrap();
-        assert!(secret.verify(msg_id, ts, body, sig), "signature does not verify");
+        assert!(
+            secret.verify(msg_id, ts, body, sig),
+            "signature does not verify"
+        );
         assert!(!Secret::parse("whsec_b3RoZXI=").verify(msg_id, ts, body, sig));
         let event: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(event["type"], "batch.completed");
@@ -90,31 +108,55 @@ async fn restart_in_the_middle_of_a_batch_loses_nothing_and_stores_nothing_twice
     loop {
         let s = server.get_json(&format!("/v1/batches/{id}")).await;
         let c = &s["counts"];
-        let decided = ["accepted", "duplicate", "rejected", "failed"].iter().map(|k| c[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let decided = ["accepted", "duplicate", "rejected", "failed"]
+            .iter()
+            .map(|k| c[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
         if decided >= 3 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no progress: {s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no progress: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.kill();
     {
-        let catalog = picsift_core::embedded::SqliteCatalog::open(&dir.path().join("catalog.db")).await.unwrap();
+        let catalog = picsift_core::embedded::SqliteCatalog::open(&dir.path().join("catalog.db"))
+            .await
+            .unwrap();
         let pending = catalog.pending_entries(&id).await.unwrap();
-        assert!(!pending.is_empty(), "the batch finished before the kill; the test proves nothing");
+        assert!(
+            !pending.is_empty(),
+            "the batch finished before the kill; the test proves nothing"
+        );
     }
 
     let server = Server::start(dir.path(), &["--workers", "1"]);
     let done = server.wait_done(&id).await;
     assert_eq!(done["phase"], "completed");
-    assert_eq!((done["counts"]["accepted"].as_u64(), done["counts"]["duplicate"].as_u64()), (Some(32), Some(8)), "{done}");
+    assert_eq!(
+        (
+            done["counts"]["accepted"].as_u64(),
+            done["counts"]["duplicate"].as_u64()
+        ),
+        (Some(32), Some(8)),
+        "{done}"
+    );
     let report = server.report(&id).await;
     assert_eq!(report.len(), n as usize, "exactly one verdict per entry");
-    let accepted: std::collections::BTreeSet<String> =
-        report.iter().filter(|l| l["verdict"] == "accepted").map(|l| l["image_id"].as_str().unwrap().to_string()).collect();
+    let accepted: std::collections::BTreeSet<String> = report
+        .iter()
+        .filter(|l| l["verdict"] == "accepted")
+        .map(|l| l["image_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(accepted.len(), 32);
     for l in report.iter().filter(|l| l["verdict"] == "duplicate") {
-        assert!(accepted.contains(l["duplicate_of"].as_str().unwrap()), "duplicate of a stored image: {l}");
+        assert!(
+            accepted.contains(l["duplicate_of"].as_str().unwrap()),
+            "duplicate of a stored image: {l}"
+        );
     }
     // The image files are exactly the accepted images, each once, each hashing to its id.
     let stored: Vec<_> = files_under(&dir.path().join("blobs/images"));
@@ -125,13 +167,23 @@ async fn restart_in_the_middle_of_a_batch_loses_nothing_and_stores_nothing_twice
         assert_eq!(sha256_hex(&std::fs::read(&path).unwrap()), name);
     }
     drop(server);
-    let catalog = picsift_core::embedded::SqliteCatalog::open(&dir.path().join("catalog.db")).await.unwrap();
-    assert_eq!(catalog.pending_claims().await.unwrap(), 0, "no claim left pending");
+    let catalog = picsift_core::embedded::SqliteCatalog::open(&dir.path().join("catalog.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog.pending_claims().await.unwrap(),
+        0,
+        "no claim left pending"
+    );
     assert_eq!(catalog.image_ids().await.unwrap().len(), 32);
 }
 
 fn cli(server: &Server, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(picsift_bin()).args(args).env("PICSIFT_SERVER", &server.base).output().expect("run picsift")
+    std::process::Command::new(picsift_bin())
+        .args(args)
+        .env("PICSIFT_SERVER", &server.base)
+        .output()
+        .expect("run picsift")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,20 +199,40 @@ async fn cli_uploads_a_folder_follows_the_batch_and_prints_the_report() {
     std::fs::write(folder.path().join("readme.txt"), "not an image").unwrap();
 
     let up = cli(&server, &["upload", folder.path().to_str().unwrap()]);
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     let id = String::from_utf8(up.stdout).unwrap().trim().to_string();
     assert_eq!(id.len(), 36, "stdout is the batch id: {id:?}");
 
     let status = tokio::task::spawn_blocking({
         let base = server.base.clone();
         let id = id.clone();
-        move || std::process::Command::new(picsift_bin()).args(["status", &id, "--wait"]).env("PICSIFT_SERVER", base).output().unwrap()
+        move || {
+            std::process::Command::new(picsift_bin())
+                .args(["status", &id, "--wait"])
+                .env("PICSIFT_SERVER", base)
+                .output()
+                .unwrap()
+        }
     })
     .await
     .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("completed") && text.contains("accepted 2") && text.contains("duplicate 1") && text.contains("rejected 1"), "{text}");
+    assert!(
+        text.contains("completed")
+            && text.contains("accepted 2")
+            && text.contains("duplicate 1")
+            && text.contains("rejected 1"),
+        "{text}"
+    );
 
     let report = cli(&server, &["report", &id]);
     assert!(report.status.success());

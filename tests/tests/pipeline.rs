@@ -4,12 +4,18 @@ use picsift_core::jpeg;
 use picsift_core::pipeline::{prepare, sha256_hex};
 use picsift_core::policy::Policy;
 use picsift_core::verdict::Reason;
-use picsift_tests::{jpeg as photo_jpeg, truncated, truncated_with_eoi, with_metadata, with_zip_appended};
+use picsift_tests::{
+    jpeg as photo_jpeg, truncated, truncated_with_eoi, with_metadata, with_zip_appended,
+};
 use std::path::PathBuf;
 
 fn corpus_jpegs() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/pdq");
-    assert!(root.exists(), "{} is missing (the shared corpus sits beside the checkout)", root.display());
+    assert!(
+        root.exists(),
+        "{} is missing (the shared corpus sits beside the checkout)",
+        root.display()
+    );
     let mut out = Vec::new();
     let mut todo = vec![root];
     while let Some(d) = todo.pop() {
@@ -31,20 +37,35 @@ fn image_crate_pads_a_truncated_jpeg_and_ours_refuses_it() {
     let full = photo_jpeg(1, 640, 480);
     let cut = truncated_with_eoi(&full);
     // The lenient path: `image` decodes the cut file to a full-size picture.
-    let lenient = image::load_from_memory_with_format(&cut, image::ImageFormat::Jpeg).expect("image's JPEG decoder accepts the cut file");
+    let lenient = image::load_from_memory_with_format(&cut, image::ImageFormat::Jpeg)
+        .expect("image's JPEG decoder accepts the cut file");
     assert_eq!((lenient.width(), lenient.height()), (640, 480));
     // Ours refuses it, and the plain truncation, and an appended archive.
     let policy = Policy::default();
-    assert_eq!(prepare(&cut, &policy).unwrap_err().reason, Reason::Truncated);
-    assert_eq!(prepare(&truncated(&full), &policy).unwrap_err().reason, Reason::Truncated);
-    assert_eq!(prepare(&with_zip_appended(&full), &policy).unwrap_err().reason, Reason::TrailingData);
+    assert_eq!(
+        prepare(&cut, &policy).unwrap_err().reason,
+        Reason::Truncated
+    );
+    assert_eq!(
+        prepare(&truncated(&full), &policy).unwrap_err().reason,
+        Reason::Truncated
+    );
+    assert_eq!(
+        prepare(&with_zip_appended(&full), &policy)
+            .unwrap_err()
+            .reason,
+        Reason::TrailingData
+    );
     assert!(prepare(&full, &policy).is_ok());
 }
 
 #[test]
 fn truncated_progressive_jpegs_are_refused_at_every_cut() {
     let policy = Policy::default();
-    let progressive: Vec<_> = corpus_jpegs().into_iter().filter(|p| jpeg::parse(&std::fs::read(p).unwrap()).is_ok_and(|s| s.progressive)).collect();
+    let progressive: Vec<_> = corpus_jpegs()
+        .into_iter()
+        .filter(|p| jpeg::parse(&std::fs::read(p).unwrap()).is_ok_and(|s| s.progressive))
+        .collect();
     assert!(!progressive.is_empty(), "the corpus has progressive JPEGs");
     for path in progressive {
         let full = std::fs::read(&path).unwrap();
@@ -55,7 +76,11 @@ fn truncated_progressive_jpegs_are_refused_at_every_cut() {
             }
             cut.extend_from_slice(&[0xFF, 0xD9]);
             let r = prepare(&cut, &policy);
-            assert!(r.is_err(), "{} cut at {tenth}/10 was accepted", path.display());
+            assert!(
+                r.is_err(),
+                "{} cut at {tenth}/10 was accepted",
+                path.display()
+            );
         }
     }
 }
@@ -69,10 +94,16 @@ fn real_world_jpegs_pass_strict_decode() {
         // Samsung phones append a "SEFT" block after the end-of-image
         // marker: trailing data, refused like any other (docs/verdicts.md).
         if bytes.ends_with(b"SEFT") {
-            assert_eq!(prepare(&bytes, &policy).unwrap_err().reason, Reason::TrailingData, "{}", path.display());
+            assert_eq!(
+                prepare(&bytes, &policy).unwrap_err().reason,
+                Reason::TrailingData,
+                "{}",
+                path.display()
+            );
             continue;
         }
-        let p = prepare(&bytes, &policy).unwrap_or_else(|r| panic!("{} refused: {r:?}", path.display()));
+        let p = prepare(&bytes, &policy)
+            .unwrap_or_else(|r| panic!("{} refused: {r:?}", path.display()));
         assert_eq!(p.id, sha256_hex(&p.bytes));
         passed += 1;
     }
@@ -98,7 +129,11 @@ fn phone_metadata_is_removed_and_orientation_recorded() {
     let p = prepare(&phone, &policy).unwrap();
     assert_eq!(p.orientation, Some(6));
     for needle in [&b"Exif"[..], b"GPS", b"Example Street", b"ACM"] {
-        assert!(!p.bytes.windows(needle.len()).any(|w| w == needle), "{:?} survived", String::from_utf8_lossy(needle));
+        assert!(
+            !p.bytes.windows(needle.len()).any(|w| w == needle),
+            "{:?} survived",
+            String::from_utf8_lossy(needle)
+        );
     }
     assert_eq!(p.bytes.last(), Some(&0xD9));
     // The same photo without metadata is the same image.
@@ -107,7 +142,10 @@ fn phone_metadata_is_removed_and_orientation_recorded() {
 
 #[test]
 fn pixel_budget_is_checked_before_decoding() {
-    let policy = Policy { max_pixels: 1_000_000, ..Policy::default() };
+    let policy = Policy {
+        max_pixels: 1_000_000,
+        ..Policy::default()
+    };
     let r = prepare(&photo_jpeg(4, 1200, 1000), &policy).unwrap_err();
     assert_eq!(r.reason, Reason::DimensionsTooLarge);
     assert!(r.detail.contains("1200×1000"), "{}", r.detail);

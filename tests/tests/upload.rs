@@ -4,7 +4,10 @@
 mod common;
 
 use common::{Server, files_under, line, sha256_hex};
-use picsift_tests::{ZipBuilder, declares_dimensions, jpeg, png, truncated, truncated_with_eoi, with_metadata, with_zip_appended, zip_bomb_entry};
+use picsift_tests::{
+    ZipBuilder, declares_dimensions, jpeg, png, truncated, truncated_with_eoi, with_metadata,
+    with_zip_appended, zip_bomb_entry,
+};
 use zip::CompressionMethod;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -12,7 +15,11 @@ async fn good_batch_is_accepted_stored_and_downloadable() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let photos = [jpeg(1, 4000, 3000), jpeg(2, 1024, 768), jpeg(3, 333, 517)];
-    let zip = ZipBuilder::new().stored("a.jpg", &photos[0]).file("sub/b.jpg", &photos[1], CompressionMethod::Deflated).stored("c.jpeg", &photos[2]).finish();
+    let zip = ZipBuilder::new()
+        .stored("a.jpg", &photos[0])
+        .file("sub/b.jpg", &photos[1], CompressionMethod::Deflated)
+        .stored("c.jpeg", &photos[2])
+        .finish();
     let (status, body, headers) = server.upload(zip, "").await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
@@ -27,38 +34,85 @@ async fn good_batch_is_accepted_stored_and_downloadable() {
     let report = server.report(&id).await;
     assert_eq!(report.len(), 3);
     let http = reqwest::Client::new();
-    for (name, original) in [("a.jpg", &photos[0]), ("sub/b.jpg", &photos[1]), ("c.jpeg", &photos[2])] {
+    for (name, original) in [
+        ("a.jpg", &photos[0]),
+        ("sub/b.jpg", &photos[1]),
+        ("c.jpeg", &photos[2]),
+    ] {
         let l = line(&report, name);
         assert_eq!(l["verdict"], "accepted", "{l}");
         let image_id = l["image_id"].as_str().unwrap();
-        let r = http.get(server.url(&format!("/v1/images/{image_id}"))).send().await.unwrap();
+        let r = http
+            .get(server.url(&format!("/v1/images/{image_id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "image/jpeg");
         assert_eq!(r.headers()["etag"], format!("\"{image_id}\"").as_str());
         let bytes = r.bytes().await.unwrap();
-        assert_eq!(sha256_hex(&bytes), image_id, "stored bytes hash to their id");
+        assert_eq!(
+            sha256_hex(&bytes),
+            image_id,
+            "stored bytes hash to their id"
+        );
         // The encoder wrote a JFIF APP0 segment; sanitising removes it and nothing else.
         assert!(bytes.len() < original.len() && bytes.ends_with(&[0xFF, 0xD9]));
 
-        let head = http.head(server.url(&format!("/v1/images/{image_id}"))).send().await.unwrap();
+        let head = http
+            .head(server.url(&format!("/v1/images/{image_id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(head.status(), 200);
-        assert_eq!(head.headers()["content-length"], bytes.len().to_string().as_str());
+        assert_eq!(
+            head.headers()["content-length"],
+            bytes.len().to_string().as_str()
+        );
 
-        let part = http.get(server.url(&format!("/v1/images/{image_id}"))).header("range", "bytes=10-109").send().await.unwrap();
+        let part = http
+            .get(server.url(&format!("/v1/images/{image_id}")))
+            .header("range", "bytes=10-109")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(part.status(), 206);
-        assert_eq!(part.headers()["content-range"], format!("bytes 10-109/{}", bytes.len()).as_str());
+        assert_eq!(
+            part.headers()["content-range"],
+            format!("bytes 10-109/{}", bytes.len()).as_str()
+        );
         assert_eq!(part.bytes().await.unwrap(), bytes.slice(10..110));
 
-        let cached = http.get(server.url(&format!("/v1/images/{image_id}"))).header("if-none-match", format!("\"{image_id}\"")).send().await.unwrap();
+        let cached = http
+            .get(server.url(&format!("/v1/images/{image_id}")))
+            .header("if-none-match", format!("\"{image_id}\""))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(cached.status(), 304);
     }
-    let unknown = http.get(server.url(&format!("/v1/images/{}", "0".repeat(64)))).send().await.unwrap();
+    let unknown = http
+        .get(server.url(&format!("/v1/images/{}", "0".repeat(64))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
-    assert_eq!(unknown.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
 
     let listed = server.get_json(&format!("/v1/images?batch={id}")).await;
-    let mut ids: Vec<&str> = listed["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
-    let mut want: Vec<&str> = report.iter().map(|l| l["image_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = listed["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<&str> = report
+        .iter()
+        .map(|l| l["image_id"].as_str().unwrap())
+        .collect();
     ids.sort();
     want.sort();
     assert_eq!(ids, want);
@@ -71,10 +125,21 @@ async fn duplicates_within_and_across_batches_name_the_first_image() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let photo = jpeg(7, 640, 480);
-    let first = server.upload_ok(ZipBuilder::new().stored("one.jpg", &photo).stored("again.jpg", &photo).stored("phone.jpg", &with_metadata(&photo, 6)).finish()).await;
+    let first = server
+        .upload_ok(
+            ZipBuilder::new()
+                .stored("one.jpg", &photo)
+                .stored("again.jpg", &photo)
+                .stored("phone.jpg", &with_metadata(&photo, 6))
+                .finish(),
+        )
+        .await;
     server.wait_done(&first).await;
     let report = server.report(&first).await;
-    let id = line(&report, "one.jpg")["image_id"].as_str().unwrap().to_string();
+    let id = line(&report, "one.jpg")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for dup in ["again.jpg", "phone.jpg"] {
         let l = line(&report, dup);
         assert_eq!(l["verdict"], "duplicate", "{l}");
@@ -82,9 +147,23 @@ async fn duplicates_within_and_across_batches_name_the_first_image() {
         assert_eq!(l["duplicate_kind"], "exact");
     }
 
-    let second = server.upload_ok(ZipBuilder::new().stored("later.jpg", &photo).stored("new.jpg", &jpeg(8, 640, 480)).finish()).await;
+    let second = server
+        .upload_ok(
+            ZipBuilder::new()
+                .stored("later.jpg", &photo)
+                .stored("new.jpg", &jpeg(8, 640, 480))
+                .finish(),
+        )
+        .await;
     let done = server.wait_done(&second).await;
-    assert_eq!((done["counts"]["accepted"].as_u64(), done["counts"]["duplicate"].as_u64()), (Some(1), Some(1)), "{done}");
+    assert_eq!(
+        (
+            done["counts"]["accepted"].as_u64(),
+            done["counts"]["duplicate"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{done}"
+    );
     let report = server.report(&second).await;
     assert_eq!(line(&report, "later.jpg")["duplicate_of"], id.as_str());
     // Exactly the two distinct images are stored.
@@ -137,11 +216,18 @@ async fn every_bad_entry_gets_its_own_reason_and_the_rest_goes_on() {
     ];
     for (entry, reason) in expected {
         let l = line(&report, entry);
-        assert_eq!((l["verdict"].as_str(), l["reason"].as_str()), (Some("rejected"), Some(reason)), "{l}");
+        assert_eq!(
+            (l["verdict"].as_str(), l["reason"].as_str()),
+            (Some("rejected"), Some(reason)),
+            "{l}"
+        );
         assert!(l["detail"].as_str().is_some_and(|d| !d.is_empty()), "{l}");
     }
     // Nothing was ever written from an entry name.
-    assert!(!dir.path().join("etc").exists() && !dir.path().parent().unwrap().join("etc/evil.jpg").exists());
+    assert!(
+        !dir.path().join("etc").exists()
+            && !dir.path().parent().unwrap().join("etc/evil.jpg").exists()
+    );
     assert_eq!(files_under(&dir.path().join("blobs/images")).len(), 1);
 }
 
@@ -154,12 +240,16 @@ async fn png_is_accepted_when_configured() {
     let iend = shot.len() - 12;
     let text = b"\0\0\0\x0dtEXtComment\0hello\0\0\0\0";
     shot.splice(iend..iend, text.iter().copied());
-    let id = server.upload_ok(ZipBuilder::new().stored("shot.png", &shot).finish()).await;
+    let id = server
+        .upload_ok(ZipBuilder::new().stored("shot.png", &shot).finish())
+        .await;
     server.wait_done(&id).await;
     let report = server.report(&id).await;
     let l = line(&report, "shot.png");
     assert_eq!(l["verdict"], "accepted", "{l}");
-    let r = reqwest::get(server.url(&format!("/v1/images/{}", l["image_id"].as_str().unwrap()))).await.unwrap();
+    let r = reqwest::get(server.url(&format!("/v1/images/{}", l["image_id"].as_str().unwrap())))
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "image/png");
     let stored = r.bytes().await.unwrap();
     assert!(!stored.windows(4).any(|w| w == b"tEXt"));
@@ -170,13 +260,60 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--max-upload-bytes", "2000000"]);
     let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
-        ("not a zip", b"GIF89a this is not a zip at all".to_vec(), "", 400, "not-a-zip"),
+        (
+            "not a zip",
+            b"GIF89a this is not a zip at all".to_vec(),
+            "",
+            400,
+            "not-a-zip",
+        ),
         ("empty body", Vec::new(), "", 400, "not-a-zip"),
-        ("empty archive", ZipBuilder::new().finish(), "", 400, "empty-archive"),
-        ("only text", ZipBuilder::new().stored("a.jpg", b"hello").finish(), "", 400, "no-images"),
-        ("strict with text", ZipBuilder::new().stored("ok.jpg", &jpeg(40, 64, 64)).stored("a.txt", b"hello").finish(), "?strict=true", 400, "no-images"),
-        ("prepended data", [b"junk".to_vec(), ZipBuilder::new().stored("ok.jpg", &jpeg(41, 64, 64)).finish()].concat(), "", 400, "not-a-zip"),
-        ("bad callback", ZipBuilder::new().stored("ok.jpg", &jpeg(44, 64, 64)).finish(), "?callback=ftp://x", 400, "invalid-callback"),
+        (
+            "empty archive",
+            ZipBuilder::new().finish(),
+            "",
+            400,
+            "empty-archive",
+        ),
+        (
+            "only text",
+            ZipBuilder::new().stored("a.jpg", b"hello").finish(),
+            "",
+            400,
+            "no-images",
+        ),
+        (
+            "strict with text",
+            ZipBuilder::new()
+                .stored("ok.jpg", &jpeg(40, 64, 64))
+                .stored("a.txt", b"hello")
+                .finish(),
+            "?strict=true",
+            400,
+            "no-images",
+        ),
+        (
+            "prepended data",
+            [
+                b"junk".to_vec(),
+                ZipBuilder::new()
+                    .stored("ok.jpg", &jpeg(41, 64, 64))
+                    .finish(),
+            ]
+            .concat(),
+            "",
+            400,
+            "not-a-zip",
+        ),
+        (
+            "bad callback",
+            ZipBuilder::new()
+                .stored("ok.jpg", &jpeg(44, 64, 64))
+                .finish(),
+            "?callback=ftp://x",
+            400,
+            "invalid-callback",
+        ),
     ];
     for (what, body, query, status, slug) in cases {
         let r = reqwest::Client::new()
@@ -187,37 +324,66 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), status, "{what}");
-        assert_eq!(r.headers()["content-type"], "application/problem+json", "{what}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
         let p: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(p["type"], format!("https://picsift.io/problems/{slug}").as_str(), "{what}: {p}");
+        assert_eq!(
+            p["type"],
+            format!("https://picsift.io/problems/{slug}").as_str(),
+            "{what}: {p}"
+        );
         assert_eq!(p["status"], status, "{what}");
-        assert!(p["detail"].as_str().is_some_and(|d| d.len() > 10), "{what}: {p}");
+        assert!(
+            p["detail"].as_str().is_some_and(|d| d.len() > 10),
+            "{what}: {p}"
+        );
     }
     // A body that declares too much is refused before any of it is read:
     // the answer comes while the client has sent only its headers.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
         tcp.write_all(b"POST /v1/batches HTTP/1.1\r\nHost: picsift\r\nContent-Type: application/zip\r\nContent-Length: 3000000\r\n\r\n").await.unwrap();
         let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut answer)).await.expect("answered before the body").unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut answer))
+            .await
+            .expect("answered before the body")
+            .unwrap();
         let answer = String::from_utf8_lossy(&answer[..n]).to_string();
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-        assert!(answer.contains("application/problem+json") && answer.contains("upload-too-large"), "{answer}");
+        assert!(
+            answer.contains("application/problem+json") && answer.contains("upload-too-large"),
+            "{answer}"
+        );
     }
     // A streamed body without Content-Length is cut at the limit.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(Ok(b"PK\x03\x04".to_vec())).chain((0..40).map(|_| Ok(vec![0u8; 100_000]))).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(Ok(b"PK\x03\x04".to_vec()))
+        .chain((0..40).map(|_| Ok(vec![0u8; 100_000])))
+        .collect();
     let r = reqwest::Client::new()
         .post(server.url("/v1/batches"))
         .header("content-type", "application/zip")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await;
     if let Ok(r) = r {
         assert_eq!(r.status().as_u16(), 413);
     } // The server may also close the connection while the client is still sending.
-    assert!(files_under(&dir.path().join("blobs")).is_empty(), "refused uploads leave no blobs: {:?}", files_under(&dir.path().join("blobs")));
-    let listed = reqwest::get(server.url("/v1/batches/does-not-exist")).await.unwrap();
+    assert!(
+        files_under(&dir.path().join("blobs")).is_empty(),
+        "refused uploads leave no blobs: {:?}",
+        files_under(&dir.path().join("blobs"))
+    );
+    let listed = reqwest::get(server.url("/v1/batches/does-not-exist"))
+        .await
+        .unwrap();
     assert_eq!(listed.status(), 404);
 }
 
@@ -225,20 +391,28 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
 async fn multipart_upload_as_a_browser_sends_it() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let zip = ZipBuilder::new().stored("a.jpg", &jpeg(50, 300, 200)).finish();
+    let zip = ZipBuilder::new()
+        .stored("a.jpg", &jpeg(50, 300, 200))
+        .finish();
     let boundary = "----picsiftboundary7MA4YWxkTrZu0gW";
     let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"photos.zip\"\r\nContent-Type: application/zip\r\n\r\n").into_bytes();
     body.extend_from_slice(&zip);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let r = reqwest::Client::new()
         .post(server.url("/v1/batches"))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let done = server.wait_done(&id).await;
     assert_eq!(done["counts"]["accepted"], 1, "{done}");
 }
@@ -264,10 +438,20 @@ async fn report_pages_and_ndjson_agree() {
         .unwrap();
     assert_eq!(nd.headers()["content-type"], "application/x-ndjson");
     let text = nd.text().await.unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines, paged);
     for l in &lines {
-        for key in ["entry", "verdict", "reason", "detail", "image_id", "duplicate_of"] {
+        for key in [
+            "entry",
+            "verdict",
+            "reason",
+            "detail",
+            "image_id",
+            "duplicate_of",
+        ] {
             assert!(l.get(key).is_some(), "{key} missing in {l}");
         }
     }

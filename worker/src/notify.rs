@@ -30,15 +30,24 @@ pub struct Notifier {
 impl Notifier {
     /// A notifier; fails only if the HTTP client cannot be built.
     pub fn new(backends: Backends, config: NotifierConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(config.timeout).redirect(reqwest::redirect::Policy::none()).build()?;
-        Ok(Self { backends, config, http })
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            backends,
+            config,
+            http,
+        })
     }
 
     /// Delivers everything due now; returns how many attempts were made.
     pub async fn deliver_due(&self, now: Millis) -> Result<usize> {
         let due = self.backends.catalog.due_notifications(now).await?;
         for batch in &due {
-            let Some(url) = &batch.callback_url else { continue };
+            let Some(url) = &batch.callback_url else {
+                continue;
+            };
             let counts = self.backends.catalog.counts(&batch.id).await?;
             let body = serde_json::json!({
                 "type": format!("batch.{}", batch.phase.as_str()),
@@ -62,13 +71,28 @@ impl Notifier {
             let attempt = batch.notify_attempts + 1;
             let outcome = match sent {
                 Ok(r) if r.status().is_success() => Delivery::Delivered { at: now_ms() },
-                Ok(r) => Delivery::Failed { error: format!("receiver answered {}", r.status()), next_at: webhook::next_attempt(attempt, now_ms()) },
-                Err(e) => Delivery::Failed { error: format!("delivery failed: {e}"), next_at: webhook::next_attempt(attempt, now_ms()) },
+                Ok(r) => Delivery::Failed {
+                    error: format!("receiver answered {}", r.status()),
+                    next_at: webhook::next_attempt(attempt, now_ms()),
+                },
+                Err(e) => Delivery::Failed {
+                    error: format!("delivery failed: {e}"),
+                    next_at: webhook::next_attempt(attempt, now_ms()),
+                },
             };
             if let Delivery::Failed { error, next_at } = &outcome {
-                tracing::warn!(batch = batch.id, attempt, error, retry = next_at.is_some(), "webhook delivery failed");
+                tracing::warn!(
+                    batch = batch.id,
+                    attempt,
+                    error,
+                    retry = next_at.is_some(),
+                    "webhook delivery failed"
+                );
             }
-            self.backends.catalog.record_delivery(&batch.id, &outcome, now_ms()).await?;
+            self.backends
+                .catalog
+                .record_delivery(&batch.id, &outcome, now_ms())
+                .await?;
         }
         Ok(due.len())
     }

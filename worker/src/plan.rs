@@ -14,7 +14,9 @@ use zip::ZipArchive;
 /// enqueues chunks for those without a verdict. Safe to call again: entries
 /// are recorded once, and decided entries are not enqueued.
 pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Result<()> {
-    let Some(batch) = b.catalog.batch(batch_id).await? else { return Ok(()) };
+    let Some(batch) = b.catalog.batch(batch_id).await? else {
+        return Ok(());
+    };
     if batch.phase.is_final() {
         return Ok(());
     }
@@ -45,11 +47,17 @@ async fn read_entries(b: &Backends, key: &str) -> Result<Result<Vec<EntryPlan>, 
     };
     let reader = BlobReader::new(b.blobs.clone(), key, len, tokio::runtime::Handle::current());
     Ok(tokio::task::spawn_blocking(move || {
-        let mut archive = ZipArchive::new(reader).map_err(|e| format!("the archive cannot be read: {e}"))?;
+        let mut archive =
+            ZipArchive::new(reader).map_err(|e| format!("the archive cannot be read: {e}"))?;
         (0..archive.len())
             .map(|i| {
-                let meta = EntryMeta::read(&mut archive, i).map_err(|e| format!("entry {i} cannot be read: {e}"))?;
-                Ok(EntryPlan { index: i as u32, name: meta.name, compressed_size: meta.compressed_size })
+                let meta = EntryMeta::read(&mut archive, i)
+                    .map_err(|e| format!("entry {i} cannot be read: {e}"))?;
+                Ok(EntryPlan {
+                    index: i as u32,
+                    name: meta.name,
+                    compressed_size: meta.compressed_size,
+                })
             })
             .collect()
     })
@@ -82,7 +90,11 @@ impl LocalScheduler {
 #[async_trait]
 impl Scheduler for LocalScheduler {
     async fn submit(&self, batch_id: &str) -> picsift_core::Result<()> {
-        let (b, cfg, id) = (self.backends.clone(), self.config.clone(), batch_id.to_string());
+        let (b, cfg, id) = (
+            self.backends.clone(),
+            self.config.clone(),
+            batch_id.to_string(),
+        );
         // Planning reads the whole central directory; the upload response need not wait for it.
         tokio::spawn(async move {
             if let Err(e) = plan_batch(&b, &cfg, &id).await {

@@ -29,16 +29,32 @@ struct Checked {
 /// so a task delivered twice does no harm. Returns whether this call
 /// completed the batch.
 pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -> Result<bool> {
-    let Some(batch) = b.catalog.batch(&task.batch_id).await? else { return Ok(false) };
+    let Some(batch) = b.catalog.batch(&task.batch_id).await? else {
+        return Ok(false);
+    };
     if batch.phase.is_final() {
         return Ok(false);
     }
-    let pending: HashSet<u32> = b.catalog.pending_entries(&batch.id).await?.into_iter().map(|(i, _)| i).collect();
-    let todo: Vec<u32> = task.entries.iter().copied().filter(|i| pending.contains(i)).collect();
+    let pending: HashSet<u32> = b
+        .catalog
+        .pending_entries(&batch.id)
+        .await?
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let todo: Vec<u32> = task
+        .entries
+        .iter()
+        .copied()
+        .filter(|i| pending.contains(i))
+        .collect();
     if !todo.is_empty() {
         let Some(len) = b.blobs.size(&batch.staged_key).await? else {
             for &i in &todo {
-                let v = Verdict::refused(Reason::StorageError, "the staged archive disappeared before this entry was checked");
+                let v = Verdict::refused(
+                    Reason::StorageError,
+                    "the staged archive disappeared before this entry was checked",
+                );
                 b.catalog.record_verdict(&batch.id, i, &v, now_ms()).await?;
             }
             return complete(b, &batch.id, &batch.staged_key).await;
@@ -46,15 +62,25 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
         // The pure pipeline runs on a blocking thread, one entry ahead of
         // the async side (channel of one: at most two entries in memory).
         let (tx, mut rx) = mpsc::channel::<Checked>(1);
-        let reader = BlobReader::new(b.blobs.clone(), &batch.staged_key, len, tokio::runtime::Handle::current());
+        let reader = BlobReader::new(
+            b.blobs.clone(),
+            &batch.staged_key,
+            len,
+            tokio::runtime::Handle::current(),
+        );
         let policy = cfg.policy.clone();
-        let producer = tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx));
+        let producer =
+            tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx));
         while let Some(checked) = rx.recv().await {
             let verdict = match checked.outcome {
                 Err(rejection) => rejection.into(),
-                Ok(prepared) => store_once(b, cfg, &batch.id, checked.index, &checked.name, prepared).await?,
+                Ok(prepared) => {
+                    store_once(b, cfg, &batch.id, checked.index, &checked.name, prepared).await?
+                }
             };
-            b.catalog.record_verdict(&batch.id, checked.index, &verdict, now_ms()).await?;
+            b.catalog
+                .record_verdict(&batch.id, checked.index, &verdict, now_ms())
+                .await?;
         }
         producer.await?;
     }
@@ -73,7 +99,12 @@ async fn complete(b: &Backends, batch_id: &str, staged_key: &str) -> Result<bool
 }
 
 /// Runs the pure steps for each entry, isolating panics per entry.
-fn check_entries(reader: BlobReader, todo: &[u32], policy: &picsift_core::policy::Policy, tx: &mpsc::Sender<Checked>) {
+fn check_entries(
+    reader: BlobReader,
+    todo: &[u32],
+    policy: &picsift_core::policy::Policy,
+    tx: &mpsc::Sender<Checked>,
+) {
     let mut archive = match ZipArchive::new(reader) {
         Ok(a) => Some(a),
         Err(e) => {
@@ -83,13 +114,31 @@ fn check_entries(reader: BlobReader, todo: &[u32], policy: &picsift_core::policy
     };
     for &index in todo {
         let checked = match archive.as_mut() {
-            None => Checked { index, name: String::new(), outcome: Err(Rejection::new(Reason::InternalError, "the staged archive cannot be read")) },
+            None => Checked {
+                index,
+                name: String::new(),
+                outcome: Err(Rejection::new(
+                    Reason::InternalError,
+                    "the staged archive cannot be read",
+                )),
+            },
             Some(a) => {
                 let run = catch_unwind(AssertUnwindSafe(|| check_one(a, index, policy)));
                 run.unwrap_or_else(|panic| {
-                    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
                     tracing::error!(index, panic = what, "pipeline panicked on an entry");
-                    Checked { index, name: String::new(), outcome: Err(Rejection::new(Reason::InternalError, "processing this entry crashed; the rest of the batch goes on")) }
+                    Checked {
+                        index,
+                        name: String::new(),
+                        outcome: Err(Rejection::new(
+                            Reason::InternalError,
+                            "processing this entry crashed; the rest of the batch goes on",
+                        )),
+                    }
                 })
             }
         };
@@ -99,24 +148,51 @@ fn check_entries(reader: BlobReader, todo: &[u32], policy: &picsift_core::policy
     }
 }
 
-fn check_one<R: std::io::Read + std::io::Seek>(a: &mut ZipArchive<R>, index: u32, policy: &picsift_core::policy::Policy) -> Checked {
+fn check_one<R: std::io::Read + std::io::Seek>(
+    a: &mut ZipArchive<R>,
+    index: u32,
+    policy: &picsift_core::policy::Policy,
+) -> Checked {
     let meta = match EntryMeta::read(a, index as usize) {
         Ok(m) => m,
-        Err(e) => return Checked { index, name: String::new(), outcome: Err(Rejection::new(Reason::DecodeError, format!("entry header unreadable: {e}"))) },
+        Err(e) => {
+            return Checked {
+                index,
+                name: String::new(),
+                outcome: Err(Rejection::new(
+                    Reason::DecodeError,
+                    format!("entry header unreadable: {e}"),
+                )),
+            };
+        }
     };
     let outcome = archive::check_entry(&meta, policy)
         .and_then(|()| archive::read_entry(a, index as usize, &meta, policy))
         .and_then(|bytes| pipeline::prepare(&bytes, policy));
-    Checked { index, name: meta.name, outcome }
+    Checked {
+        index,
+        name: meta.name,
+        outcome,
+    }
 }
 
 /// Claims the image, stores it, records it and commits the claim, or finds
 /// it is a duplicate. Waits while another owner holds a live claim.
-async fn store_once(b: &Backends, cfg: &WorkerConfig, batch_id: &str, index: u32, name: &str, p: Prepared) -> Result<Verdict> {
+async fn store_once(
+    b: &Backends,
+    cfg: &WorkerConfig,
+    batch_id: &str,
+    index: u32,
+    name: &str,
+    p: Prepared,
+) -> Result<Verdict> {
     let owner = format!("{batch_id}:{index}");
     loop {
         match b.dedup.claim(&p.id, &owner, now_ms(), cfg.lease_ms).await? {
-            ClaimOutcome::Committed { image_id, by_you: false } => return Ok(Verdict::exact_duplicate(image_id)),
+            ClaimOutcome::Committed {
+                image_id,
+                by_you: false,
+            } => return Ok(Verdict::exact_duplicate(image_id)),
             ClaimOutcome::Committed { by_you: true, .. } => return Ok(Verdict::accepted(p.id)),
             ClaimOutcome::PendingOther { retry_at } => {
                 let wait = (retry_at - now_ms()).clamp(20, 250) as u64;
@@ -125,7 +201,10 @@ async fn store_once(b: &Backends, cfg: &WorkerConfig, batch_id: &str, index: u32
             ClaimOutcome::New | ClaimOutcome::Yours => {
                 if let Err(e) = put_with_retries(b, &p).await {
                     tracing::error!(batch = batch_id, index, error = %e, "storing an image failed");
-                    return Ok(Verdict::refused(Reason::StorageError, format!("storing the image failed: {e}")));
+                    return Ok(Verdict::refused(
+                        Reason::StorageError,
+                        format!("storing the image failed: {e}"),
+                    ));
                 }
                 let record = ImageRecord {
                     id: p.id.clone(),
@@ -171,7 +250,12 @@ async fn put_with_retries(b: &Backends, p: &Prepared) -> picsift_core::Result<()
 
 /// Runs `cfg.concurrency` workers taking tasks until `stop` is notified.
 /// A chunk that fails on a backend error is put back after a pause.
-pub async fn run_workers(b: Backends, cfg: WorkerConfig, completed: Arc<Notify>, stop: CancellationToken) {
+pub async fn run_workers(
+    b: Backends,
+    cfg: WorkerConfig,
+    completed: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut handles = Vec::new();
     for _ in 0..cfg.concurrency.max(1) {
         let (b, cfg, completed, stop) = (b.clone(), cfg.clone(), completed.clone(), stop.clone());

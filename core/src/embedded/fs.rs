@@ -32,8 +32,12 @@ impl FsBlobStore {
     fn path(&self, key: &str) -> Result<PathBuf> {
         let ok = !key.is_empty()
             && !key.starts_with('/')
-            && key.split('/').all(|p| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".tmp"))
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+            && key
+                .split('/')
+                .all(|p| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".tmp"))
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
         if !ok {
             return Err(Error::InvalidKey(key.into()));
         }
@@ -41,7 +45,9 @@ impl FsBlobStore {
     }
 
     fn tmp_path(&self) -> PathBuf {
-        self.root.join(".tmp").join(uuid::Uuid::now_v7().to_string())
+        self.root
+            .join(".tmp")
+            .join(uuid::Uuid::now_v7().to_string())
     }
 
     async fn commit(&self, tmp: &Path, key: &str) -> Result<()> {
@@ -147,7 +153,9 @@ impl BlobStore for FsBlobStore {
             };
             while let Some(e) = rd.next_entry().await? {
                 let path = e.path();
-                let Ok(rel) = path.strip_prefix(&self.root) else { continue };
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
                 let rel = rel.to_string_lossy().replace('\\', "/");
                 if rel.starts_with(".tmp") {
                     continue;

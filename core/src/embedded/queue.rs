@@ -25,14 +25,20 @@ impl MemQueue {
     }
 
     fn pop(&self) -> Option<ChunkTask> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 }
 
 #[async_trait]
 impl WorkQueue for MemQueue {
     async fn enqueue(&self, task: ChunkTask) -> Result<()> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push_back(task);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(task);
         self.ready.notify_one();
         Ok(())
     }
@@ -42,10 +48,16 @@ impl WorkQueue for MemQueue {
         loop {
             let notified = self.ready.notified();
             if let Some(task) = self.pop() {
-                return Ok(Some(Lease { task, receipt: String::new() }));
+                return Ok(Some(Lease {
+                    task,
+                    receipt: String::new(),
+                }));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(self.pop().map(|task| Lease { task, receipt: String::new() }));
+                return Ok(self.pop().map(|task| Lease {
+                    task,
+                    receipt: String::new(),
+                }));
             }
         }
     }

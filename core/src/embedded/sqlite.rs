@@ -8,7 +8,9 @@ use crate::time::Millis;
 use crate::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
 use crate::{Error, Result};
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
@@ -29,7 +31,10 @@ impl SqliteCatalog {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -39,7 +44,8 @@ fn batch_from_row(r: &SqliteRow) -> Result<BatchRecord> {
     let phase: String = r.try_get("phase")?;
     Ok(BatchRecord {
         id: r.try_get("id")?,
-        phase: Phase::parse(&phase).ok_or_else(|| Error::Corrupt(format!("batch phase {phase:?}")))?,
+        phase: Phase::parse(&phase)
+            .ok_or_else(|| Error::Corrupt(format!("batch phase {phase:?}")))?,
         staged_key: r.try_get("staged_key")?,
         upload_bytes: r.try_get::<i64, _>("upload_bytes")? as u64,
         total_entries: r.try_get::<i64, _>("total_entries")? as u64,
@@ -61,11 +67,14 @@ fn image_from_row(r: &SqliteRow) -> Result<ImageRecord> {
     let format: String = r.try_get("format")?;
     Ok(ImageRecord {
         id: r.try_get("id")?,
-        format: Format::parse(&format).ok_or_else(|| Error::Corrupt(format!("image format {format:?}")))?,
+        format: Format::parse(&format)
+            .ok_or_else(|| Error::Corrupt(format!("image format {format:?}")))?,
         width: r.try_get::<i64, _>("width")? as u32,
         height: r.try_get::<i64, _>("height")? as u32,
         size: r.try_get::<i64, _>("size")? as u64,
-        orientation: r.try_get::<Option<i64>, _>("orientation")?.map(|o| o as u16),
+        orientation: r
+            .try_get::<Option<i64>, _>("orientation")?
+            .map(|o| o as u16),
         batch_id: r.try_get("batch_id")?,
         entry_index: r.try_get::<i64, _>("entry_idx")? as u32,
         entry_name: r.try_get("entry_name")?,
@@ -74,19 +83,27 @@ fn image_from_row(r: &SqliteRow) -> Result<ImageRecord> {
 }
 
 fn verdict_from_row(r: &SqliteRow) -> Result<Option<Verdict>> {
-    let Some(kind) = r.try_get::<Option<String>, _>("verdict")? else { return Ok(None) };
-    let kind = VerdictKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("verdict {kind:?}")))?;
+    let Some(kind) = r.try_get::<Option<String>, _>("verdict")? else {
+        return Ok(None);
+    };
+    let kind =
+        VerdictKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("verdict {kind:?}")))?;
     Ok(Some(Verdict {
         kind,
-        reason: r.try_get::<Option<String>, _>("reason")?.and_then(|c| Reason::parse(&c)),
+        reason: r
+            .try_get::<Option<String>, _>("reason")?
+            .and_then(|c| Reason::parse(&c)),
         detail: r.try_get("detail")?,
         image_id: r.try_get("image_id")?,
         duplicate_of: r.try_get("duplicate_of")?,
-        duplicate_kind: r.try_get::<Option<String>, _>("duplicate_kind")?.map(|_| DuplicateKind::Exact),
+        duplicate_kind: r
+            .try_get::<Option<String>, _>("duplicate_kind")?
+            .map(|_| DuplicateKind::Exact),
     }))
 }
 
-const IMAGE_COLUMNS: &str = "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at";
+const IMAGE_COLUMNS: &str =
+    "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at";
 
 #[async_trait]
 impl Catalog for SqliteCatalog {
@@ -109,19 +126,28 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>> {
-        let row = sqlx::query("SELECT * FROM batches WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM batches WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(batch_from_row).transpose()
     }
 
     async fn counts(&self, id: &str) -> Result<Counts> {
-        let rows = sqlx::query("SELECT verdict, COUNT(*) AS n FROM entries WHERE batch_id = ? GROUP BY verdict")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT verdict, COUNT(*) AS n FROM entries WHERE batch_id = ? GROUP BY verdict",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         let mut c = Counts::default();
         for r in rows {
             let n = r.try_get::<i64, _>("n")? as u64;
-            match r.try_get::<Option<String>, _>("verdict")?.as_deref().and_then(VerdictKind::parse) {
+            match r
+                .try_get::<Option<String>, _>("verdict")?
+                .as_deref()
+                .and_then(VerdictKind::parse)
+            {
                 Some(VerdictKind::Accepted) => c.accepted = n,
                 Some(VerdictKind::Duplicate) => c.duplicate = n,
                 Some(VerdictKind::Rejected) => c.rejected = n,
@@ -174,7 +200,11 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn unfinished_batches(&self) -> Result<Vec<BatchRecord>> {
-        let rows = sqlx::query("SELECT * FROM batches WHERE phase IN ('received', 'processing') ORDER BY created_at").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM batches WHERE phase IN ('received', 'processing') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(batch_from_row).collect()
     }
 
@@ -183,18 +213,33 @@ impl Catalog for SqliteCatalog {
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get::<i64, _>("idx")? as u32, r.try_get::<i64, _>("compressed_size")? as u64))).collect()
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("idx")? as u32,
+                    r.try_get::<i64, _>("compressed_size")? as u64,
+                ))
+            })
+            .collect()
     }
 
     async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>> {
-        let rows = sqlx::query("SELECT * FROM entries WHERE batch_id = ? AND idx > ? ORDER BY idx LIMIT ?")
-            .bind(id)
-            .bind(after.map_or(-1, i64::from))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM entries WHERE batch_id = ? AND idx > ? ORDER BY idx LIMIT ?",
+        )
+        .bind(id)
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok(ReportEntry::new(r.try_get::<i64, _>("idx")? as u32, r.try_get("name")?, verdict_from_row(r)?)))
+            .map(|r| {
+                Ok(ReportEntry::new(
+                    r.try_get::<i64, _>("idx")? as u32,
+                    r.try_get("name")?,
+                    verdict_from_row(r)?,
+                ))
+            })
             .collect()
     }
 
@@ -243,7 +288,12 @@ impl Catalog for SqliteCatalog {
         row.as_ref().map(image_from_row).transpose()
     }
 
-    async fn batch_images(&self, batch: &str, after: Option<u32>, limit: u32) -> Result<Vec<ImageRecord>> {
+    async fn batch_images(
+        &self,
+        batch: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>> {
         let rows = sqlx::query(
             "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at
              FROM entries e JOIN images i ON i.id = e.image_id
@@ -258,7 +308,9 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn image_ids(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM images ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id FROM images ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
@@ -317,13 +369,19 @@ fn claim_from_row(r: &SqliteRow) -> Result<ClaimRecord> {
         owner: r.try_get("owner")?,
         state: match image_id {
             Some(image_id) => ClaimState::Committed { image_id },
-            None => ClaimState::Pending { lease_until: r.try_get("lease_until")? },
+            None => ClaimState::Pending {
+                lease_until: r.try_get("lease_until")?,
+            },
         },
     })
 }
 
 impl SqliteCatalog {
-    async fn write_claim(tx: &mut sqlx::SqliteConnection, key: &str, rec: &ClaimRecord) -> Result<()> {
+    async fn write_claim(
+        tx: &mut sqlx::SqliteConnection,
+        key: &str,
+        rec: &ClaimRecord,
+    ) -> Result<()> {
         let (image_id, lease) = match &rec.state {
             ClaimState::Pending { lease_until } => (None, *lease_until),
             ClaimState::Committed { image_id } => (Some(image_id.as_str()), 0),
@@ -344,10 +402,20 @@ impl SqliteCatalog {
 
 #[async_trait]
 impl DedupIndex for SqliteCatalog {
-    async fn claim(&self, key: &str, owner: &str, now: Millis, lease_ms: Millis) -> Result<ClaimOutcome> {
+    async fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+    ) -> Result<ClaimOutcome> {
         // IMMEDIATE takes the write lock up front: read-decide-write is atomic.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?").bind(key).fetch_optional(&mut *tx).await?;
+        let row =
+            sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
         let existing = row.as_ref().map(claim_from_row).transpose()?;
         let (outcome, write) = dedup::decide_claim(existing.as_ref(), owner, now, lease_ms);
         if let Some(rec) = write {
@@ -359,7 +427,11 @@ impl DedupIndex for SqliteCatalog {
 
     async fn commit(&self, key: &str, owner: &str, image_id: &str) -> Result<CommitOutcome> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?").bind(key).fetch_optional(&mut *tx).await?;
+        let row =
+            sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
         let existing = row.as_ref().map(claim_from_row).transpose()?;
         let (outcome, write) = dedup::decide_commit(existing.as_ref(), owner, image_id);
         if let Some(rec) = write {
@@ -370,7 +442,9 @@ impl DedupIndex for SqliteCatalog {
     }
 
     async fn pending_claims(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dedup_claims WHERE image_id IS NULL").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dedup_claims WHERE image_id IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n as u64)
     }
 }

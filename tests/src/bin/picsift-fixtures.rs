@@ -5,9 +5,15 @@ use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["demo", out] => {
-            std::fs::write(out, picsift_tests::demo_zip()).with_context(|| format!("cannot write {out}"))?;
+            std::fs::write(out, picsift_tests::demo_zip())
+                .with_context(|| format!("cannot write {out}"))?;
             eprintln!("wrote {out}");
         }
         ["photos", dir, count, width, height] => {
@@ -19,7 +25,9 @@ fn main() -> anyhow::Result<()> {
             }
             eprintln!("wrote {count} JPEGs of {w}x{h} to {dir}");
         }
-        _ => bail!("usage: picsift-fixtures demo OUT.zip | picsift-fixtures photos DIR COUNT WIDTH HEIGHT"),
+        _ => bail!(
+            "usage: picsift-fixtures demo OUT.zip | picsift-fixtures photos DIR COUNT WIDTH HEIGHT"
+        ),
     }
     Ok(())
 }

@@ -12,9 +12,16 @@ use std::time::{Duration, Instant};
 /// The `picsift` binary built next to this test executable.
 pub fn picsift_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     let bin = dir.join(format!("picsift{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
@@ -35,7 +42,12 @@ impl Server {
         let mut child = Command::new(picsift_bin())
             .args(["serve", "--data"])
             .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--webhook-secret", "whsec_dGVzdC1zZWNyZXQtZm9yLXBpY3NpZnQ="])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--webhook-secret",
+                "whsec_dGVzdC1zZWNyZXQtZm9yLXBpY3NpZnQ=",
+            ])
             .args(&args)
             .env("PICSIFT_LOG", "warn,picsift_worker=info")
             .stderr(Stdio::piped())
@@ -45,18 +57,22 @@ impl Server {
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
-                    }
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
                 }
                 eprintln!("[server] {line}");
             }
         });
-        let base = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start listening within 30 s");
-        Server { child, base, data: data.to_path_buf(), args }
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start listening within 30 s");
+        Server {
+            child,
+            base,
+            data: data.to_path_buf(),
+            args,
+        }
     }
 
     /// A URL on this server.
@@ -71,7 +87,11 @@ impl Server {
     }
 
     /// Uploads a zip body; returns the status and the JSON answer.
-    pub async fn upload(&self, zip: Vec<u8>, query: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn upload(
+        &self,
+        zip: Vec<u8>,
+        query: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let r = reqwest::Client::new()
             .post(self.url(&format!("/v1/batches{query}")))
             .header("content-type", "application/zip")
@@ -93,7 +113,12 @@ impl Server {
 
     /// GETs JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        reqwest::get(self.url(path)).await.expect("GET").json().await.expect("JSON body")
+        reqwest::get(self.url(path))
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON body")
     }
 
     /// Polls the batch until it is completed or failed (60 s at most).
@@ -104,7 +129,10 @@ impl Server {
             if s["phase"] == "completed" || s["phase"] == "failed" {
                 return s;
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "batch {id} not done in time: {s}");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "batch {id} not done in time: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -114,7 +142,9 @@ impl Server {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
-            let page = self.get_json(&format!("/v1/batches/{id}/report?limit=5&after={after}")).await;
+            let page = self
+                .get_json(&format!("/v1/batches/{id}/report?limit=5&after={after}"))
+                .await;
             out.extend(page["entries"].as_array().expect("entries").iter().cloned());
             match page["next"].as_str() {
                 Some(n) => after = n.to_string(),
@@ -138,7 +168,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The report line for an entry name.
 pub fn line<'a>(report: &'a [Value], entry: &str) -> &'a Value {
-    report.iter().find(|l| l["entry"] == entry).unwrap_or_else(|| panic!("no report line for {entry}"))
+    report
+        .iter()
+        .find(|l| l["entry"] == entry)
+        .unwrap_or_else(|| panic!("no report line for {entry}"))
 }
 
 /// Files under `dir`, recursively.
@@ -146,7 +179,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             if e.path().is_dir() {
                 todo.push(e.path());

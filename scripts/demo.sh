@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds picsift, starts the standalone server, uploads a generated demo
+# zip with the CLI, follows it to the end and prints its report. The server
+# then keeps running until Ctrl-C (DEMO_EXIT=1 stops it after the demo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+LISTEN=${PICSIFT_LISTEN:-127.0.0.1:8080}
+DATA=${PICSIFT_DATA:-.data/demo}
+cargo build --workspace --bins --locked
+BIN=target/debug
+
+mkdir -p "$DATA"
+"$BIN/picsift-fixtures" demo "$DATA/demo.zip"
+"$BIN/picsift" serve --data "$DATA" --listen "$LISTEN" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
+for _ in $(seq 100); do
+    curl -fs "http://$LISTEN/healthz" >/dev/null && break
+    sleep 0.1
+done
+
+export PICSIFT_SERVER="http://$LISTEN"
+ID=$("$BIN/picsift" upload "$DATA/demo.zip")
+echo "uploaded batch $ID"
+"$BIN/picsift" status "$ID" --wait
+"$BIN/picsift" report "$ID"
+cat <<MSG
+
+Try it:
+  curl -s $PICSIFT_SERVER/v1/batches/$ID
+  curl -s $PICSIFT_SERVER/v1/batches/$ID/report
+  curl -s "$PICSIFT_SERVER/v1/images?batch=$ID"
+  $BIN/picsift upload SOME_FOLDER_OR_ZIP --server $PICSIFT_SERVER
+MSG
+if [[ ${DEMO_EXIT:-0} == 1 ]]; then
+    exit 0
+fi
+echo "server running on $PICSIFT_SERVER (data in $DATA); Ctrl-C stops it"
+wait $SERVER

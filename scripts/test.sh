@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every check CI runs: formatting, lints, then all tests (unit, pipeline,
+# end to end against a real `picsift serve`). `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the real binaries.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
