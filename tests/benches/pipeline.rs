@@ -1,1 +1,219 @@
-fn main() {}
+//! picsift benchmarks, each next to a baseline measured in the same run:
+//!
+//! 1. Pipeline throughput on 12-megapixel JPEGs (strict decode + sanitise +
+//!    SHA-256), one core, next to `djpeg` decoding the same files.
+//! 2. Upload ingest of a large zip through a real `picsift serve` (release
+//!    build), next to `cp` of the same file, with the server's peak RSS.
+//!
+//! Run: `cargo bench -p picsift-tests --bench pipeline`
+//! Sizes: PICSIFT_BENCH_IMAGES (default 8), PICSIFT_BENCH_ZIP_MB (default 2048).
+
+use picsift_core::pipeline::prepare;
+use picsift_core::policy::Policy;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return Ok(()); // `cargo test --benches` probes bench binaries this way.
+    }
+    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let n = env_num("PICSIFT_BENCH_IMAGES", 8);
+    eprintln!("generating {n} photo-like 4000x3000 JPEGs ...");
+    let files: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            let p = work.join(format!("photo_{i}.jpg"));
+            std::fs::write(&p, picsift_tests::jpeg(50_000 + i, 4000, 3000)).map(|_| p)
+        })
+        .collect::<Result<_, _>>()?;
+    let datas: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    let mb: f64 = datas.iter().map(|d| d.len() as f64).sum::<f64>() / n as f64 / 1e6;
+
+    // 1. Pipeline vs djpeg, one core, three rounds each, median.
+    let policy = Policy::default();
+    let ours = median(
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                for d in &datas {
+                    prepare(d, &policy).expect("generated photos pass");
+                }
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let djpeg = median(
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                for f in &files {
+                    let ok = Command::new("djpeg")
+                        .arg("-outfile")
+                        .arg("/dev/null")
+                        .arg(f)
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    assert!(ok, "djpeg failed (install libjpeg-turbo-progs)");
+                }
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let ours_ips = n as f64 / ours.as_secs_f64();
+    let djpeg_ips = n as f64 / djpeg.as_secs_f64();
+    println!("## Pipeline, 12 MP JPEGs ({n} files, {mb:.1} MB average), one core\n");
+    println!("| what | images/s | ms/image | ratio to djpeg |\n|---|---|---|---|");
+    println!(
+        "| djpeg (decode to /dev/null) | {djpeg_ips:.2} | {:.0} | 1.00 |",
+        1000.0 / djpeg_ips
+    );
+    println!(
+        "| picsift prepare (structure + sanitise + strict decode + SHA-256) | {ours_ips:.2} | {:.0} | {:.2} |\n",
+        1000.0 / ours_ips,
+        ours_ips / djpeg_ips
+    );
+
+    // 2. Ingest.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "--release", "-p", "picsift"])
+        .status()?;
+    anyhow::ensure!(
+        built.success(),
+        "building the release picsift binary failed"
+    );
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/picsift");
+    let target_mb = env_num("PICSIFT_BENCH_ZIP_MB", 2048);
+    println!("## Upload ingest through `picsift serve` (release), loopback\n");
+    println!(
+        "| zip | cp MB/s | upload MB/s | ratio to cp | server RSS before | server peak RSS |\n|---|---|---|---|---|---|"
+    );
+    for size_mb in [target_mb / 10, target_mb] {
+        let zip = work.join(format!("upload_{size_mb}.zip"));
+        write_zip(&zip, &datas, size_mb << 20)?;
+        let bytes = std::fs::metadata(&zip)?.len();
+        let copy = work.join("copy.zip");
+        let t = Instant::now();
+        anyhow::ensure!(
+            Command::new("cp").arg(&zip).arg(&copy).status()?.success(),
+            "cp failed"
+        );
+        anyhow::ensure!(
+            Command::new("sync").arg(&copy).status()?.success(),
+            "sync failed"
+        );
+        let cp = t.elapsed();
+        std::fs::remove_file(&copy)?;
+
+        let data = work.join(format!("server-{size_mb}"));
+        let mut server = Command::new(&bin)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--data",
+            ])
+            .arg(&data)
+            .env("PICSIFT_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = server.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("server exited"))??;
+            if let Some(a) = line.split("listening on ").nth(1) {
+                break a.split_whitespace().next().unwrap_or_default().to_string();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let before = rss_kb(server.id(), "VmRSS");
+        let t = Instant::now();
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/zip",
+                "-H",
+                "Expect:",
+                "-T",
+            ])
+            .arg(&zip)
+            .arg(format!("{addr}/v1/batches"))
+            .output()?;
+        let upload = t.elapsed();
+        let peak = rss_kb(server.id(), "VmHWM");
+        let _ = server.kill();
+        let _ = server.wait();
+        anyhow::ensure!(
+            String::from_utf8_lossy(&out.stdout).contains("\"id\""),
+            "upload failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cp_mbs = bytes as f64 / 1e6 / cp.as_secs_f64();
+        let up_mbs = bytes as f64 / 1e6 / upload.as_secs_f64();
+        println!(
+            "| {:.0} MB | {cp_mbs:.0} | {up_mbs:.0} | {:.2} | {:.0} MB | {:.0} MB |",
+            bytes as f64 / 1e6,
+            up_mbs / cp_mbs,
+            before as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+        std::fs::remove_file(&zip)?;
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Writes a stored zip of about `target` bytes, cycling through `photos`.
+fn write_zip(path: &Path, photos: &[Vec<u8>], target: u64) -> anyhow::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut written = 0u64;
+    let mut i = 0;
+    while written < target {
+        let p = &photos[i % photos.len()];
+        zip.start_file(format!("img_{i:05}.jpg"), opts)?;
+        zip.write_all(p)?;
+        written += p.len() as u64;
+        i += 1;
+    }
+    zip.finish()?.flush()?;
+    Ok(())
+}
+
+/// A memory figure of a process from /proc, in KiB.
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
