@@ -87,6 +87,8 @@ pub trait Catalog: Send + Sync {
     async fn unfinished_batches(&self) -> Result<Vec<BatchRecord>>;
     /// Undecided entries of a batch with their compressed sizes.
     async fn pending_entries(&self, id: &str) -> Result<Vec<(u32, u64)>>;
+    /// Undecided entry indices of a batch between `first` and `last` inclusive.
+    async fn undecided_between(&self, id: &str, first: u32, last: u32) -> Result<Vec<u32>>;
     /// Report lines with index greater than `after`, at most `limit`.
     async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>>;
     /// Records an entry's verdict unless it already has one; returns whether it wrote.

@@ -46,12 +46,7 @@ pub async fn report(
         .batch(&id)
         .await?
         .ok_or_else(|| Problem::not_found(&format!("batch {id}")))?;
-    let after = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<u32>().map_err(|_| {
-            Problem::bad_request(format!("cursor {c:?} is not one this API gave out"))
-        })?),
-    };
+    let after = crate::problem::parse_cursor(q.after.as_deref())?;
     let ndjson = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

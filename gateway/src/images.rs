@@ -143,12 +143,7 @@ pub async fn list(
         .batch(&batch)
         .await?
         .ok_or_else(|| Problem::not_found(&format!("batch {batch}")))?;
-    let after = match q.after.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<u32>().map_err(|_| {
-            Problem::bad_request(format!("cursor {c:?} is not one this API gave out"))
-        })?),
-    };
+    let after = crate::problem::parse_cursor(q.after.as_deref())?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let images = s.catalog.batch_images(&batch, after, limit).await?;
     let next = (images.len() as u32 == limit)

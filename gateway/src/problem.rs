@@ -70,6 +70,16 @@ impl Problem {
     }
 }
 
+/// Parses a pagination cursor this API gave out (an entry index).
+pub fn parse_cursor(cursor: Option<&str>) -> Result<Option<u32>, Problem> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => c.parse::<u32>().map(Some).map_err(|_| {
+            Problem::bad_request(format!("cursor {c:?} is not one this API gave out"))
+        }),
+    }
+}
+
 impl From<picsift_core::Error> for Problem {
     fn from(e: picsift_core::Error) -> Self {
         Self::unavailable(e)

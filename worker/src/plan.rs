@@ -95,11 +95,25 @@ impl Scheduler for LocalScheduler {
             self.config.clone(),
             batch_id.to_string(),
         );
-        // Planning reads the whole central directory; the upload response need not wait for it.
+        // Planning reads the whole central directory; the upload response
+        // need not wait for it. A backend hiccup is retried with backoff
+        // (and a restart re-plans anything left unplanned).
         tokio::spawn(async move {
-            if let Err(e) = plan_batch(&b, &cfg, &id).await {
-                tracing::error!(batch = id, error = %e, "planning failed; it will be retried at the next start");
+            let mut delay = std::time::Duration::from_millis(200);
+            for attempt in 1..=8 {
+                match plan_batch(&b, &cfg, &id).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(batch = id, attempt, error = %e, "planning failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
             }
+            tracing::error!(
+                batch = id,
+                "planning kept failing; the batch is re-planned at the next start"
+            );
         });
         Ok(())
     }

@@ -35,18 +35,20 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
     if batch.phase.is_final() {
         return Ok(false);
     }
-    let pending: HashSet<u32> = b
+    let (Some(&first), Some(&last)) = (task.entries.iter().min(), task.entries.iter().max()) else {
+        return Ok(false);
+    };
+    let undecided: HashSet<u32> = b
         .catalog
-        .pending_entries(&batch.id)
+        .undecided_between(&batch.id, first, last)
         .await?
         .into_iter()
-        .map(|(i, _)| i)
         .collect();
     let todo: Vec<u32> = task
         .entries
         .iter()
         .copied()
-        .filter(|i| pending.contains(i))
+        .filter(|i| undecided.contains(i))
         .collect();
     if !todo.is_empty() {
         let Some(len) = b.blobs.size(&batch.staged_key).await? else {

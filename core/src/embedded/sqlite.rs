@@ -223,6 +223,20 @@ impl Catalog for SqliteCatalog {
             .collect()
     }
 
+    async fn undecided_between(&self, id: &str, first: u32, last: u32) -> Result<Vec<u32>> {
+        let rows = sqlx::query(
+            "SELECT idx FROM entries WHERE batch_id = ? AND idx BETWEEN ? AND ? AND verdict IS NULL ORDER BY idx",
+        )
+        .bind(id)
+        .bind(i64::from(first))
+        .bind(i64::from(last))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("idx")? as u32))
+            .collect()
+    }
+
     async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>> {
         let rows = sqlx::query(
             "SELECT * FROM entries WHERE batch_id = ? AND idx > ? ORDER BY idx LIMIT ?",
@@ -377,6 +391,29 @@ fn claim_from_row(r: &SqliteRow) -> Result<ClaimRecord> {
 }
 
 impl SqliteCatalog {
+    /// Reads the claim, decides, and writes the decision in one
+    /// transaction. IMMEDIATE takes the write lock up front, so no other
+    /// writer can slip between the read and the write.
+    async fn decide_atomically<T: Send>(
+        &self,
+        key: &str,
+        decide: impl FnOnce(Option<&ClaimRecord>) -> (T, Option<ClaimRecord>) + Send,
+    ) -> Result<T> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row =
+            sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let existing = row.as_ref().map(claim_from_row).transpose()?;
+        let (outcome, write) = decide(existing.as_ref());
+        if let Some(rec) = write {
+            Self::write_claim(&mut tx, key, &rec).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
     async fn write_claim(
         tx: &mut sqlx::SqliteConnection,
         key: &str,
@@ -409,36 +446,17 @@ impl DedupIndex for SqliteCatalog {
         now: Millis,
         lease_ms: Millis,
     ) -> Result<ClaimOutcome> {
-        // IMMEDIATE takes the write lock up front: read-decide-write is atomic.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row =
-            sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let existing = row.as_ref().map(claim_from_row).transpose()?;
-        let (outcome, write) = dedup::decide_claim(existing.as_ref(), owner, now, lease_ms);
-        if let Some(rec) = write {
-            Self::write_claim(&mut tx, key, &rec).await?;
-        }
-        tx.commit().await?;
-        Ok(outcome)
+        self.decide_atomically(key, |existing| {
+            dedup::decide_claim(existing, owner, now, lease_ms)
+        })
+        .await
     }
 
     async fn commit(&self, key: &str, owner: &str, image_id: &str) -> Result<CommitOutcome> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row =
-            sqlx::query("SELECT owner, image_id, lease_until FROM dedup_claims WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let existing = row.as_ref().map(claim_from_row).transpose()?;
-        let (outcome, write) = dedup::decide_commit(existing.as_ref(), owner, image_id);
-        if let Some(rec) = write {
-            Self::write_claim(&mut tx, key, &rec).await?;
-        }
-        tx.commit().await?;
-        Ok(outcome)
+        self.decide_atomically(key, |existing| {
+            dedup::decide_commit(existing, owner, image_id)
+        })
+        .await
     }
 
     async fn pending_claims(&self) -> Result<u64> {
