@@ -8,6 +8,7 @@ pub mod archive;
 pub mod blob_reader;
 pub mod chunk;
 pub mod chunks;
+pub mod cluster;
 pub mod decode;
 pub mod dedup;
 pub mod embedded;

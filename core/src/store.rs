@@ -135,6 +135,9 @@ pub trait DedupIndex: Send + Sync {
     async fn commit(&self, key: &str, owner: &str, image_id: &str) -> Result<CommitOutcome>;
     /// Claims still pending (none should remain when all batches are done).
     async fn pending_claims(&self) -> Result<u64>;
+    /// Writes a committed claim as found in the catalog (`picsift reindex`):
+    /// the index can be rebuilt from the catalog and the object store.
+    async fn restore_committed(&self, key: &str, owner: &str, image_id: &str) -> Result<()>;
 }
 
 /// A task taken from the queue, to ack when done.
@@ -144,6 +147,8 @@ pub struct Lease {
     pub task: ChunkTask,
     /// The queue's handle for ack.
     pub receipt: String,
+    /// How many times the task has been handed out, this time included.
+    pub deliveries: u32,
 }
 
 /// The chunk work queue.
@@ -151,10 +156,16 @@ pub struct Lease {
 pub trait WorkQueue: Send + Sync {
     /// Adds a task.
     async fn enqueue(&self, task: ChunkTask) -> Result<()>;
-    /// Takes the next task, waiting up to `wait_ms`.
+    /// Takes the next task, waiting up to `wait_ms`. A task handed out
+    /// earlier and neither acked nor released within the queue's
+    /// visibility timeout (its worker died) is handed out again.
     async fn dequeue(&self, wait_ms: u64) -> Result<Option<Lease>>;
     /// Marks a task done.
     async fn ack(&self, lease: &Lease) -> Result<()>;
+    /// Gives a task back after a failure, to be handed out again later.
+    async fn release(&self, lease: &Lease) -> Result<()>;
+    /// Removes a task that keeps failing, keeping it where operators can see it.
+    async fn dead_letter(&self, lease: &Lease, why: &str) -> Result<()>;
     /// Tasks waiting.
     async fn backlog(&self) -> Result<u64>;
 }

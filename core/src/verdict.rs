@@ -113,6 +113,8 @@ reasons! {
     DecodeError = "decode_error", Rejected, "Re-export the image with a standard tool.";
     /// Processing the entry failed inside picsift; retrying may help.
     InternalError = "internal_error", Failed, "Upload the image again; report the batch id if it keeps failing.";
+    /// The entry's chunk failed on every delivery and was dead-lettered.
+    RetriesExhausted = "retries_exhausted", Failed, "Upload the image again; report the batch id if it keeps failing.";
     /// A storage backend failed while storing the image; retrying may help.
     StorageError = "storage_error", Failed, "Upload the image again later.";
 }

@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub lease_ms: i64,
     /// Chunks processed at once.
     pub concurrency: usize,
+    /// Deliveries of a task before it is dead-lettered.
+    pub max_deliveries: u32,
 }
 
 impl Default for WorkerConfig {
@@ -49,6 +51,7 @@ impl Default for WorkerConfig {
             chunk_limits: ChunkLimits::default(),
             lease_ms: 120_000,
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_deliveries: 5,
         }
     }
 }

@@ -250,6 +250,43 @@ async fn put_with_retries(b: &Backends, p: &Prepared) -> picsift_core::Result<()
     }
 }
 
+/// Gives up on a task that failed `max_deliveries` times: its undecided
+/// entries get a `failed` verdict (so the batch still finishes) and the
+/// task goes to the dead-letter queue.
+async fn dead_letter(b: &Backends, lease: &picsift_core::store::Lease) -> Result<()> {
+    let task = &lease.task;
+    tracing::error!(
+        batch = task.batch_id,
+        deliveries = lease.deliveries,
+        "task keeps failing; dead-lettering it"
+    );
+    if let (Some(&first), Some(&last)) = (task.entries.iter().min(), task.entries.iter().max()) {
+        let undecided: HashSet<u32> = b
+            .catalog
+            .undecided_between(&task.batch_id, first, last)
+            .await?
+            .into_iter()
+            .collect();
+        let verdict = Verdict::refused(
+            Reason::RetriesExhausted,
+            format!(
+                "processing failed {} times; upload the image again",
+                lease.deliveries - 1
+            ),
+        );
+        for &i in task.entries.iter().filter(|i| undecided.contains(i)) {
+            b.catalog
+                .record_verdict(&task.batch_id, i, &verdict, now_ms())
+                .await?;
+        }
+        if let Some(batch) = b.catalog.batch(&task.batch_id).await? {
+            complete(b, &batch.id, &batch.staged_key).await?;
+        }
+    }
+    b.queue.dead_letter(lease, "retries exhausted").await?;
+    Ok(())
+}
+
 /// Runs `cfg.concurrency` workers taking tasks until `stop` is notified.
 /// A chunk that fails on a backend error is put back after a pause.
 pub async fn run_workers(
@@ -276,6 +313,12 @@ pub async fn run_workers(
                         continue;
                     }
                 };
+                if lease.deliveries > cfg.max_deliveries {
+                    if let Err(e) = dead_letter(&b, &lease).await {
+                        tracing::error!(error = %e, "dead-lettering failed; the task stays queued");
+                    }
+                    continue;
+                }
                 match process_chunk(&b, &cfg, &lease.task).await {
                     Ok(done) => {
                         if done {
@@ -286,10 +329,11 @@ pub async fn run_workers(
                         }
                     }
                     Err(e) => {
-                        tracing::error!(batch = lease.task.batch_id, error = %e, "chunk failed; retrying later");
+                        tracing::error!(batch = lease.task.batch_id, deliveries = lease.deliveries, error = %e, "chunk failed; retrying later");
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        let _ = b.queue.enqueue(lease.task.clone()).await;
-                        let _ = b.queue.ack(&lease).await;
+                        if let Err(e) = b.queue.release(&lease).await {
+                            tracing::warn!(error = %e, "release failed; the task comes back after the visibility timeout");
+                        }
                     }
                 }
             }

@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 /// A FIFO of chunk tasks with wake-ups for waiting workers.
 #[derive(Debug, Default)]
 pub struct MemQueue {
-    tasks: Mutex<VecDeque<ChunkTask>>,
+    tasks: Mutex<VecDeque<(ChunkTask, u32)>>,
+    dead: Mutex<Vec<(ChunkTask, String)>>,
     ready: Notify,
 }
 
@@ -24,22 +25,37 @@ impl MemQueue {
         Self::default()
     }
 
-    fn pop(&self) -> Option<ChunkTask> {
+    fn pop(&self) -> Option<Lease> {
+        let (task, before) = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()?;
+        Some(Lease {
+            task,
+            receipt: String::new(),
+            deliveries: before + 1,
+        })
+    }
+
+    fn push(&self, task: ChunkTask, deliveries: u32) {
         self.tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+            .push_back((task, deliveries));
+        self.ready.notify_one();
+    }
+
+    /// Tasks dead-lettered so far, with why.
+    pub fn dead_letters(&self) -> Vec<(ChunkTask, String)> {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 #[async_trait]
 impl WorkQueue for MemQueue {
     async fn enqueue(&self, task: ChunkTask) -> Result<()> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(task);
-        self.ready.notify_one();
+        self.push(task, 0);
         Ok(())
     }
 
@@ -47,22 +63,29 @@ impl WorkQueue for MemQueue {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
             let notified = self.ready.notified();
-            if let Some(task) = self.pop() {
-                return Ok(Some(Lease {
-                    task,
-                    receipt: String::new(),
-                }));
+            if let Some(lease) = self.pop() {
+                return Ok(Some(lease));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(self.pop().map(|task| Lease {
-                    task,
-                    receipt: String::new(),
-                }));
+                return Ok(self.pop());
             }
         }
     }
 
     async fn ack(&self, _lease: &Lease) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.push(lease.task.clone(), lease.deliveries);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, lease: &Lease, why: &str) -> Result<()> {
+        self.dead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((lease.task.clone(), why.to_string()));
         Ok(())
     }
 

@@ -459,6 +459,17 @@ impl DedupIndex for SqliteCatalog {
         .await
     }
 
+    async fn restore_committed(&self, key: &str, owner: &str, image_id: &str) -> Result<()> {
+        let rec = ClaimRecord {
+            owner: owner.into(),
+            state: ClaimState::Committed {
+                image_id: image_id.into(),
+            },
+        };
+        let mut conn = self.pool.acquire().await?;
+        Self::write_claim(&mut conn, key, &rec).await
+    }
+
     async fn pending_claims(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dedup_claims WHERE image_id IS NULL")
             .fetch_one(&self.pool)

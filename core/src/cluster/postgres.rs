@@ -1,0 +1,5 @@
+//! TODO
+
+/// The catalog in PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgCatalog;
