@@ -7,6 +7,8 @@ use std::io::{Cursor, Write};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
+pub mod services;
+
 /// SplitMix64: a tiny deterministic generator, enough for fixtures.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

@@ -1,0 +1,1 @@
+//! garage for tests (being written).

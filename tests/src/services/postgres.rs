@@ -1,0 +1,1 @@
+//! postgres for tests (being written).
