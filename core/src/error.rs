@@ -27,6 +27,12 @@ pub enum Error {
     /// A stored record is not what this version expects.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A remote backend (S3, Redis) failed.
+    #[error("backend error: {0}")]
+    Backend(String),
+    /// Redis (dedup claims, work queue) failed or is unreachable.
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
     /// The work queue is closed (the process is shutting down).
     #[error("work queue closed")]
     QueueClosed,

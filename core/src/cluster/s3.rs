@@ -1,9 +1,296 @@
-//! TODO
+//! Blob store on any S3-compatible service, with aws-sdk-s3.
+//!
+//! Staged uploads stream in with a multipart upload (bounded memory: one
+//! part in flight), aborted on any failure so no orphaned parts stay
+//! behind; zip entries are read by range; images are put whole under their
+//! content-addressed key.
 
-/// Blob store on S3.
-#[derive(Clone)]
-pub struct S3BlobStore;
+use crate::store::{BlobStore, ByteStream};
+use crate::{Error, Result};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream as SdkStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::ops::Range;
+use std::time::Duration;
 
-/// S3 settings.
+/// Where and how to reach the bucket. Credentials come from the usual AWS
+/// chain (environment, shared config and credentials files, web identity,
+/// instance metadata).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible service; empty for AWS itself.
+    pub endpoint: String,
+    /// Region name (Garage's default is `garage`).
+    pub region: String,
+    /// Bucket holding staged uploads and images.
+    pub bucket: String,
+    /// Prefix of every key in the bucket (for sharing a bucket).
+    pub prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most
+    /// self-hosted services need.
+    pub path_style: bool,
+    /// Multipart part size in bytes (at least 5 MiB; memory per upload).
+    pub part_size: usize,
+    /// Answer downloads with a redirect to a presigned URL instead of
+    /// streaming them through the gateway.
+    pub presign_downloads: bool,
+    /// Lifetime of presigned URLs, in seconds.
+    pub presign_ttl_secs: u64,
+    /// Static access key id; empty to use the AWS credential chain.
+    pub access_key_id: String,
+    /// Static secret access key, with `access_key_id`.
+    pub secret_access_key: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: "picsift".into(),
+            prefix: String::new(),
+            path_style: true,
+            part_size: 16 << 20,
+            presign_downloads: false,
+            presign_ttl_secs: 300,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        }
+    }
+}
+
+/// Objects in one S3 bucket.
 #[derive(Clone, Debug)]
-pub struct S3Config;
+pub struct S3BlobStore {
+    client: Client,
+    config: S3Config,
+}
+
+fn s3_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Backend(format!("S3 {what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+}
+
+impl S3BlobStore {
+    /// A store for `config`, with credentials from the AWS chain.
+    pub async fn connect(config: S3Config) -> Result<Self> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(config.region.clone()));
+        if !config.endpoint.is_empty() {
+            loader = loader.endpoint_url(&config.endpoint);
+        }
+        if !config.access_key_id.is_empty() {
+            let creds = aws_sdk_s3::config::Credentials::new(&config.access_key_id, &config.secret_access_key, None, None, "picsift-config");
+            loader = loader.credentials_provider(creds);
+        }
+        let shared = loader.load().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.path_style).build();
+        Ok(Self::with_client(Client::from_conf(s3), config))
+    }
+
+    /// A store over an existing client.
+    pub fn with_client(client: Client, mut config: S3Config) -> Self {
+        config.part_size = config.part_size.max(5 << 20);
+        Self { client, config }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.config.prefix)
+    }
+
+    /// A presigned GET URL for `key`, when the configuration asks for redirects.
+    pub async fn presigned_get(&self, key: &str) -> Result<Option<String>> {
+        if !self.config.presign_downloads {
+            return Ok(None);
+        }
+        let presign = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(self.config.presign_ttl_secs))
+            .map_err(|e| s3_err("presigning config", e))?;
+        let req = self.client.get_object().bucket(&self.config.bucket).key(self.key(key)).presigned(presign).await.map_err(|e| s3_err("presign", e))?;
+        Ok(Some(req.uri().to_string()))
+    }
+
+    /// Multipart uploads started and neither completed nor aborted (there
+    /// should be none once uploads have finished).
+    pub async fn open_multipart_uploads(&self) -> Result<usize> {
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.config.bucket)
+            .prefix(&self.config.prefix)
+            .send()
+            .await
+            .map_err(|e| s3_err("list multipart uploads", e))?;
+        Ok(out.uploads().len())
+    }
+
+    async fn upload_parts(&self, key: &str, upload_id: &str, first: Bytes, body: &mut ByteStream) -> Result<u64> {
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let mut pending = Some(first);
+        let mut buf = BytesMut::new();
+        loop {
+            // Fill one part, or end with what is left.
+            let mut ended = false;
+            while buf.len() < self.config.part_size {
+                if let Some(chunk) = pending.take() {
+                    buf.extend_from_slice(&chunk);
+                    continue;
+                }
+                match body.next().await {
+                    Some(chunk) => buf.extend_from_slice(&chunk?),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if !buf.is_empty() || parts.is_empty() {
+                let part = buf.split().freeze();
+                total += part.len() as u64;
+                let number = parts.len() as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.config.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .body(SdkStream::from(part))
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("upload part", e))?;
+                parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
+            }
+            if ended {
+                break;
+            }
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| s3_err("complete multipart upload", e))?;
+        Ok(total)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .body(SdkStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| s3_err("put", e))?;
+        Ok(())
+    }
+
+    async fn put_stream(&self, key: &str, mut body: ByteStream) -> Result<u64> {
+        // Small uploads need no multipart upload: read up to one part first.
+        let mut head = BytesMut::new();
+        while head.len() < self.config.part_size {
+            match body.next().await {
+                Some(chunk) => head.extend_from_slice(&chunk?),
+                None => {
+                    let n = head.len() as u64;
+                    self.put(key, head.freeze()).await?;
+                    return Ok(n);
+                }
+            }
+        }
+        let full = self.key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| s3_err("create multipart upload", e))?;
+        let upload_id = created.upload_id().ok_or_else(|| Error::Backend("S3 returned no upload id".into()))?.to_string();
+        match self.upload_parts(&full, &upload_id, head.freeze(), &mut body).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                // Leave no orphaned parts behind.
+                let abort = self.client.abort_multipart_upload().bucket(&self.config.bucket).key(&full).upload_id(&upload_id).send().await;
+                if let Err(a) = abort {
+                    tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&a), "aborting a multipart upload failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        if range.end <= range.start {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_no_such_key() => Error::NotFound(key.into()),
+                _ => s3_err("get range", e),
+            })?;
+        let data = out.body.collect().await.map_err(|e| s3_err("read range", e))?;
+        Ok(data.into_bytes())
+    }
+
+    async fn get_stream(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let mut req = self.client.get_object().bucket(&self.config.bucket).key(self.key(key));
+        if let Some(r) = range.filter(|r| r.end > r.start) {
+            req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let out = req.send().await.map_err(|e| match e.as_service_error() {
+            Some(se) if se.is_no_such_key() => Error::NotFound(key.into()),
+            _ => s3_err("get", e),
+        })?;
+        let stream = futures_util::stream::unfold(out.body, |mut body| async move {
+            body.next().await.map(|chunk| (chunk.map_err(std::io::Error::other), body))
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>> {
+        match self.client.head_object().bucket(&self.config.bucket).key(self.key(key)).send().await {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
+            Err(e) => Err(s3_err("head", e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client.delete_object().bucket(&self.config.bucket).key(self.key(key)).send().await.map_err(|e| s3_err("delete", e))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut pages = self.client.list_objects_v2().bucket(&self.config.bucket).prefix(self.key(prefix)).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_err("list", e))?;
+            for obj in page.contents() {
+                if let Some(k) = obj.key() {
+                    out.push(k.strip_prefix(&self.config.prefix).unwrap_or(k).to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
