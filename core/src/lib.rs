@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod blob_reader;
+mod catalog_rows;
 pub mod chunk;
 pub mod chunks;
 pub mod cluster;

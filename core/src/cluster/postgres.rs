@@ -1,5 +1,320 @@
-//! TODO
+//! The catalog in PostgreSQL: the queries of the SQLite catalog
+//! ([`crate::embedded::SqliteCatalog`]) in PostgreSQL's dialect, with
+//! explicit row locks where SQLite relied on having a single writer.
+//!
+//! Transactions run at PostgreSQL's default READ COMMITTED: each statement
+//! sees what was committed when it started. Single-row updates guarded by
+//! their own `WHERE` (first verdict wins, phase changes) are safe there,
+//! because a blocked update re-checks its condition on the row's newest
+//! version. A condition on *other* rows is not re-checked, so the
+//! "no entry is pending" test of [`Catalog::try_complete`] runs under a lock
+//! on the batch row that [`Catalog::plan_batch`] takes too.
 
-/// The catalog in PostgreSQL.
+use crate::Result;
+use crate::catalog_rows::{
+    IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
+    index_from_row, pending_from_row, report_entry_from_row,
+};
+use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, ReportEntry};
+use crate::store::{Catalog, Delivery, NewBatch};
+use crate::time::Millis;
+use crate::verdict::{Reason, Verdict};
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// The catalog in PostgreSQL, shared by every gateway and worker.
 #[derive(Clone, Debug)]
-pub struct PgCatalog;
+pub struct PgCatalog {
+    pool: PgPool,
+}
+
+impl PgCatalog {
+    /// Connects to `url` (`postgres://user:password@host:port/database`)
+    /// with a pool of at most `max_connections`, and migrates the schema.
+    /// Processes starting together are safe: the migrator holds an
+    /// advisory lock while it runs.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            // A pool of zero connections could never serve a query.
+            .max_connections(max_connections.max(1))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Takes the batch row's lock until the end of `tx`, to order this
+    /// transaction with the others that change the batch's set of pending
+    /// entries or decide on it (see the module comment).
+    async fn lock_batch(tx: &mut sqlx::PgConnection, id: &str) -> Result<()> {
+        sqlx::query("SELECT 1 FROM batches WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(tx)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Catalog for PgCatalog {
+    async fn create_batch(&self, b: &NewBatch) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO batches (id, phase, staged_key, upload_bytes, total_entries, callback_url, notify_state, created_at, updated_at)
+             VALUES ($1, 'received', $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(&b.id)
+        .bind(&b.staged_key)
+        .bind(b.upload_bytes as i64)
+        .bind(b.total_entries as i64)
+        .bind(&b.callback_url)
+        .bind(if b.callback_url.is_some() { "pending" } else { "none" })
+        .bind(b.now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>> {
+        let row = sqlx::query("SELECT * FROM batches WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    async fn counts(&self, id: &str) -> Result<Counts> {
+        let rows = sqlx::query(
+            "SELECT verdict, COUNT(*) AS n FROM entries WHERE batch_id = $1 GROUP BY verdict",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        counts_from_rows(&rows)
+    }
+
+    async fn plan_batch(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()> {
+        // One statement for all entries instead of SQLite's row-by-row
+        // inserts: an archive may hold thousands of entries, and each
+        // statement is a network round trip here.
+        let (mut idx, mut names, mut sizes) = (
+            Vec::with_capacity(entries.len()),
+            Vec::with_capacity(entries.len()),
+            Vec::with_capacity(entries.len()),
+        );
+        for e in entries {
+            idx.push(i64::from(e.index));
+            names.push(e.name.as_str());
+            sizes.push(e.compressed_size as i64);
+        }
+        let mut tx = self.pool.begin().await?;
+        // Before inserting: a try_complete waiting on this lock then sees
+        // the new entries as pending instead of completing without them.
+        Self::lock_batch(&mut tx, id).await?;
+        sqlx::query(
+            "INSERT INTO entries (batch_id, idx, name, compressed_size)
+             SELECT $1, e.idx, e.name, e.size FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS e(idx, name, size)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(&idx)
+        .bind(&names)
+        .bind(&sizes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE batches SET phase = 'processing', total_entries = $1, started_at = COALESCE(started_at, $2), updated_at = $2
+             WHERE id = $3 AND phase IN ('received', 'processing')",
+        )
+        .bind(entries.len() as i64)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail_batch(&self, id: &str, error: &str, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE batches SET phase = 'failed', error = $1, completed_at = $2, updated_at = $2,
+                    notify_next_at = CASE WHEN notify_state = 'pending' THEN $2 ELSE notify_next_at END
+             WHERE id = $3 AND phase IN ('received', 'processing')",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unfinished_batches(&self) -> Result<Vec<BatchRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM batches WHERE phase IN ('received', 'processing') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    async fn pending_entries(&self, id: &str) -> Result<Vec<(u32, u64)>> {
+        let rows = sqlx::query(
+            "SELECT idx, compressed_size FROM entries WHERE batch_id = $1 AND verdict IS NULL ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    async fn undecided_between(&self, id: &str, first: u32, last: u32) -> Result<Vec<u32>> {
+        let rows = sqlx::query(
+            "SELECT idx FROM entries WHERE batch_id = $1 AND idx BETWEEN $2 AND $3 AND verdict IS NULL ORDER BY idx",
+        )
+        .bind(id)
+        .bind(i64::from(first))
+        .bind(i64::from(last))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(index_from_row).collect()
+    }
+
+    async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM entries WHERE batch_id = $1 AND idx > $2 ORDER BY idx LIMIT $3",
+        )
+        .bind(id)
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(report_entry_from_row).collect()
+    }
+
+    async fn record_verdict(&self, id: &str, index: u32, v: &Verdict, now: Millis) -> Result<bool> {
+        // A concurrent writer of the same entry blocks on its row lock and
+        // then re-checks `verdict IS NULL` on the committed row: one wins.
+        let done = sqlx::query(
+            "UPDATE entries SET verdict = $1, reason = $2, detail = $3, image_id = $4, duplicate_of = $5, duplicate_kind = $6, decided_at = $7
+             WHERE batch_id = $8 AND idx = $9 AND verdict IS NULL",
+        )
+        .bind(v.kind.as_str())
+        .bind(v.reason.map(Reason::code))
+        .bind(&v.detail)
+        .bind(&v.image_id)
+        .bind(&v.duplicate_of)
+        .bind(v.duplicate_kind.map(duplicate_kind_code))
+        .bind(now)
+        .bind(id)
+        .bind(i64::from(index))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&i.id)
+        .bind(i.format.as_str())
+        .bind(i64::from(i.width))
+        .bind(i64::from(i.height))
+        .bind(i.size as i64)
+        .bind(i.orientation.map(i64::from))
+        .bind(&i.batch_id)
+        .bind(i64::from(i.entry_index))
+        .bind(&i.entry_name)
+        .bind(i.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn image(&self, id: &str) -> Result<Option<ImageRecord>> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1"));
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(image_from_row).transpose()
+    }
+
+    async fn batch_images(
+        &self,
+        batch: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>> {
+        let rows = sqlx::query(
+            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at
+             FROM entries e JOIN images i ON i.id = e.image_id
+             WHERE e.batch_id = $1 AND e.verdict = 'accepted' AND e.idx > $2 ORDER BY e.idx LIMIT $3",
+        )
+        .bind(batch)
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(image_from_row).collect()
+    }
+
+    async fn image_ids(&self) -> Result<Vec<String>> {
+        let ids = sqlx::query_scalar("SELECT id FROM images ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids)
+    }
+
+    async fn try_complete(&self, id: &str, now: Millis) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The update below is a new statement, so it reads entries as
+        // committed once we hold the lock: a plan_batch that inserts
+        // entries has either committed them or not started inserting. The
+        // lock also queues concurrent callers, and each later one finds
+        // the phase already completed: exactly one caller wins.
+        Self::lock_batch(&mut tx, id).await?;
+        let done = sqlx::query(
+            "UPDATE batches SET phase = 'completed', completed_at = $1, updated_at = $1,
+                    notify_next_at = CASE WHEN notify_state = 'pending' THEN $1 ELSE notify_next_at END
+             WHERE id = $2 AND phase = 'processing'
+               AND NOT EXISTS (SELECT 1 FROM entries WHERE batch_id = $2 AND verdict IS NULL)",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn due_notifications(&self, now: Millis) -> Result<Vec<BatchRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM batches WHERE notify_state = 'pending' AND notify_next_at <= $1 ORDER BY notify_next_at LIMIT 64",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    async fn record_delivery(&self, id: &str, d: &Delivery, now: Millis) -> Result<()> {
+        let q = match d {
+            Delivery::Delivered { at } => sqlx::query(
+                "UPDATE batches SET notify_state = 'delivered', notify_attempts = notify_attempts + 1, notify_delivered_at = $1,
+                        notify_last_error = NULL, notify_next_at = NULL, updated_at = $2 WHERE id = $3",
+            )
+            .bind(*at)
+            .bind(now)
+            .bind(id),
+            Delivery::Failed { error, next_at } => sqlx::query(
+                "UPDATE batches SET notify_state = CASE WHEN $1::BIGINT IS NULL THEN 'failed' ELSE 'pending' END,
+                        notify_attempts = notify_attempts + 1, notify_last_error = $2, notify_next_at = $1, updated_at = $3 WHERE id = $4",
+            )
+            .bind(*next_at)
+            .bind(error)
+            .bind(now)
+            .bind(id),
+        };
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,12 +1,15 @@
 //! Catalog and dedup index in one SQLite file (WAL mode).
 
+use crate::Result;
+use crate::catalog_rows::{
+    IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
+    index_from_row, pending_from_row, report_entry_from_row,
+};
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
-use crate::format::Format;
-use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry};
+use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, ReportEntry};
 use crate::store::{Catalog, DedupIndex, Delivery, NewBatch};
 use crate::time::Millis;
-use crate::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
-use crate::{Error, Result};
+use crate::verdict::{Reason, Verdict};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -39,71 +42,6 @@ impl SqliteCatalog {
         Ok(Self { pool })
     }
 }
-
-fn batch_from_row(r: &SqliteRow) -> Result<BatchRecord> {
-    let phase: String = r.try_get("phase")?;
-    Ok(BatchRecord {
-        id: r.try_get("id")?,
-        phase: Phase::parse(&phase)
-            .ok_or_else(|| Error::Corrupt(format!("batch phase {phase:?}")))?,
-        staged_key: r.try_get("staged_key")?,
-        upload_bytes: r.try_get::<i64, _>("upload_bytes")? as u64,
-        total_entries: r.try_get::<i64, _>("total_entries")? as u64,
-        error: r.try_get("error")?,
-        callback_url: r.try_get("callback_url")?,
-        notify_state: NotifyState::parse(&r.try_get::<String, _>("notify_state")?),
-        notify_attempts: r.try_get::<i64, _>("notify_attempts")? as u32,
-        notify_last_error: r.try_get("notify_last_error")?,
-        notify_next_at: r.try_get("notify_next_at")?,
-        notify_delivered_at: r.try_get("notify_delivered_at")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        started_at: r.try_get("started_at")?,
-        completed_at: r.try_get("completed_at")?,
-    })
-}
-
-fn image_from_row(r: &SqliteRow) -> Result<ImageRecord> {
-    let format: String = r.try_get("format")?;
-    Ok(ImageRecord {
-        id: r.try_get("id")?,
-        format: Format::parse(&format)
-            .ok_or_else(|| Error::Corrupt(format!("image format {format:?}")))?,
-        width: r.try_get::<i64, _>("width")? as u32,
-        height: r.try_get::<i64, _>("height")? as u32,
-        size: r.try_get::<i64, _>("size")? as u64,
-        orientation: r
-            .try_get::<Option<i64>, _>("orientation")?
-            .map(|o| o as u16),
-        batch_id: r.try_get("batch_id")?,
-        entry_index: r.try_get::<i64, _>("entry_idx")? as u32,
-        entry_name: r.try_get("entry_name")?,
-        created_ms: r.try_get("created_at")?,
-    })
-}
-
-fn verdict_from_row(r: &SqliteRow) -> Result<Option<Verdict>> {
-    let Some(kind) = r.try_get::<Option<String>, _>("verdict")? else {
-        return Ok(None);
-    };
-    let kind =
-        VerdictKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("verdict {kind:?}")))?;
-    Ok(Some(Verdict {
-        kind,
-        reason: r
-            .try_get::<Option<String>, _>("reason")?
-            .and_then(|c| Reason::parse(&c)),
-        detail: r.try_get("detail")?,
-        image_id: r.try_get("image_id")?,
-        duplicate_of: r.try_get("duplicate_of")?,
-        duplicate_kind: r
-            .try_get::<Option<String>, _>("duplicate_kind")?
-            .map(|_| DuplicateKind::Exact),
-    }))
-}
-
-const IMAGE_COLUMNS: &str =
-    "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at";
 
 #[async_trait]
 impl Catalog for SqliteCatalog {
@@ -140,22 +78,7 @@ impl Catalog for SqliteCatalog {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let mut c = Counts::default();
-        for r in rows {
-            let n = r.try_get::<i64, _>("n")? as u64;
-            match r
-                .try_get::<Option<String>, _>("verdict")?
-                .as_deref()
-                .and_then(VerdictKind::parse)
-            {
-                Some(VerdictKind::Accepted) => c.accepted = n,
-                Some(VerdictKind::Duplicate) => c.duplicate = n,
-                Some(VerdictKind::Rejected) => c.rejected = n,
-                Some(VerdictKind::Failed) => c.failed = n,
-                None => c.pending += n,
-            }
-        }
-        Ok(c)
+        counts_from_rows(&rows)
     }
 
     async fn plan_batch(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()> {
@@ -213,14 +136,7 @@ impl Catalog for SqliteCatalog {
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<i64, _>("idx")? as u32,
-                    r.try_get::<i64, _>("compressed_size")? as u64,
-                ))
-            })
-            .collect()
+        rows.iter().map(pending_from_row).collect()
     }
 
     async fn undecided_between(&self, id: &str, first: u32, last: u32) -> Result<Vec<u32>> {
@@ -232,9 +148,7 @@ impl Catalog for SqliteCatalog {
         .bind(i64::from(last))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<i64, _>("idx")? as u32))
-            .collect()
+        rows.iter().map(index_from_row).collect()
     }
 
     async fn report(&self, id: &str, after: Option<u32>, limit: u32) -> Result<Vec<ReportEntry>> {
@@ -246,15 +160,7 @@ impl Catalog for SqliteCatalog {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReportEntry::new(
-                    r.try_get::<i64, _>("idx")? as u32,
-                    r.try_get("name")?,
-                    verdict_from_row(r)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(report_entry_from_row).collect()
     }
 
     async fn record_verdict(&self, id: &str, index: u32, v: &Verdict, now: Millis) -> Result<bool> {
@@ -267,7 +173,7 @@ impl Catalog for SqliteCatalog {
         .bind(&v.detail)
         .bind(&v.image_id)
         .bind(&v.duplicate_of)
-        .bind(v.duplicate_kind.map(|_| "exact"))
+        .bind(v.duplicate_kind.map(duplicate_kind_code))
         .bind(now)
         .bind(id)
         .bind(i64::from(index))

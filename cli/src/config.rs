@@ -1,0 +1,314 @@
+//! The configuration file of `picsift gateway`, `picsift worker` and
+//! `picsift reindex`: TOML, every key overridable by an environment
+//! variable `PICSIFT_<SECTION>_<KEY>` (top-level keys: `PICSIFT_<KEY>`).
+//! docs/configuration.md documents each key; a test keeps the two in step.
+
+use anyhow::Context;
+use picsift_core::cluster::S3Config;
+use picsift_core::format::Format;
+use picsift_core::policy::Policy;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Everything the cluster processes read.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// Webhook signing secret (`whsec_` + base64, or any text).
+    pub webhook_secret: String,
+    /// Limits and formats.
+    pub policy: PolicyConfig,
+    /// The object store.
+    pub s3: S3Section,
+    /// Dedup claims and the work queue.
+    pub redis: RedisSection,
+    /// The catalog.
+    pub postgres: PostgresSection,
+    /// Worker behaviour.
+    pub worker: WorkerSection,
+}
+
+/// `[policy]`: what is accepted.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Accepted formats: jpeg, png, webp.
+    pub formats: Vec<String>,
+    /// Largest upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Most entries per archive.
+    pub max_entries: u64,
+    /// Most bytes one entry may inflate to.
+    pub max_entry_bytes: u64,
+    /// Most pixels per image.
+    pub max_pixels: u64,
+}
+
+/// `[s3]`: see [`S3Config`].
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Section {
+    /// Endpoint URL; empty for AWS.
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix inside the bucket.
+    pub prefix: String,
+    /// Path-style addressing.
+    pub path_style: bool,
+    /// Multipart part size, bytes.
+    pub part_size: u64,
+    /// Redirect downloads to presigned URLs.
+    pub presign_downloads: bool,
+    /// Presigned URL lifetime, seconds.
+    pub presign_ttl_secs: u64,
+    /// Static access key id (empty: the AWS credential chain).
+    pub access_key_id: String,
+    /// Static secret access key.
+    pub secret_access_key: String,
+}
+
+/// `[redis]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key picsift writes.
+    pub prefix: String,
+    /// A task not acked this long after delivery is delivered again, ms.
+    pub visibility_timeout_ms: u64,
+}
+
+/// `[postgres]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSection {
+    /// `postgres://user:password@host:port/db`.
+    pub url: String,
+    /// Pool size per process.
+    pub max_connections: u32,
+}
+
+/// `[worker]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSection {
+    /// Chunks processed at once per worker process (0: one per core).
+    pub concurrency: usize,
+    /// Deliveries of a chunk before it is dead-lettered.
+    pub max_deliveries: u32,
+    /// Dedup claim lease, ms: how long a crashed worker's claim blocks others.
+    pub lease_ms: i64,
+    /// Most entries per chunk.
+    pub chunk_entries: usize,
+    /// Most compressed bytes per chunk.
+    pub chunk_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            webhook_secret: String::new(),
+            policy: PolicyConfig::default(),
+            s3: S3Section::default(),
+            redis: RedisSection::default(),
+            postgres: PostgresSection::default(),
+            worker: WorkerSection::default(),
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            formats: p.allowed_formats.iter().map(|f| f.as_str().to_string()).collect(),
+            max_upload_bytes: p.max_upload_bytes,
+            max_entries: p.max_entries,
+            max_entry_bytes: p.max_entry_bytes,
+            max_pixels: p.max_pixels,
+        }
+    }
+}
+
+impl Default for S3Section {
+    fn default() -> Self {
+        let c = S3Config::default();
+        Self {
+            endpoint: c.endpoint,
+            region: c.region,
+            bucket: c.bucket,
+            prefix: c.prefix,
+            path_style: c.path_style,
+            part_size: c.part_size as u64,
+            presign_downloads: c.presign_downloads,
+            presign_ttl_secs: c.presign_ttl_secs,
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+        }
+    }
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self { url: "redis://127.0.0.1:6379/0".into(), prefix: "picsift:".into(), visibility_timeout_ms: 300_000 }
+    }
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        Self { url: "postgres://picsift@127.0.0.1:5432/picsift".into(), max_connections: 8 }
+    }
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        let w = picsift_worker::WorkerConfig::default();
+        Self {
+            concurrency: 0,
+            max_deliveries: w.max_deliveries,
+            lease_ms: w.lease_ms,
+            chunk_entries: w.chunk_limits.max_entries,
+            chunk_bytes: w.chunk_limits.max_bytes,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given) and applies `PICSIFT_*` overrides from `env`.
+    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the configuration file {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("{} is not valid TOML", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        // Every key the defaults have may be overridden; the defaults'
+        // shape is the list of keys.
+        let defaults = toml::Table::try_from(Config::default()).context("defaults serialise")?;
+        for (key, value) in &defaults {
+            match value {
+                toml::Value::Table(section) => {
+                    for (sub, sub_default) in section {
+                        if let Some(v) = env(&format!("PICSIFT_{}_{}", key.to_uppercase(), sub.to_uppercase())) {
+                            let entry = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                            if let toml::Value::Table(t) = entry {
+                                t.insert(sub.clone(), env_value(&v, sub_default));
+                            }
+                        }
+                    }
+                }
+                other => {
+                    if let Some(v) = env(&format!("PICSIFT_{}", key.to_uppercase())) {
+                        table.insert(key.clone(), env_value(&v, other));
+                    }
+                }
+            }
+        }
+        toml::Value::Table(table).try_into().context("invalid configuration (see docs/configuration.md)")
+    }
+
+    /// The validation policy.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        let allowed_formats = self
+            .policy
+            .formats
+            .iter()
+            .map(|f| Format::parse(f).with_context(|| format!("unknown format {f:?} in policy.formats: use jpeg, png or webp")))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Policy {
+            allowed_formats,
+            max_upload_bytes: self.policy.max_upload_bytes,
+            max_entries: self.policy.max_entries,
+            max_entry_bytes: self.policy.max_entry_bytes,
+            max_pixels: self.policy.max_pixels,
+            ..Policy::default()
+        })
+    }
+
+    /// The S3 settings.
+    pub fn s3(&self) -> S3Config {
+        let s = &self.s3;
+        S3Config {
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+            path_style: s.path_style,
+            part_size: s.part_size as usize,
+            presign_downloads: s.presign_downloads,
+            presign_ttl_secs: s.presign_ttl_secs,
+            access_key_id: s.access_key_id.clone(),
+            secret_access_key: s.secret_access_key.clone(),
+        }
+    }
+}
+
+/// An environment value typed like the key's default: numbers and booleans
+/// parse as such, lists split on commas, everything else is a string.
+fn env_value(text: &str, like: &toml::Value) -> toml::Value {
+    match like {
+        toml::Value::Integer(_) => text.trim().parse().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(text.into())),
+        toml::Value::Boolean(_) => text.trim().parse().map(toml::Value::Boolean).unwrap_or_else(|_| toml::Value::String(text.into())),
+        toml::Value::Array(_) => toml::Value::Array(text.split(',').map(|s| toml::Value::String(s.trim().into())).filter(|v| v.as_str() != Some("")).collect()),
+        _ => toml::Value::String(text.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn file_then_environment_overrides() {
+        let dir = std::env::temp_dir().join(format!("picsift-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("picsift.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\n[s3]\nbucket = \"from-file\"\nregion = \"garage\"\n[worker]\nconcurrency = 3\n").unwrap();
+        let env: HashMap<&str, &str> =
+            [("PICSIFT_S3_BUCKET", "from-env"), ("PICSIFT_WORKER_MAX_DELIVERIES", "9"), ("PICSIFT_POLICY_FORMATS", "jpeg, png"), ("PICSIFT_S3_PATH_STYLE", "false")].into();
+        let c = Config::load(Some(&path), |k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!((c.s3.bucket.as_str(), c.s3.region.as_str(), c.s3.path_style), ("from-env", "garage", false));
+        assert_eq!((c.worker.concurrency, c.worker.max_deliveries), (3, 9));
+        assert_eq!(c.policy().unwrap().allowed_formats, vec![Format::Jpeg, Format::Png]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = std::env::temp_dir().join(format!("picsift-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[s3]\nbuckett = \"typo\"\n").unwrap();
+        assert!(Config::load(Some(&path), |_| None).is_err());
+        assert!(Config::load(None, |k| (k == "PICSIFT_WORKER_CONCURRENCY").then(|| "many".to_string())).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for (key, value) in &defaults {
+            match value {
+                toml::Value::Table(section) => {
+                    for sub in section.keys() {
+                        let env = format!("PICSIFT_{}_{}", key.to_uppercase(), sub.to_uppercase());
+                        assert!(doc.contains(&format!("`{sub}`")) && doc.contains(&env), "docs/configuration.md lacks [{key}] {sub} / {env}");
+                    }
+                }
+                _ => assert!(doc.contains(&format!("`PICSIFT_{}`", key.to_uppercase())), "docs/configuration.md lacks {key}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Row → model mapping shared by the SQL catalogs (SQLite and PostgreSQL).
+//!
+//! Both schemas use the same column names and store every number as a
+//! 64-bit integer and every enum as its stable text, so one mapping serves
+//! both; only the SQL dialect differs between the two catalogs.
+
+use crate::format::Format;
+use crate::model::{BatchRecord, Counts, ImageRecord, NotifyState, Phase, ReportEntry};
+use crate::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
+use crate::{Error, Result};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+/// Image columns in the order [`image_from_row`] expects them named.
+pub(crate) const IMAGE_COLUMNS: &str =
+    "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at";
+
+/// The column reads the mapping needs, for any sqlx row whose driver
+/// decodes text and 64-bit integers by column name.
+pub(crate) trait CatalogRow {
+    /// A non-null text column.
+    fn text(&self, col: &str) -> Result<String>;
+    /// A nullable text column.
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    /// A non-null integer column.
+    fn int(&self, col: &str) -> Result<i64>;
+    /// A nullable integer column.
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+}
+
+impl<R> CatalogRow for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, col: &str) -> Result<String> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// A `batches` row.
+pub(crate) fn batch_from_row(r: &impl CatalogRow) -> Result<BatchRecord> {
+    let phase = r.text("phase")?;
+    Ok(BatchRecord {
+        id: r.text("id")?,
+        phase: Phase::parse(&phase)
+            .ok_or_else(|| Error::Corrupt(format!("batch phase {phase:?}")))?,
+        staged_key: r.text("staged_key")?,
+        upload_bytes: r.int("upload_bytes")? as u64,
+        total_entries: r.int("total_entries")? as u64,
+        error: r.opt_text("error")?,
+        callback_url: r.opt_text("callback_url")?,
+        notify_state: NotifyState::parse(&r.text("notify_state")?),
+        notify_attempts: r.int("notify_attempts")? as u32,
+        notify_last_error: r.opt_text("notify_last_error")?,
+        notify_next_at: r.opt_int("notify_next_at")?,
+        notify_delivered_at: r.opt_int("notify_delivered_at")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+        started_at: r.opt_int("started_at")?,
+        completed_at: r.opt_int("completed_at")?,
+    })
+}
+
+/// An image row with the columns of [`IMAGE_COLUMNS`].
+pub(crate) fn image_from_row(r: &impl CatalogRow) -> Result<ImageRecord> {
+    let format = r.text("format")?;
+    Ok(ImageRecord {
+        id: r.text("id")?,
+        format: Format::parse(&format)
+            .ok_or_else(|| Error::Corrupt(format!("image format {format:?}")))?,
+        width: r.int("width")? as u32,
+        height: r.int("height")? as u32,
+        size: r.int("size")? as u64,
+        orientation: r.opt_int("orientation")?.map(|o| o as u16),
+        batch_id: r.text("batch_id")?,
+        entry_index: r.int("entry_idx")? as u32,
+        entry_name: r.text("entry_name")?,
+        created_ms: r.int("created_at")?,
+    })
+}
+
+/// The verdict columns of an `entries` row; `None` while undecided.
+fn verdict_from_row(r: &impl CatalogRow) -> Result<Option<Verdict>> {
+    let Some(kind) = r.opt_text("verdict")? else {
+        return Ok(None);
+    };
+    let kind =
+        VerdictKind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("verdict {kind:?}")))?;
+    Ok(Some(Verdict {
+        kind,
+        reason: r.opt_text("reason")?.and_then(|c| Reason::parse(&c)),
+        detail: r.opt_text("detail")?,
+        image_id: r.opt_text("image_id")?,
+        duplicate_of: r.opt_text("duplicate_of")?,
+        // Exact is the only kind written so far (see `duplicate_kind_code`).
+        duplicate_kind: r.opt_text("duplicate_kind")?.map(|_| DuplicateKind::Exact),
+    }))
+}
+
+/// The text stored for a duplicate kind.
+pub(crate) fn duplicate_kind_code(kind: DuplicateKind) -> &'static str {
+    match kind {
+        DuplicateKind::Exact => "exact",
+    }
+}
+
+/// A report line from an `entries` row.
+pub(crate) fn report_entry_from_row(r: &impl CatalogRow) -> Result<ReportEntry> {
+    Ok(ReportEntry::new(
+        r.int("idx")? as u32,
+        r.text("name")?,
+        verdict_from_row(r)?,
+    ))
+}
+
+/// An undecided entry's index and compressed size.
+pub(crate) fn pending_from_row(r: &impl CatalogRow) -> Result<(u32, u64)> {
+    Ok((r.int("idx")? as u32, r.int("compressed_size")? as u64))
+}
+
+/// An entry index.
+pub(crate) fn index_from_row(r: &impl CatalogRow) -> Result<u32> {
+    Ok(r.int("idx")? as u32)
+}
+
+/// Counts from rows of `verdict, COUNT(*) AS n ... GROUP BY verdict`.
+pub(crate) fn counts_from_rows<R: CatalogRow>(rows: &[R]) -> Result<Counts> {
+    let mut c = Counts::default();
+    for r in rows {
+        let n = r.int("n")? as u64;
+        match r
+            .opt_text("verdict")?
+            .as_deref()
+            .and_then(VerdictKind::parse)
+        {
+            Some(VerdictKind::Accepted) => c.accepted = n,
+            Some(VerdictKind::Duplicate) => c.duplicate = n,
+            Some(VerdictKind::Rejected) => c.rejected = n,
+            Some(VerdictKind::Failed) => c.failed = n,
+            None => c.pending += n,
+        }
+    }
+    Ok(c)
+}

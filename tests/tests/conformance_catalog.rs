@@ -1,0 +1,879 @@
+//! One conformance suite for the catalog role, run against the embedded
+//! SQLite catalog and against PostgreSQL (a real server started by the
+//! harness). Each behaviour is a generic function of an `Arc<dyn Catalog>`
+//! holding nothing else; `catalog_conforms!` turns every behaviour into one
+//! test per backend (`sqlite::…`, `postgres::…`).
+
+use picsift_core::cluster::PgCatalog;
+use picsift_core::embedded::SqliteCatalog;
+use picsift_core::format::Format;
+use picsift_core::model::{
+    BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry,
+};
+use picsift_core::store::{Catalog, Delivery, NewBatch};
+use picsift_core::time::Millis;
+use picsift_core::verdict::{Reason, Verdict};
+use picsift_tests::services::postgres::Postgres;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Concurrent callers in the race tests: more than the cores here, so the
+/// calls really overlap in the database.
+const RACERS: u32 = 16;
+
+const T0: Millis = 1_700_000_000_000;
+const HOOK: &str = "https://example.test/hook";
+
+// ---------------------------------------------------------------- fixtures
+
+fn new_batch(id: &str, callback: Option<&str>, now: Millis) -> NewBatch {
+    NewBatch {
+        id: id.into(),
+        staged_key: format!("staging/{id}.zip"),
+        // Above 4 GiB: sizes must survive as 64-bit numbers.
+        upload_bytes: 5_000_000_000,
+        total_entries: 3,
+        callback_url: callback.map(Into::into),
+        now,
+    }
+}
+
+fn entry(index: u32, compressed_size: u64) -> EntryPlan {
+    EntryPlan {
+        index,
+        name: format!("photos/img_{index:03}.jpg"),
+        compressed_size,
+    }
+}
+
+fn entries(n: u32) -> Vec<EntryPlan> {
+    (0..n).map(|i| entry(i, 1000 + u64::from(i))).collect()
+}
+
+/// A 64-hex-digit image id starting with `prefix`.
+fn image_id(prefix: &str) -> String {
+    format!("{prefix:0<64}")
+}
+
+fn image(id: &str, batch: &str, index: u32) -> ImageRecord {
+    ImageRecord {
+        id: id.into(),
+        format: Format::Jpeg,
+        width: 4000,
+        height: 3000,
+        size: 2_345_678,
+        orientation: Some(6),
+        batch_id: batch.into(),
+        entry_index: index,
+        entry_name: format!("photos/img_{index:03}.jpg"),
+        created_ms: T0 + 7,
+    }
+}
+
+fn rejected(detail: &str) -> Verdict {
+    Verdict::refused(Reason::Truncated, detail)
+}
+
+/// A batch with `n` planned entries, in phase processing.
+async fn planned(c: &Arc<dyn Catalog>, id: &str, callback: Option<&str>, n: u32) {
+    c.create_batch(&new_batch(id, callback, T0)).await.unwrap();
+    c.plan_batch(id, &entries(n), T0 + 10).await.unwrap();
+}
+
+/// Gives every pending entry of the batch a verdict.
+async fn decide_all(c: &Arc<dyn Catalog>, id: &str) {
+    for (i, _) in c.pending_entries(id).await.unwrap() {
+        c.record_verdict(id, i, &rejected("cut off"), T0 + 20)
+            .await
+            .unwrap();
+    }
+}
+
+async fn batch(c: &Arc<dyn Catalog>, id: &str) -> BatchRecord {
+    c.batch(id).await.unwrap().expect("the batch exists")
+}
+
+async fn indices(c: &Arc<dyn Catalog>, id: &str, after: Option<u32>, limit: u32) -> Vec<u32> {
+    c.report(id, after, limit)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.index)
+        .collect()
+}
+
+fn ids(batches: &[BatchRecord]) -> Vec<&str> {
+    batches.iter().map(|b| b.id.as_str()).collect()
+}
+
+// ---------------------------------------------------------------- batches
+
+async fn a_created_batch_reads_back_in_phase_received(c: Arc<dyn Catalog>) {
+    c.create_batch(&new_batch("plain", None, T0)).await.unwrap();
+    c.create_batch(&new_batch("hooked", Some(HOOK), T0 + 1))
+        .await
+        .unwrap();
+    let expected = BatchRecord {
+        id: "plain".into(),
+        phase: Phase::Received,
+        staged_key: "staging/plain.zip".into(),
+        upload_bytes: 5_000_000_000,
+        total_entries: 3,
+        error: None,
+        callback_url: None,
+        notify_state: NotifyState::None,
+        notify_attempts: 0,
+        notify_last_error: None,
+        notify_next_at: None,
+        notify_delivered_at: None,
+        created_at: T0,
+        updated_at: T0,
+        started_at: None,
+        completed_at: None,
+    };
+    assert_eq!(batch(&c, "plain").await, expected);
+    let hooked = batch(&c, "hooked").await;
+    assert_eq!(hooked.callback_url.as_deref(), Some(HOOK));
+    // Pending, but not due before the batch finishes.
+    assert_eq!(hooked.notify_state, NotifyState::Pending);
+    assert_eq!(hooked.notify_next_at, None);
+    assert_eq!(c.batch("missing").await.unwrap(), None);
+    assert_eq!(c.counts("plain").await.unwrap(), Counts::default());
+}
+
+async fn creating_an_existing_batch_id_fails_and_changes_nothing(c: Arc<dyn Catalog>) {
+    c.create_batch(&new_batch("b", None, T0)).await.unwrap();
+    let mut again = new_batch("b", Some(HOOK), T0 + 5);
+    again.staged_key = "staging/other.zip".into();
+    assert!(c.create_batch(&again).await.is_err());
+    let b = batch(&c, "b").await;
+    assert_eq!(
+        (b.staged_key.as_str(), b.callback_url, b.created_at),
+        ("staging/b.zip", None, T0)
+    );
+}
+
+async fn planning_records_entries_and_moves_the_batch_to_processing(c: Arc<dyn Catalog>) {
+    c.create_batch(&new_batch("b", None, T0)).await.unwrap();
+    c.plan_batch("b", &entries(4), T0 + 10).await.unwrap();
+    let b = batch(&c, "b").await;
+    assert_eq!(b.phase, Phase::Processing);
+    assert_eq!(b.total_entries, 4);
+    assert_eq!((b.started_at, b.updated_at), (Some(T0 + 10), T0 + 10));
+    assert_eq!(
+        c.counts("b").await.unwrap(),
+        Counts {
+            pending: 4,
+            ..Counts::default()
+        }
+    );
+    let report = c.report("b", None, 100).await.unwrap();
+    let expected: Vec<ReportEntry> = entries(4)
+        .into_iter()
+        .map(|e| ReportEntry::new(e.index, e.name, None))
+        .collect();
+    assert_eq!(report, expected);
+}
+
+async fn planning_again_adds_nothing_and_keeps_verdicts_names_and_start_time(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 3).await;
+    assert!(
+        c.record_verdict("b", 1, &rejected("cut off"), T0 + 15)
+            .await
+            .unwrap()
+    );
+    // A re-plan after a restart: same entries, here under other names.
+    let renamed: Vec<EntryPlan> = entries(3)
+        .into_iter()
+        .map(|e| EntryPlan {
+            name: format!("renamed/{}", e.name),
+            ..e
+        })
+        .collect();
+    c.plan_batch("b", &renamed, T0 + 20).await.unwrap();
+    let b = batch(&c, "b").await;
+    assert_eq!(b.phase, Phase::Processing);
+    assert_eq!(
+        (b.total_entries, b.started_at, b.updated_at),
+        (3, Some(T0 + 10), T0 + 20)
+    );
+    let report = c.report("b", None, 100).await.unwrap();
+    assert_eq!(report.len(), 3);
+    assert!(
+        report.iter().all(|l| l.entry.starts_with("photos/")),
+        "the first plan's names stay: {report:?}"
+    );
+    assert_eq!(report[1].verdict, "rejected");
+    assert_eq!(
+        c.counts("b").await.unwrap(),
+        Counts {
+            rejected: 1,
+            pending: 2,
+            ..Counts::default()
+        }
+    );
+}
+
+async fn planning_does_not_revive_a_failed_batch(c: Arc<dyn Catalog>) {
+    c.create_batch(&new_batch("b", None, T0)).await.unwrap();
+    c.fail_batch("b", "archive unreadable", T0 + 5)
+        .await
+        .unwrap();
+    c.plan_batch("b", &entries(2), T0 + 10).await.unwrap();
+    let b = batch(&c, "b").await;
+    assert_eq!(
+        (b.phase, b.started_at, b.updated_at),
+        (Phase::Failed, None, T0 + 5)
+    );
+}
+
+// ---------------------------------------------------------------- entries
+
+async fn counts_tally_each_verdict_kind_and_the_pending_entries(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 7).await;
+    let verdicts = [
+        Verdict::accepted(image_id("a1")),
+        Verdict::exact_duplicate(image_id("a1")),
+        rejected("cut off"),
+        Verdict::refused(Reason::StorageError, "S3 answered 503"),
+        Verdict::accepted(image_id("a2")),
+        Verdict::refused(Reason::NotAnImage, "text"),
+    ];
+    for (i, v) in verdicts.iter().enumerate() {
+        assert!(c.record_verdict("b", i as u32, v, T0 + 20).await.unwrap());
+    }
+    let expected = Counts {
+        accepted: 2,
+        duplicate: 1,
+        rejected: 2,
+        failed: 1,
+        pending: 1,
+    };
+    assert_eq!(c.counts("b").await.unwrap(), expected);
+    assert_eq!(c.counts("unknown").await.unwrap(), Counts::default());
+}
+
+async fn pending_entries_are_the_undecided_ones_with_sizes_in_index_order(c: Arc<dyn Catalog>) {
+    c.create_batch(&new_batch("b", None, T0)).await.unwrap();
+    // Planned out of order; one entry larger than 4 GiB.
+    let plan = vec![
+        entry(3, 30),
+        entry(0, 5_000_000_000),
+        entry(2, 20),
+        entry(1, 10),
+    ];
+    c.plan_batch("b", &plan, T0 + 10).await.unwrap();
+    c.record_verdict("b", 2, &rejected("cut off"), T0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.pending_entries("b").await.unwrap(),
+        vec![(0, 5_000_000_000), (1, 10), (3, 30)]
+    );
+    decide_all(&c, "b").await;
+    assert_eq!(c.pending_entries("b").await.unwrap(), vec![]);
+    assert_eq!(c.pending_entries("unknown").await.unwrap(), vec![]);
+}
+
+async fn undecided_between_is_inclusive_and_skips_decided_entries(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 10).await;
+    for i in [3, 5] {
+        c.record_verdict("b", i, &rejected("cut off"), T0 + 20)
+            .await
+            .unwrap();
+    }
+    assert_eq!(c.undecided_between("b", 2, 6).await.unwrap(), vec![2, 4, 6]);
+    assert_eq!(
+        c.undecided_between("b", 0, 9).await.unwrap(),
+        vec![0, 1, 2, 4, 6, 7, 8, 9]
+    );
+    assert_eq!(c.undecided_between("b", 7, 7).await.unwrap(), vec![7]);
+    assert_eq!(
+        c.undecided_between("b", 3, 3).await.unwrap(),
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        c.undecided_between("b", 20, 30).await.unwrap(),
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        c.undecided_between("unknown", 0, 9).await.unwrap(),
+        Vec::<u32>::new()
+    );
+}
+
+async fn report_pages_by_index_after_the_cursor(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 5).await;
+    assert_eq!(indices(&c, "b", None, 2).await, vec![0, 1]);
+    assert_eq!(indices(&c, "b", Some(1), 2).await, vec![2, 3]);
+    assert_eq!(indices(&c, "b", Some(3), 2).await, vec![4]);
+    assert_eq!(indices(&c, "b", Some(4), 2).await, Vec::<u32>::new());
+    assert_eq!(indices(&c, "b", None, 0).await, Vec::<u32>::new());
+    assert_eq!(indices(&c, "unknown", None, 10).await, Vec::<u32>::new());
+}
+
+async fn report_lines_carry_each_verdict_as_recorded(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 5).await;
+    let verdicts = [
+        Verdict::accepted(image_id("a1")),
+        Verdict::exact_duplicate(image_id("a1")),
+        Verdict::refused(Reason::TrailingData, "41 bytes follow the end of the image"),
+        Verdict::refused(
+            Reason::RetriesExhausted,
+            "chunk dead-lettered after 5 deliveries",
+        ),
+    ];
+    for (i, v) in verdicts.iter().enumerate() {
+        c.record_verdict("b", i as u32, v, T0 + 20).await.unwrap();
+    }
+    let report = c.report("b", None, 10).await.unwrap();
+    let mut expected: Vec<ReportEntry> = verdicts
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ReportEntry::new(i as u32, format!("photos/img_{i:03}.jpg"), Some(v.clone())))
+        .collect();
+    expected.push(ReportEntry::new(4, "photos/img_004.jpg".into(), None));
+    assert_eq!(report, expected);
+    assert_eq!(
+        report
+            .iter()
+            .map(ReportEntry::is_decided)
+            .collect::<Vec<_>>(),
+        [true, true, true, true, false]
+    );
+    assert_eq!(report[4].verdict, "pending");
+}
+
+async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 2).await;
+    let first = Verdict::accepted(image_id("a1"));
+    assert!(c.record_verdict("b", 0, &first, T0 + 20).await.unwrap());
+    assert!(
+        !c.record_verdict("b", 0, &rejected("late"), T0 + 30)
+            .await
+            .unwrap()
+    );
+    assert!(!c.record_verdict("b", 0, &first, T0 + 30).await.unwrap());
+    let line = &c.report("b", None, 1).await.unwrap()[0];
+    assert_eq!(
+        line,
+        &ReportEntry::new(0, "photos/img_000.jpg".into(), Some(first))
+    );
+    // No entry, no write.
+    assert!(
+        !c.record_verdict("b", 9, &rejected("no such entry"), T0 + 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.record_verdict("unknown", 0, &rejected("no such batch"), T0 + 30)
+            .await
+            .unwrap()
+    );
+}
+
+async fn concurrent_verdicts_for_one_entry_have_exactly_one_winner(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 1).await;
+    let calls: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                (
+                    i,
+                    c.record_verdict("b", 0, &rejected(&format!("racer {i}")), T0 + 20)
+                        .await
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for call in calls {
+        let (i, wrote) = call.await.unwrap();
+        if wrote {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let line = &c.report("b", None, 1).await.unwrap()[0];
+    assert_eq!(line.detail, Some(format!("racer {}", winners[0])));
+}
+
+// ---------------------------------------------------------------- images
+
+async fn an_image_reads_back_with_every_field(c: Arc<dyn Catalog>) {
+    let jpeg = ImageRecord {
+        size: 5_000_000_000,
+        ..image(&image_id("a1"), "b", 4)
+    };
+    let png = ImageRecord {
+        format: Format::Png,
+        orientation: None,
+        ..image(&image_id("b2"), "b", 5)
+    };
+    for i in [&jpeg, &png] {
+        c.insert_image(i).await.unwrap();
+    }
+    assert_eq!(c.image(&jpeg.id).await.unwrap(), Some(jpeg));
+    assert_eq!(c.image(&png.id).await.unwrap(), Some(png));
+    assert_eq!(c.image(&image_id("c3")).await.unwrap(), None);
+}
+
+async fn inserting_an_image_twice_keeps_the_first_record(c: Arc<dyn Catalog>) {
+    let id = image_id("a1");
+    let first = image(&id, "b1", 0);
+    c.insert_image(&first).await.unwrap();
+    // A second worker that raced past the dedup index stores the same bytes.
+    let second = ImageRecord {
+        entry_name: "elsewhere.jpg".into(),
+        created_ms: T0 + 99,
+        ..image(&id, "b2", 3)
+    };
+    c.insert_image(&second).await.unwrap();
+    assert_eq!(c.image(&id).await.unwrap(), Some(first));
+    assert_eq!(c.image_ids().await.unwrap(), vec![id]);
+}
+
+async fn image_ids_list_every_image_in_id_order(c: Arc<dyn Catalog>) {
+    for prefix in ["ff", "00", "a0", "9f", "0a"] {
+        c.insert_image(&image(&image_id(prefix), "b", 0))
+            .await
+            .unwrap();
+    }
+    let expected: Vec<String> = ["00", "0a", "9f", "a0", "ff"]
+        .into_iter()
+        .map(image_id)
+        .collect();
+    assert_eq!(c.image_ids().await.unwrap(), expected);
+}
+
+async fn batch_images_are_the_accepted_entries_under_this_batchs_names(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 4).await;
+    let (first, second) = (image_id("a1"), image_id("b2"));
+    c.insert_image(&image(&first, "b", 0)).await.unwrap();
+    // Stored first by another batch: listed here under this batch's entry.
+    c.insert_image(&ImageRecord {
+        entry_name: "old/upload.jpg".into(),
+        ..image(&second, "older", 9)
+    })
+    .await
+    .unwrap();
+    c.record_verdict("b", 0, &Verdict::accepted(first.clone()), T0 + 20)
+        .await
+        .unwrap();
+    c.record_verdict("b", 1, &Verdict::exact_duplicate(first.clone()), T0 + 20)
+        .await
+        .unwrap();
+    c.record_verdict("b", 2, &Verdict::accepted(second.clone()), T0 + 20)
+        .await
+        .unwrap();
+    // Entry 3 stays pending.
+    let all = c.batch_images("b", None, 10).await.unwrap();
+    let expected = vec![image(&first, "b", 0), image(&second, "b", 2)];
+    assert_eq!(all, expected);
+    assert_eq!(c.batch_images("b", None, 1).await.unwrap(), expected[..1]);
+    assert_eq!(
+        c.batch_images("b", Some(0), 10).await.unwrap(),
+        expected[1..]
+    );
+    assert_eq!(c.batch_images("b", Some(2), 10).await.unwrap(), vec![]);
+    assert_eq!(c.batch_images("unknown", None, 10).await.unwrap(), vec![]);
+}
+
+// ---------------------------------------------------------------- completion
+
+async fn a_batch_completes_only_once_no_entry_is_pending(c: Arc<dyn Catalog>) {
+    planned(&c, "b", Some(HOOK), 2).await;
+    assert!(!c.try_complete("b", T0 + 20).await.unwrap());
+    c.record_verdict("b", 0, &rejected("cut off"), T0 + 21)
+        .await
+        .unwrap();
+    assert!(!c.try_complete("b", T0 + 22).await.unwrap());
+    assert_eq!(batch(&c, "b").await.phase, Phase::Processing);
+    c.record_verdict("b", 1, &rejected("cut off"), T0 + 23)
+        .await
+        .unwrap();
+    assert!(c.try_complete("b", T0 + 30).await.unwrap());
+    let b = batch(&c, "b").await;
+    assert_eq!(b.phase, Phase::Completed);
+    assert_eq!((b.completed_at, b.updated_at), (Some(T0 + 30), T0 + 30));
+    // Completion makes the webhook due right away.
+    assert_eq!(
+        (b.notify_state, b.notify_next_at),
+        (NotifyState::Pending, Some(T0 + 30))
+    );
+    assert!(!c.try_complete("b", T0 + 40).await.unwrap());
+    assert_eq!(batch(&c, "b").await.completed_at, Some(T0 + 30));
+}
+
+async fn completing_a_batch_without_callback_schedules_no_notification(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 1).await;
+    decide_all(&c, "b").await;
+    assert!(c.try_complete("b", T0 + 30).await.unwrap());
+    let b = batch(&c, "b").await;
+    assert_eq!(
+        (b.notify_state, b.notify_next_at),
+        (NotifyState::None, None)
+    );
+    assert_eq!(c.due_notifications(T0 + 1_000_000).await.unwrap(), vec![]);
+}
+
+async fn an_empty_batch_completes_as_soon_as_it_is_planned(c: Arc<dyn Catalog>) {
+    c.create_batch(&new_batch("b", None, T0)).await.unwrap();
+    c.plan_batch("b", &[], T0 + 10).await.unwrap();
+    assert_eq!(batch(&c, "b").await.total_entries, 0);
+    assert!(c.try_complete("b", T0 + 11).await.unwrap());
+}
+
+async fn only_a_processing_batch_can_complete(c: Arc<dyn Catalog>) {
+    // Received: not planned yet, so no entries, yet not complete.
+    c.create_batch(&new_batch("received", None, T0))
+        .await
+        .unwrap();
+    assert!(!c.try_complete("received", T0 + 10).await.unwrap());
+    assert_eq!(batch(&c, "received").await.phase, Phase::Received);
+    planned(&c, "failed", None, 1).await;
+    decide_all(&c, "failed").await;
+    c.fail_batch("failed", "archive unreadable", T0 + 30)
+        .await
+        .unwrap();
+    assert!(!c.try_complete("failed", T0 + 40).await.unwrap());
+    assert_eq!(batch(&c, "failed").await.phase, Phase::Failed);
+    assert!(!c.try_complete("unknown", T0 + 40).await.unwrap());
+}
+
+async fn concurrent_completions_have_exactly_one_winner(c: Arc<dyn Catalog>) {
+    for round in 0..5 {
+        let id = format!("b{round}");
+        planned(&c, &id, Some(HOOK), 3).await;
+        decide_all(&c, &id).await;
+        let calls: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (c, id) = (c.clone(), id.clone());
+                tokio::spawn(async move {
+                    c.try_complete(&id, T0 + 100 + Millis::from(i))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for call in calls {
+            wins += u32::from(call.await.unwrap());
+        }
+        assert_eq!(wins, 1, "round {round}");
+        assert_eq!(batch(&c, &id).await.phase, Phase::Completed);
+    }
+}
+
+async fn the_last_of_concurrent_verdicts_always_completes_the_batch(c: Arc<dyn Catalog>) {
+    // Each worker records its entry's verdict, then tries to complete: the
+    // batch must complete exactly once, never zero times (a completion lost
+    // between two workers' views) nor twice.
+    for round in 0..5 {
+        let id = format!("b{round}");
+        planned(&c, &id, None, RACERS).await;
+        let calls: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (c, id) = (c.clone(), id.clone());
+                tokio::spawn(async move {
+                    assert!(
+                        c.record_verdict(&id, i, &rejected("cut off"), T0 + 20)
+                            .await
+                            .unwrap()
+                    );
+                    c.try_complete(&id, T0 + 30).await.unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for call in calls {
+            wins += u32::from(call.await.unwrap());
+        }
+        assert_eq!(wins, 1, "round {round}");
+        assert_eq!(batch(&c, &id).await.phase, Phase::Completed);
+    }
+}
+
+// ---------------------------------------------------------------- failure, resumption
+
+async fn failing_a_batch_records_why_and_makes_its_notification_due(c: Arc<dyn Catalog>) {
+    planned(&c, "processing", Some(HOOK), 2).await;
+    c.create_batch(&new_batch("received", None, T0))
+        .await
+        .unwrap();
+    c.fail_batch(
+        "processing",
+        "archive unreadable: bad central directory",
+        T0 + 50,
+    )
+    .await
+    .unwrap();
+    c.fail_batch("received", "archive unreadable", T0 + 60)
+        .await
+        .unwrap();
+    let b = batch(&c, "processing").await;
+    assert_eq!(b.phase, Phase::Failed);
+    assert_eq!(
+        b.error.as_deref(),
+        Some("archive unreadable: bad central directory")
+    );
+    assert_eq!(
+        (b.completed_at, b.updated_at, b.notify_next_at),
+        (Some(T0 + 50), T0 + 50, Some(T0 + 50))
+    );
+    let r = batch(&c, "received").await;
+    assert_eq!((r.phase, r.notify_next_at), (Phase::Failed, None));
+    assert_eq!(c.unfinished_batches().await.unwrap(), vec![]);
+    assert_eq!(
+        ids(&c.due_notifications(T0 + 50).await.unwrap()),
+        ["processing"]
+    );
+}
+
+async fn a_finished_batch_keeps_its_outcome_when_failed_afterwards(c: Arc<dyn Catalog>) {
+    planned(&c, "completed", None, 1).await;
+    decide_all(&c, "completed").await;
+    assert!(c.try_complete("completed", T0 + 30).await.unwrap());
+    c.fail_batch("completed", "too late", T0 + 40)
+        .await
+        .unwrap();
+    let b = batch(&c, "completed").await;
+    assert_eq!(
+        (b.phase, b.error, b.updated_at),
+        (Phase::Completed, None, T0 + 30)
+    );
+    c.create_batch(&new_batch("failed", None, T0))
+        .await
+        .unwrap();
+    c.fail_batch("failed", "first reason", T0 + 10)
+        .await
+        .unwrap();
+    c.fail_batch("failed", "second reason", T0 + 20)
+        .await
+        .unwrap();
+    let f = batch(&c, "failed").await;
+    assert_eq!(
+        (f.error.as_deref(), f.completed_at),
+        (Some("first reason"), Some(T0 + 10))
+    );
+}
+
+async fn unfinished_batches_are_the_received_and_processing_ones_oldest_first(c: Arc<dyn Catalog>) {
+    c.create_batch(&new_batch("received-late", None, T0 + 3))
+        .await
+        .unwrap();
+    c.create_batch(&new_batch("processing", None, T0 + 1))
+        .await
+        .unwrap();
+    c.plan_batch("processing", &entries(2), T0 + 10)
+        .await
+        .unwrap();
+    c.create_batch(&new_batch("completed", None, T0 + 2))
+        .await
+        .unwrap();
+    c.plan_batch("completed", &[], T0 + 10).await.unwrap();
+    assert!(c.try_complete("completed", T0 + 11).await.unwrap());
+    c.create_batch(&new_batch("failed", None, T0 + 4))
+        .await
+        .unwrap();
+    c.fail_batch("failed", "archive unreadable", T0 + 12)
+        .await
+        .unwrap();
+    c.create_batch(&new_batch("received-early", None, T0))
+        .await
+        .unwrap();
+    let unfinished = c.unfinished_batches().await.unwrap();
+    assert_eq!(
+        ids(&unfinished),
+        ["received-early", "processing", "received-late"]
+    );
+    assert_eq!(unfinished[1].phase, Phase::Processing);
+}
+
+// ---------------------------------------------------------------- notifications
+
+async fn notifications_fall_due_when_a_batch_with_callback_finishes(c: Arc<dyn Catalog>) {
+    planned(&c, "later", Some(HOOK), 1).await;
+    planned(&c, "sooner", Some(HOOK), 1).await;
+    planned(&c, "silent", None, 1).await;
+    // Pending while processing, but not due: there is nothing to tell yet.
+    assert_eq!(c.due_notifications(T0 + 1_000_000).await.unwrap(), vec![]);
+    for (id, at) in [
+        ("later", T0 + 200),
+        ("sooner", T0 + 150),
+        ("silent", T0 + 100),
+    ] {
+        decide_all(&c, id).await;
+        assert!(c.try_complete(id, at).await.unwrap());
+    }
+    assert_eq!(c.due_notifications(T0 + 149).await.unwrap(), vec![]);
+    assert_eq!(
+        ids(&c.due_notifications(T0 + 150).await.unwrap()),
+        ["sooner"]
+    );
+    assert_eq!(
+        ids(&c.due_notifications(T0 + 1_000_000).await.unwrap()),
+        ["sooner", "later"]
+    );
+}
+
+async fn a_delivered_notification_is_never_due_again(c: Arc<dyn Catalog>) {
+    planned(&c, "b", Some(HOOK), 1).await;
+    decide_all(&c, "b").await;
+    assert!(c.try_complete("b", T0 + 100).await.unwrap());
+    let failed = Delivery::Failed {
+        error: "connection refused".into(),
+        next_at: Some(T0 + 105),
+    };
+    c.record_delivery("b", &failed, T0 + 101).await.unwrap();
+    c.record_delivery("b", &Delivery::Delivered { at: T0 + 110 }, T0 + 111)
+        .await
+        .unwrap();
+    let b = batch(&c, "b").await;
+    assert_eq!(b.notify_state, NotifyState::Delivered);
+    assert_eq!(
+        (b.notify_attempts, b.notify_delivered_at, b.updated_at),
+        (2, Some(T0 + 110), T0 + 111)
+    );
+    // The error of the failed attempt is gone with the success.
+    assert_eq!((b.notify_last_error, b.notify_next_at), (None, None));
+    assert_eq!(c.due_notifications(T0 + 1_000_000).await.unwrap(), vec![]);
+}
+
+async fn a_failed_delivery_with_a_retry_time_falls_due_again_then(c: Arc<dyn Catalog>) {
+    planned(&c, "b", Some(HOOK), 1).await;
+    decide_all(&c, "b").await;
+    assert!(c.try_complete("b", T0 + 100).await.unwrap());
+    let failed = Delivery::Failed {
+        error: "HTTP 503".into(),
+        next_at: Some(T0 + 500),
+    };
+    c.record_delivery("b", &failed, T0 + 110).await.unwrap();
+    let b = batch(&c, "b").await;
+    assert_eq!(
+        (b.notify_state, b.notify_attempts),
+        (NotifyState::Pending, 1)
+    );
+    assert_eq!(b.notify_last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(
+        (b.notify_next_at, b.notify_delivered_at, b.updated_at),
+        (Some(T0 + 500), None, T0 + 110)
+    );
+    assert_eq!(c.due_notifications(T0 + 499).await.unwrap(), vec![]);
+    assert_eq!(ids(&c.due_notifications(T0 + 500).await.unwrap()), ["b"]);
+}
+
+async fn a_failed_delivery_without_a_retry_time_gives_up(c: Arc<dyn Catalog>) {
+    planned(&c, "b", Some(HOOK), 1).await;
+    decide_all(&c, "b").await;
+    assert!(c.try_complete("b", T0 + 100).await.unwrap());
+    let retry = Delivery::Failed {
+        error: "HTTP 503".into(),
+        next_at: Some(T0 + 200),
+    };
+    c.record_delivery("b", &retry, T0 + 110).await.unwrap();
+    let give_up = Delivery::Failed {
+        error: "HTTP 410 Gone".into(),
+        next_at: None,
+    };
+    c.record_delivery("b", &give_up, T0 + 210).await.unwrap();
+    let b = batch(&c, "b").await;
+    assert_eq!(
+        (b.notify_state, b.notify_attempts),
+        (NotifyState::Failed, 2)
+    );
+    assert_eq!(b.notify_last_error.as_deref(), Some("HTTP 410 Gone"));
+    assert_eq!(
+        (b.notify_next_at, b.notify_delivered_at, b.updated_at),
+        (None, None, T0 + 210)
+    );
+    assert_eq!(c.due_notifications(T0 + 1_000_000).await.unwrap(), vec![]);
+}
+
+// ---------------------------------------------------------------- backends
+
+/// A fresh SQLite catalog in a temporary folder, kept as long as the guard.
+async fn sqlite_catalog() -> (Arc<dyn Catalog>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"))
+        .await
+        .unwrap();
+    (Arc::new(catalog), dir)
+}
+
+/// A PgCatalog on a fresh database of the one server this test binary
+/// starts (initdb takes seconds; a database takes milliseconds). The
+/// server outlives the tests; its harness removes it after the process.
+async fn postgres_catalog() -> Arc<dyn Catalog> {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+    let url = tokio::task::spawn_blocking(|| {
+        let server = SERVER.get_or_init(Postgres::start);
+        server.create_database(&format!(
+            "conformance_{}",
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        ))
+    })
+    .await
+    .unwrap();
+    // More connections than racers, so the race tests race in the database.
+    Arc::new(PgCatalog::connect(&url, RACERS + 4).await.unwrap())
+}
+
+/// One test per behaviour and backend: `sqlite::<behaviour>` and
+/// `postgres::<behaviour>`.
+macro_rules! catalog_conforms {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $behaviour() {
+                    let (catalog, _dir) = super::sqlite_catalog().await;
+                    super::$behaviour(catalog).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $behaviour() {
+                    super::$behaviour(super::postgres_catalog().await).await;
+                }
+            )*
+        }
+    };
+}
+
+catalog_conforms! {
+    a_created_batch_reads_back_in_phase_received,
+    creating_an_existing_batch_id_fails_and_changes_nothing,
+    planning_records_entries_and_moves_the_batch_to_processing,
+    planning_again_adds_nothing_and_keeps_verdicts_names_and_start_time,
+    planning_does_not_revive_a_failed_batch,
+    counts_tally_each_verdict_kind_and_the_pending_entries,
+    pending_entries_are_the_undecided_ones_with_sizes_in_index_order,
+    undecided_between_is_inclusive_and_skips_decided_entries,
+    report_pages_by_index_after_the_cursor,
+    report_lines_carry_each_verdict_as_recorded,
+    the_first_verdict_of_an_entry_wins,
+    concurrent_verdicts_for_one_entry_have_exactly_one_winner,
+    an_image_reads_back_with_every_field,
+    inserting_an_image_twice_keeps_the_first_record,
+    image_ids_list_every_image_in_id_order,
+    batch_images_are_the_accepted_entries_under_this_batchs_names,
+    a_batch_completes_only_once_no_entry_is_pending,
+    completing_a_batch_without_callback_schedules_no_notification,
+    an_empty_batch_completes_as_soon_as_it_is_planned,
+    only_a_processing_batch_can_complete,
+    concurrent_completions_have_exactly_one_winner,
+    the_last_of_concurrent_verdicts_always_completes_the_batch,
+    failing_a_batch_records_why_and_makes_its_notification_due,
+    a_finished_batch_keeps_its_outcome_when_failed_afterwards,
+    unfinished_batches_are_the_received_and_processing_ones_oldest_first,
+    notifications_fall_due_when_a_batch_with_callback_finishes,
+    a_delivered_notification_is_never_due_again,
+    a_failed_delivery_with_a_retry_time_falls_due_again_then,
+    a_failed_delivery_without_a_retry_time_gives_up,
+}
