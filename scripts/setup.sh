@@ -8,11 +8,20 @@ command -v cmake >/dev/null || need+=(cmake)        # builds the vendored libjpe
 command -v nasm >/dev/null || need+=(nasm)          # its SIMD decoder
 command -v djpeg >/dev/null || need+=(libjpeg-turbo-progs)  # the benchmark's baseline
 command -v curl >/dev/null || need+=(curl)
+# Real servers for the cluster-backend tests (started by the tests themselves).
+command -v redis-server >/dev/null || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2
     SUDO=""
     [[ $(id -u) == 0 ]] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# PostgreSQL's Debian package starts a cluster of its own; the tests do not use it.
+# Garage (S3) builds from crates.io once (about 11 minutes) and is reused.
+if ! command -v garage >/dev/null && [[ ! -x "$HOME/.cargo/bin/garage" ]]; then
+    echo "setup: building Garage (S3 server for tests; once, about 11 minutes)" >&2
+    cargo install garage --version 2.5.0 --locked --quiet
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

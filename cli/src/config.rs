@@ -114,7 +114,9 @@ pub struct WorkerSection {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:8080".parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: "127.0.0.1:8080"
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             webhook_secret: String::new(),
             policy: PolicyConfig::default(),
             s3: S3Section::default(),
@@ -129,7 +131,11 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         let p = Policy::default();
         Self {
-            formats: p.allowed_formats.iter().map(|f| f.as_str().to_string()).collect(),
+            formats: p
+                .allowed_formats
+                .iter()
+                .map(|f| f.as_str().to_string())
+                .collect(),
             max_upload_bytes: p.max_upload_bytes,
             max_entries: p.max_entries,
             max_entry_bytes: p.max_entry_bytes,
@@ -158,13 +164,20 @@ impl Default for S3Section {
 
 impl Default for RedisSection {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379/0".into(), prefix: "picsift:".into(), visibility_timeout_ms: 300_000 }
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "picsift:".into(),
+            visibility_timeout_ms: 300_000,
+        }
     }
 }
 
 impl Default for PostgresSection {
     fn default() -> Self {
-        Self { url: "postgres://picsift@127.0.0.1:5432/picsift".into(), max_connections: 8 }
+        Self {
+            url: "postgres://picsift@127.0.0.1:5432/picsift".into(),
+            max_connections: 8,
+        }
     }
 }
 
@@ -186,8 +199,11 @@ impl Config {
     pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let mut table: toml::Table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the configuration file {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("{} is not valid TOML", p.display()))?
+                let text = std::fs::read_to_string(p).with_context(|| {
+                    format!("cannot read the configuration file {}", p.display())
+                })?;
+                toml::from_str(&text)
+                    .with_context(|| format!("{} is not valid TOML", p.display()))?
             }
             None => toml::Table::new(),
         };
@@ -198,8 +214,14 @@ impl Config {
             match value {
                 toml::Value::Table(section) => {
                     for (sub, sub_default) in section {
-                        if let Some(v) = env(&format!("PICSIFT_{}_{}", key.to_uppercase(), sub.to_uppercase())) {
-                            let entry = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                        if let Some(v) = env(&format!(
+                            "PICSIFT_{}_{}",
+                            key.to_uppercase(),
+                            sub.to_uppercase()
+                        )) {
+                            let entry = table
+                                .entry(key.clone())
+                                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
                             if let toml::Value::Table(t) = entry {
                                 t.insert(sub.clone(), env_value(&v, sub_default));
                             }
@@ -213,7 +235,9 @@ impl Config {
                 }
             }
         }
-        toml::Value::Table(table).try_into().context("invalid configuration (see docs/configuration.md)")
+        toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration (see docs/configuration.md)")
     }
 
     /// The validation policy.
@@ -222,7 +246,11 @@ impl Config {
             .policy
             .formats
             .iter()
-            .map(|f| Format::parse(f).with_context(|| format!("unknown format {f:?} in policy.formats: use jpeg, png or webp")))
+            .map(|f| {
+                Format::parse(f).with_context(|| {
+                    format!("unknown format {f:?} in policy.formats: use jpeg, png or webp")
+                })
+            })
             .collect::<anyhow::Result<_>>()?;
         Ok(Policy {
             allowed_formats,
@@ -256,9 +284,22 @@ impl Config {
 /// parse as such, lists split on commas, everything else is a string.
 fn env_value(text: &str, like: &toml::Value) -> toml::Value {
     match like {
-        toml::Value::Integer(_) => text.trim().parse().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(text.into())),
-        toml::Value::Boolean(_) => text.trim().parse().map(toml::Value::Boolean).unwrap_or_else(|_| toml::Value::String(text.into())),
-        toml::Value::Array(_) => toml::Value::Array(text.split(',').map(|s| toml::Value::String(s.trim().into())).filter(|v| v.as_str() != Some("")).collect()),
+        toml::Value::Integer(_) => text
+            .trim()
+            .parse()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(text.into())),
+        toml::Value::Boolean(_) => text
+            .trim()
+            .parse()
+            .map(toml::Value::Boolean)
+            .unwrap_or_else(|_| toml::Value::String(text.into())),
+        toml::Value::Array(_) => toml::Value::Array(
+            text.split(',')
+                .map(|s| toml::Value::String(s.trim().into()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        ),
         _ => toml::Value::String(text.into()),
     }
 }
@@ -274,13 +315,24 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("picsift.toml");
         std::fs::write(&path, "listen = \"0.0.0.0:9000\"\n[s3]\nbucket = \"from-file\"\nregion = \"garage\"\n[worker]\nconcurrency = 3\n").unwrap();
-        let env: HashMap<&str, &str> =
-            [("PICSIFT_S3_BUCKET", "from-env"), ("PICSIFT_WORKER_MAX_DELIVERIES", "9"), ("PICSIFT_POLICY_FORMATS", "jpeg, png"), ("PICSIFT_S3_PATH_STYLE", "false")].into();
+        let env: HashMap<&str, &str> = [
+            ("PICSIFT_S3_BUCKET", "from-env"),
+            ("PICSIFT_WORKER_MAX_DELIVERIES", "9"),
+            ("PICSIFT_POLICY_FORMATS", "jpeg, png"),
+            ("PICSIFT_S3_PATH_STYLE", "false"),
+        ]
+        .into();
         let c = Config::load(Some(&path), |k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(c.listen.port(), 9000);
-        assert_eq!((c.s3.bucket.as_str(), c.s3.region.as_str(), c.s3.path_style), ("from-env", "garage", false));
+        assert_eq!(
+            (c.s3.bucket.as_str(), c.s3.region.as_str(), c.s3.path_style),
+            ("from-env", "garage", false)
+        );
         assert_eq!((c.worker.concurrency, c.worker.max_deliveries), (3, 9));
-        assert_eq!(c.policy().unwrap().allowed_formats, vec![Format::Jpeg, Format::Png]);
+        assert_eq!(
+            c.policy().unwrap().allowed_formats,
+            vec![Format::Jpeg, Format::Png]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -291,7 +343,11 @@ mod tests {
         let path = dir.join("bad.toml");
         std::fs::write(&path, "[s3]\nbuckett = \"typo\"\n").unwrap();
         assert!(Config::load(Some(&path), |_| None).is_err());
-        assert!(Config::load(None, |k| (k == "PICSIFT_WORKER_CONCURRENCY").then(|| "many".to_string())).is_err());
+        assert!(
+            Config::load(None, |k| (k == "PICSIFT_WORKER_CONCURRENCY")
+                .then(|| "many".to_string()))
+            .is_err()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -304,10 +360,16 @@ mod tests {
                 toml::Value::Table(section) => {
                     for sub in section.keys() {
                         let env = format!("PICSIFT_{}_{}", key.to_uppercase(), sub.to_uppercase());
-                        assert!(doc.contains(&format!("`{sub}`")) && doc.contains(&env), "docs/configuration.md lacks [{key}] {sub} / {env}");
+                        assert!(
+                            doc.contains(&format!("`{sub}`")) && doc.contains(&env),
+                            "docs/configuration.md lacks [{key}] {sub} / {env}"
+                        );
                     }
                 }
-                _ => assert!(doc.contains(&format!("`PICSIFT_{}`", key.to_uppercase())), "docs/configuration.md lacks {key}"),
+                _ => assert!(
+                    doc.contains(&format!("`PICSIFT_{}`", key.to_uppercase())),
+                    "docs/configuration.md lacks {key}"
+                ),
             }
         }
     }

@@ -1,6 +1,8 @@
 //! `picsift`: the standalone server and the command-line client.
 
 mod client;
+mod cluster;
+mod config;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +19,12 @@ struct Cli {
 enum Command {
     /// Run the standalone server: gateway, worker, files on disk, SQLite.
     Serve(serve::ServeArgs),
+    /// Run the HTTP gateway of a cluster deployment (S3, PostgreSQL, Redis).
+    Gateway(cluster::ClusterArgs),
+    /// Run a worker of a cluster deployment.
+    Worker(cluster::ClusterArgs),
+    /// Rebuild the Redis dedup claims from the catalog.
+    Reindex(cluster::ClusterArgs),
     /// Upload a zip, or a folder zipped on the fly, and print the batch id.
     Upload(client::UploadArgs),
     /// Show a batch's status; with --wait, follow it to the end.
@@ -33,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Gateway(args) => cluster::gateway(args).await,
+            Command::Worker(args) => cluster::worker(args).await,
+            Command::Reindex(args) => cluster::reindex(args).await,
             Command::Upload(args) => client::upload(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Report(args) => client::report(args).await,

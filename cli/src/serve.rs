@@ -84,14 +84,7 @@ fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
 
 /// Runs the standalone server until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PICSIFT_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    crate::cluster::init_logging();
     let policy = policy(&args)?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
@@ -146,9 +139,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let notifications = tokio::spawn(notifier.run(completed, stop.clone()));
 
+    let queue: Arc<dyn picsift_core::store::WorkQueue> = backends.queue.clone();
     let state = AppState {
         blobs,
         catalog,
+        queue: Some(queue),
         scheduler: Arc::new(LocalScheduler::new(backends, config)),
         policy,
     };
@@ -169,7 +164,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -34,6 +34,11 @@ pub trait BlobStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
     /// Keys under `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// A URL a client may GET the object from directly, when the store and
+    /// its configuration offer one (S3 presigned URLs).
+    async fn presigned_get(&self, _key: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// A new batch, as the gateway creates it.

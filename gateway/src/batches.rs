@@ -89,10 +89,46 @@ pub async fn report(
     Ok(Json(serde_json::json!({ "entries": entries, "next": next })).into_response())
 }
 
-/// `GET /readyz`: the catalog answers.
-pub async fn ready(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
-    s.catalog.batch("readiness-probe").await?;
-    Ok(Json(
-        serde_json::json!({"status": "ready", "catalog": "ok"}),
-    ))
+/// `GET /readyz`: each dependency answers. 503 names the ones that do not.
+pub async fn ready(State(s): State<AppState>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ok = true;
+    let mut record = |name: &str, r: picsift_core::Result<()>| {
+        let v = match r {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                ok = false;
+                format!("unavailable: {e}")
+            }
+        };
+        checks.insert(name.into(), v.into());
+    };
+    record(
+        "catalog",
+        s.catalog.batch("readiness-probe").await.map(drop),
+    );
+    record(
+        "blobs",
+        s.blobs.size("health/readiness-probe").await.map(drop),
+    );
+    if let Some(q) = &s.queue {
+        record("queue", q.backlog().await.map(drop));
+    }
+    let status = if ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "status".into(),
+        (if ok { "ready" } else { "unavailable" }).into(),
+    );
+    body.insert("checks".into(), checks.into());
+    let mut resp = (status, Json(serde_json::Value::Object(body))).into_response();
+    if !ok {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
 }

@@ -112,6 +112,14 @@ pub async fn download(
         }
         None => StatusCode::OK,
     };
+    if let Some(url) = s.blobs.presigned_get(&key).await? {
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&url)
+                .map_err(|_| Problem::unavailable("presigned URL is not a valid header"))?,
+        );
+        return Ok((StatusCode::TEMPORARY_REDIRECT, h).into_response());
+    }
     let n = range.as_ref().map_or(len, |r| r.end - r.start);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     let body = s.blobs.get_stream(&key, range).await?;

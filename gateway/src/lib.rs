@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use picsift_core::policy::Policy;
-use picsift_core::store::{BlobStore, Catalog, Scheduler};
+use picsift_core::store::{BlobStore, Catalog, Scheduler, WorkQueue};
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -27,6 +27,8 @@ pub struct AppState {
     pub scheduler: Arc<dyn Scheduler>,
     /// Limits applied to uploads.
     pub policy: Policy,
+    /// The work queue, for readiness checks.
+    pub queue: Option<Arc<dyn WorkQueue>>,
 }
 
 /// The API's routes.

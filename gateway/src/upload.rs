@@ -72,6 +72,13 @@ pub async fn create_batch(
     if let Some(cb) = &q.callback {
         check_callback(cb)?;
     }
+    // Refuse before reading the body when the queue cannot take the work:
+    // a batch is created whole or not at all.
+    if let Some(q) = &s.queue {
+        q.backlog()
+            .await
+            .map_err(|e| Problem::unavailable(format!("the work queue is unavailable: {e}")))?;
+    }
     let limit = s.policy.max_upload_bytes;
     let declared = req
         .headers()

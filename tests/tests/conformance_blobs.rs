@@ -10,11 +10,16 @@ use picsift_tests::services::garage::{self, Garage};
 use std::sync::Arc;
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn chunks(data: &[u8], size: usize) -> ByteStream {
-    let parts: Vec<std::io::Result<Bytes>> = data.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let parts: Vec<std::io::Result<Bytes>> = data
+        .chunks(size)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     futures_util::stream::iter(parts).boxed()
 }
 
@@ -31,40 +36,115 @@ async fn collect(s: ByteStream) -> Vec<u8> {
 async fn blob_store_conforms(store: Arc<dyn BlobStore>) {
     // Whole puts, sizes, reads.
     let a = pattern(1000, 1);
-    store.put("images/aa/bb/one", Bytes::from(a.clone())).await.unwrap();
+    store
+        .put("images/aa/bb/one", Bytes::from(a.clone()))
+        .await
+        .unwrap();
     assert_eq!(store.size("images/aa/bb/one").await.unwrap(), Some(1000));
     assert_eq!(store.size("images/aa/bb/missing").await.unwrap(), None);
-    assert_eq!(&store.get_range("images/aa/bb/one", 10..20).await.unwrap()[..], &a[10..20]);
+    assert_eq!(
+        &store.get_range("images/aa/bb/one", 10..20).await.unwrap()[..],
+        &a[10..20]
+    );
     // Ranges are clamped to the object's end.
-    assert_eq!(&store.get_range("images/aa/bb/one", 990..5000).await.unwrap()[..], &a[990..]);
-    assert_eq!(collect(store.get_stream("images/aa/bb/one", None).await.unwrap()).await, a);
-    assert_eq!(collect(store.get_stream("images/aa/bb/one", Some(100..200)).await.unwrap()).await, &a[100..200]);
-    assert!(matches!(store.get_range("images/aa/bb/missing", 0..1).await, Err(picsift_core::Error::NotFound(_))));
+    assert_eq!(
+        &store
+            .get_range("images/aa/bb/one", 990..5000)
+            .await
+            .unwrap()[..],
+        &a[990..]
+    );
+    assert_eq!(
+        collect(store.get_stream("images/aa/bb/one", None).await.unwrap()).await,
+        a
+    );
+    assert_eq!(
+        collect(
+            store
+                .get_stream("images/aa/bb/one", Some(100..200))
+                .await
+                .unwrap()
+        )
+        .await,
+        &a[100..200]
+    );
+    assert!(matches!(
+        store.get_range("images/aa/bb/missing", 0..1).await,
+        Err(picsift_core::Error::NotFound(_))
+    ));
     // Replacing is allowed (content-addressed keys make it a no-op in practice).
-    store.put("images/aa/bb/one", Bytes::from(a.clone())).await.unwrap();
+    store
+        .put("images/aa/bb/one", Bytes::from(a.clone()))
+        .await
+        .unwrap();
 
     // Streams, small and larger than one multipart part (5 MiB).
     let small = pattern(70_000, 2);
-    assert_eq!(store.put_stream("staging/small.zip", chunks(&small, 8192)).await.unwrap(), 70_000);
-    assert_eq!(&store.get_range("staging/small.zip", 0..70_000).await.unwrap()[..], &small[..]);
+    assert_eq!(
+        store
+            .put_stream("staging/small.zip", chunks(&small, 8192))
+            .await
+            .unwrap(),
+        70_000
+    );
+    assert_eq!(
+        &store
+            .get_range("staging/small.zip", 0..70_000)
+            .await
+            .unwrap()[..],
+        &small[..]
+    );
     let big = pattern(12 << 20, 3);
-    assert_eq!(store.put_stream("staging/big.zip", chunks(&big, 1 << 20)).await.unwrap(), 12 << 20);
+    assert_eq!(
+        store
+            .put_stream("staging/big.zip", chunks(&big, 1 << 20))
+            .await
+            .unwrap(),
+        12 << 20
+    );
     assert_eq!(store.size("staging/big.zip").await.unwrap(), Some(12 << 20));
     let mid = (6 << 20) - 10..(6 << 20) + 10;
-    assert_eq!(&store.get_range("staging/big.zip", mid.clone()).await.unwrap()[..], &big[mid.start as usize..mid.end as usize]);
+    assert_eq!(
+        &store
+            .get_range("staging/big.zip", mid.clone())
+            .await
+            .unwrap()[..],
+        &big[mid.start as usize..mid.end as usize]
+    );
 
     // A stream that fails leaves nothing under its key.
-    let failing: ByteStream = futures_util::stream::iter(vec![Ok(Bytes::from(pattern(6 << 20, 4))), Err(std::io::Error::other("client went away"))]).boxed();
-    assert!(store.put_stream("staging/broken.zip", failing).await.is_err());
+    let failing: ByteStream = futures_util::stream::iter(vec![
+        Ok(Bytes::from(pattern(6 << 20, 4))),
+        Err(std::io::Error::other("client went away")),
+    ])
+    .boxed();
+    assert!(
+        store
+            .put_stream("staging/broken.zip", failing)
+            .await
+            .is_err()
+    );
     assert_eq!(store.size("staging/broken.zip").await.unwrap(), None);
 
     // Listing and deleting.
     let listed = store.list("staging/").await.unwrap();
-    assert_eq!(listed, vec!["staging/big.zip".to_string(), "staging/small.zip".to_string()]);
+    assert_eq!(
+        listed,
+        vec![
+            "staging/big.zip".to_string(),
+            "staging/small.zip".to_string()
+        ]
+    );
     store.delete("staging/big.zip").await.unwrap();
     store.delete("staging/big.zip").await.unwrap(); // deleting twice is fine
-    assert_eq!(store.list("staging/").await.unwrap(), vec!["staging/small.zip".to_string()]);
-    assert_eq!(store.list("images/").await.unwrap(), vec!["images/aa/bb/one".to_string()]);
+    assert_eq!(
+        store.list("staging/").await.unwrap(),
+        vec!["staging/small.zip".to_string()]
+    );
+    assert_eq!(
+        store.list("images/").await.unwrap(),
+        vec!["images/aa/bb/one".to_string()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,16 +173,65 @@ async fn s3_blob_store_conforms_and_leaves_no_multipart_uploads() {
     let bucket = g.bucket("conformance");
     let store = S3BlobStore::connect(s3_config(&g, &bucket)).await.unwrap();
     blob_store_conforms(Arc::new(store.clone())).await;
-    assert_eq!(store.open_multipart_uploads().await.unwrap(), 0, "a failed upload left parts behind");
+    assert_eq!(
+        store.open_multipart_uploads().await.unwrap(),
+        0,
+        "a failed upload left parts behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_keys_live_under_the_configured_prefix() {
     let g = Garage::start();
     let bucket = g.bucket("prefixed");
-    let store = S3BlobStore::connect(S3Config { prefix: "tenant-a/".into(), ..s3_config(&g, &bucket) }).await.unwrap();
-    store.put("images/x", Bytes::from_static(b"data")).await.unwrap();
-    assert_eq!(store.list("images/").await.unwrap(), vec!["images/x".to_string()]);
+    let store = S3BlobStore::connect(S3Config {
+        prefix: "tenant-a/".into(),
+        ..s3_config(&g, &bucket)
+    })
+    .await
+    .unwrap();
+    store
+        .put("images/x", Bytes::from_static(b"data"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list("images/").await.unwrap(),
+        vec!["images/x".to_string()]
+    );
     let raw = S3BlobStore::connect(s3_config(&g, &bucket)).await.unwrap();
-    assert_eq!(raw.list("").await.unwrap(), vec!["tenant-a/images/x".to_string()]);
+    assert_eq!(
+        raw.list("").await.unwrap(),
+        vec!["tenant-a/images/x".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_presigned_download_urls_serve_the_object_when_configured() {
+    let g = Garage::start();
+    let bucket = g.bucket("presigned");
+    let plain = S3BlobStore::connect(s3_config(&g, &bucket)).await.unwrap();
+    assert_eq!(
+        plain.presigned_get("images/x").await.unwrap(),
+        None,
+        "off by default: downloads stream through the gateway"
+    );
+    let store = S3BlobStore::connect(S3Config {
+        presign_downloads: true,
+        ..s3_config(&g, &bucket)
+    })
+    .await
+    .unwrap();
+    let data = pattern(3000, 9);
+    store
+        .put("images/aa/bb/img", Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let url = store
+        .presigned_get("images/aa/bb/img")
+        .await
+        .unwrap()
+        .expect("a presigned URL");
+    let got = reqwest::get(&url).await.unwrap();
+    assert_eq!(got.status(), 200, "{url}");
+    assert_eq!(got.bytes().await.unwrap().to_vec(), data);
 }

@@ -72,22 +72,34 @@ pub struct S3BlobStore {
 }
 
 fn s3_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::Backend(format!("S3 {what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+    Error::Backend(format!(
+        "S3 {what}: {}",
+        aws_sdk_s3::error::DisplayErrorContext(&e)
+    ))
 }
 
 impl S3BlobStore {
     /// A store for `config`, with credentials from the AWS chain.
     pub async fn connect(config: S3Config) -> Result<Self> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(config.region.clone()));
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.region.clone()));
         if !config.endpoint.is_empty() {
             loader = loader.endpoint_url(&config.endpoint);
         }
         if !config.access_key_id.is_empty() {
-            let creds = aws_sdk_s3::config::Credentials::new(&config.access_key_id, &config.secret_access_key, None, None, "picsift-config");
+            let creds = aws_sdk_s3::config::Credentials::new(
+                &config.access_key_id,
+                &config.secret_access_key,
+                None,
+                None,
+                "picsift-config",
+            );
             loader = loader.credentials_provider(creds);
         }
         let shared = loader.load().await;
-        let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.path_style).build();
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.path_style)
+            .build();
         Ok(Self::with_client(Client::from_conf(s3), config))
     }
 
@@ -99,17 +111,6 @@ impl S3BlobStore {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.config.prefix)
-    }
-
-    /// A presigned GET URL for `key`, when the configuration asks for redirects.
-    pub async fn presigned_get(&self, key: &str) -> Result<Option<String>> {
-        if !self.config.presign_downloads {
-            return Ok(None);
-        }
-        let presign = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(self.config.presign_ttl_secs))
-            .map_err(|e| s3_err("presigning config", e))?;
-        let req = self.client.get_object().bucket(&self.config.bucket).key(self.key(key)).presigned(presign).await.map_err(|e| s3_err("presign", e))?;
-        Ok(Some(req.uri().to_string()))
     }
 
     /// Multipart uploads started and neither completed nor aborted (there
@@ -126,7 +127,13 @@ impl S3BlobStore {
         Ok(out.uploads().len())
     }
 
-    async fn upload_parts(&self, key: &str, upload_id: &str, first: Bytes, body: &mut ByteStream) -> Result<u64> {
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        first: Bytes,
+        body: &mut ByteStream,
+    ) -> Result<u64> {
         let mut parts = Vec::new();
         let mut total = 0u64;
         let mut pending = Some(first);
@@ -162,7 +169,12 @@ impl S3BlobStore {
                     .send()
                     .await
                     .map_err(|e| s3_err("upload part", e))?;
-                parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                );
             }
             if ended {
                 break;
@@ -173,7 +185,11 @@ impl S3BlobStore {
             .bucket(&self.config.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| s3_err("complete multipart upload", e))?;
@@ -217,12 +233,25 @@ impl BlobStore for S3BlobStore {
             .send()
             .await
             .map_err(|e| s3_err("create multipart upload", e))?;
-        let upload_id = created.upload_id().ok_or_else(|| Error::Backend("S3 returned no upload id".into()))?.to_string();
-        match self.upload_parts(&full, &upload_id, head.freeze(), &mut body).await {
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| Error::Backend("S3 returned no upload id".into()))?
+            .to_string();
+        match self
+            .upload_parts(&full, &upload_id, head.freeze(), &mut body)
+            .await
+        {
             Ok(n) => Ok(n),
             Err(e) => {
                 // Leave no orphaned parts behind.
-                let abort = self.client.abort_multipart_upload().bucket(&self.config.bucket).key(&full).upload_id(&upload_id).send().await;
+                let abort = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
                 if let Err(a) = abort {
                     tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&a), "aborting a multipart upload failed");
                 }
@@ -247,12 +276,20 @@ impl BlobStore for S3BlobStore {
                 Some(se) if se.is_no_such_key() => Error::NotFound(key.into()),
                 _ => s3_err("get range", e),
             })?;
-        let data = out.body.collect().await.map_err(|e| s3_err("read range", e))?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| s3_err("read range", e))?;
         Ok(data.into_bytes())
     }
 
     async fn get_stream(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let mut req = self.client.get_object().bucket(&self.config.bucket).key(self.key(key));
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(key));
         if let Some(r) = range.filter(|r| r.end > r.start) {
             req = req.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
@@ -261,13 +298,22 @@ impl BlobStore for S3BlobStore {
             _ => s3_err("get", e),
         })?;
         let stream = futures_util::stream::unfold(out.body, |mut body| async move {
-            body.next().await.map(|chunk| (chunk.map_err(std::io::Error::other), body))
+            body.next()
+                .await
+                .map(|chunk| (chunk.map_err(std::io::Error::other), body))
         });
         Ok(stream.boxed())
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>> {
-        match self.client.head_object().bucket(&self.config.bucket).key(self.key(key)).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
             Err(e) => Err(s3_err("head", e)),
@@ -275,12 +321,43 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.client.delete_object().bucket(&self.config.bucket).key(self.key(key)).send().await.map_err(|e| s3_err("delete", e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map_err(|e| s3_err("delete", e))?;
         Ok(())
     }
 
+    async fn presigned_get(&self, key: &str) -> Result<Option<String>> {
+        if !self.config.presign_downloads {
+            return Ok(None);
+        }
+        let presign = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(
+            self.config.presign_ttl_secs,
+        ))
+        .map_err(|e| s3_err("presigning config", e))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .presigned(presign)
+            .await
+            .map_err(|e| s3_err("presign", e))?;
+        Ok(Some(req.uri().to_string()))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut pages = self.client.list_objects_v2().bucket(&self.config.bucket).prefix(self.key(prefix)).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.config.bucket)
+            .prefix(self.key(prefix))
+            .into_paginator()
+            .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| s3_err("list", e))?;

@@ -26,11 +26,17 @@ impl Garage {
     /// Starts Garage and creates the key; buckets come from [`Self::bucket`].
     pub fn start() -> Garage {
         let bin = require("garage", "Garage (`cargo install garage --locked`)");
-        let dir = std::env::temp_dir().join(format!("picsift-garage-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "picsift-garage-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).expect("garage temp dir");
         let (rpc, s3) = (free_port(), free_port());
         let config = dir.join("garage.toml");
-        let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
+        let secret: String = (0..32)
+            .map(|i| format!("{:02x}", (i * 37 + 11) % 256))
+            .collect();
         std::fs::write(
             &config,
             format!(
@@ -53,12 +59,19 @@ impl Garage {
             .expect("start garage");
         wait_for_port(rpc, "garage rpc", Duration::from_secs(30));
         wait_for_port(s3, "garage s3", Duration::from_secs(30));
-        let g = Garage { child, dir, config, endpoint: format!("http://127.0.0.1:{s3}") };
+        let g = Garage {
+            child,
+            dir,
+            config,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+        };
         let id = g.cli(&["node", "id", "-q"]);
         let id = id.trim().split('@').next().unwrap_or_default().to_string();
         g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
         g.cli(&["layout", "apply", "--version", "1"]);
-        g.cli(&["key", "import", "--yes", "-n", "test", ACCESS_KEY, SECRET_KEY]);
+        g.cli(&[
+            "key", "import", "--yes", "-n", "test", ACCESS_KEY, SECRET_KEY,
+        ]);
         g
     }
 
@@ -66,13 +79,21 @@ impl Garage {
     pub fn cli(&self, args: &[&str]) -> String {
         let bin = require("garage", "Garage (`cargo install garage --locked`)");
         for attempt in 0..50 {
-            let out = Command::new(&bin).arg("-c").arg(&self.config).args(args).output().expect("run garage");
+            let out = Command::new(&bin)
+                .arg("-c")
+                .arg(&self.config)
+                .args(args)
+                .output()
+                .expect("run garage");
             if out.status.success() {
                 return String::from_utf8_lossy(&out.stdout).into_owned();
             }
             // The node needs a moment after start (and after a layout change) to answer.
             if attempt == 49 {
-                panic!("garage {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "garage {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -82,7 +103,9 @@ impl Garage {
     /// Creates a bucket the test key can read, write and own.
     pub fn bucket(&self, name: &str) -> String {
         self.cli(&["bucket", "create", name]);
-        self.cli(&["bucket", "allow", "--read", "--write", "--owner", name, "--key", "test"]);
+        self.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", name, "--key", "test",
+        ]);
         name.to_string()
     }
 }

@@ -1,0 +1,227 @@
+//! The cluster processes: `picsift gateway`, `picsift worker` and
+//! `picsift reindex`, over S3, PostgreSQL and Redis, from one configuration
+//! file (docs/configuration.md).
+
+use crate::config::Config;
+use anyhow::Context;
+use picsift_core::chunk::ChunkLimits;
+use picsift_core::cluster::{PgCatalog, RedisDedup, RedisQueue, S3BlobStore};
+use picsift_core::model::Phase;
+use picsift_core::time::now_ms;
+use picsift_core::webhook::Secret;
+use picsift_gateway::AppState;
+use picsift_worker::{Backends, LocalScheduler, Notifier, NotifierConfig, WorkerConfig};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Options shared by the cluster commands.
+#[derive(clap::Args)]
+pub struct ClusterArgs {
+    /// The configuration file (TOML); every key can also come from PICSIFT_* variables.
+    #[arg(long, env = "PICSIFT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+fn load(args: &ClusterArgs) -> anyhow::Result<Config> {
+    Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
+}
+
+pub(crate) fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PICSIFT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Retries `connect` with backoff until it succeeds: a dependency that is
+/// not up yet (or restarting) delays the process instead of killing it.
+async fn patiently<T, F, Fut>(what: &str, mut connect: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = picsift_core::Result<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(what, error = %e, retry_in_ms = delay.as_millis() as u64, "dependency unavailable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn backends(cfg: &Config, consumer: &str) -> Backends {
+    let s3 = cfg.s3();
+    let blobs = patiently("s3", || S3BlobStore::connect(s3.clone())).await;
+    let catalog = patiently("postgres", || {
+        PgCatalog::connect(&cfg.postgres.url, cfg.postgres.max_connections)
+    })
+    .await;
+    let dedup = patiently("redis", || {
+        RedisDedup::connect(&cfg.redis.url, &cfg.redis.prefix)
+    })
+    .await;
+    let queue = patiently("redis queue", || {
+        RedisQueue::connect(
+            &cfg.redis.url,
+            &cfg.redis.prefix,
+            consumer,
+            cfg.redis.visibility_timeout_ms,
+        )
+    })
+    .await;
+    Backends {
+        blobs: Arc::new(blobs),
+        catalog: Arc::new(catalog),
+        dedup: Arc::new(dedup),
+        queue: Arc::new(queue),
+    }
+}
+
+fn worker_config(cfg: &Config) -> anyhow::Result<WorkerConfig> {
+    let defaults = WorkerConfig::default();
+    Ok(WorkerConfig {
+        policy: cfg.policy()?,
+        chunk_limits: ChunkLimits {
+            max_entries: cfg.worker.chunk_entries.max(1),
+            max_bytes: cfg.worker.chunk_bytes.max(1),
+        },
+        lease_ms: cfg.worker.lease_ms,
+        concurrency: if cfg.worker.concurrency == 0 {
+            defaults.concurrency
+        } else {
+            cfg.worker.concurrency
+        },
+        max_deliveries: cfg.worker.max_deliveries.max(1),
+    })
+}
+
+fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "picsift".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// `picsift gateway`: the HTTP API. Received batches are planned into the
+/// Redis queue at once.
+pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
+    init_logging();
+    let cfg = load(&args)?;
+    let policy = cfg.policy()?;
+    let b = backends(&cfg, &consumer_name()).await;
+    let state = AppState {
+        blobs: b.blobs.clone(),
+        catalog: b.catalog.clone(),
+        scheduler: Arc::new(LocalScheduler::new(b.clone(), worker_config(&cfg)?)),
+        policy,
+        queue: Some(b.queue.clone()),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    eprintln!(
+        "picsift gateway listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, picsift_gateway::router(state))
+        .with_graceful_shutdown(crate::serve::shutdown_signal())
+        .await
+        .context("server failed")?;
+    Ok(())
+}
+
+/// `picsift worker`: takes chunk tasks until stopped, delivers webhooks,
+/// and plans batches a gateway received but did not get to plan.
+pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
+    init_logging();
+    let cfg = load(&args)?;
+    let wcfg = worker_config(&cfg)?;
+    let b = backends(&cfg, &consumer_name()).await;
+    let stop = CancellationToken::new();
+    let completed = Arc::new(Notify::new());
+    let workers = tokio::spawn(picsift_worker::run_workers(
+        b.clone(),
+        wcfg.clone(),
+        completed.clone(),
+        stop.clone(),
+    ));
+    let notifier = Notifier::new(
+        b.clone(),
+        NotifierConfig {
+            secret: Secret::parse(&cfg.webhook_secret),
+            timeout: Duration::from_secs(10),
+        },
+    )?;
+    let notifications = tokio::spawn(notifier.run(completed, stop.clone()));
+    let sweeper = tokio::spawn(sweep(b, wcfg, stop.clone()));
+    eprintln!("picsift worker {} started", consumer_name());
+    crate::serve::shutdown_signal().await;
+    stop.cancel();
+    let _ = tokio::join!(workers, notifications, sweeper);
+    Ok(())
+}
+
+/// Plans batches left in phase received for over 30 s (their gateway died
+/// between accepting and planning).
+async fn sweep(b: Backends, cfg: WorkerConfig, stop: CancellationToken) {
+    loop {
+        match b.catalog.unfinished_batches().await {
+            Ok(batches) => {
+                for batch in batches
+                    .iter()
+                    .filter(|x| x.phase == Phase::Received && x.created_at < now_ms() - 30_000)
+                {
+                    if let Err(e) = picsift_worker::plan_batch(&b, &cfg, &batch.id).await {
+                        tracing::warn!(batch = batch.id, error = %e, "planning a stranded batch failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list unfinished batches"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+    }
+}
+
+/// `picsift reindex`: rebuilds the Redis dedup claims from the catalog.
+pub async fn reindex(args: ClusterArgs) -> anyhow::Result<()> {
+    init_logging();
+    let cfg = load(&args)?;
+    let catalog = PgCatalog::connect(&cfg.postgres.url, cfg.postgres.max_connections)
+        .await
+        .context("cannot reach PostgreSQL")?;
+    let dedup = RedisDedup::connect(&cfg.redis.url, &cfg.redis.prefix)
+        .await
+        .context("cannot reach Redis")?;
+    use picsift_core::store::{Catalog, DedupIndex};
+    let ids = catalog.image_ids().await?;
+    let mut restored = 0usize;
+    for id in &ids {
+        if let Some(img) = catalog.image(id).await? {
+            dedup
+                .restore_committed(id, &format!("{}:{}", img.batch_id, img.entry_index), id)
+                .await?;
+            restored += 1;
+        }
+    }
+    eprintln!(
+        "reindex: {restored} committed claims written from {} catalog images",
+        ids.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! The cluster shape, multi-process: one `picsift gateway` and two
+//! `picsift worker` processes sharing Garage (S3), PostgreSQL and Redis,
+//! all real servers started here on loopback ports.
+
+mod common;
+
+use common::{picsift_bin, sha256_hex};
+use picsift_core::cluster::{RedisDedup, S3BlobStore, S3Config};
+use picsift_core::store::{BlobStore, DedupIndex};
+use picsift_tests::services::garage::{self, Garage};
+use picsift_tests::services::postgres::Postgres;
+use picsift_tests::services::redis::RedisServer;
+use picsift_tests::{ZipBuilder, jpeg};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    _garage: Garage,
+    _postgres: Postgres,
+    redis: RedisServer,
+    config: PathBuf,
+    s3: S3Config,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let garage = Garage::start();
+        let bucket = garage.bucket("picsift");
+        let postgres = Postgres::start();
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("picsift.toml");
+        let s3 = S3Config {
+            endpoint: garage.endpoint.clone(),
+            region: garage::REGION.into(),
+            bucket: bucket.clone(),
+            access_key_id: garage::ACCESS_KEY.into(),
+            secret_access_key: garage::SECRET_KEY.into(),
+            part_size: 5 << 20,
+            ..S3Config::default()
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nwebhook_secret = \"whsec_dGVzdA==\"\n\
+                 [s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\npart_size = 5242880\n\
+                 [redis]\nurl = \"{}\"\nvisibility_timeout_ms = 3000\n\
+                 [postgres]\nurl = \"{}\"\nmax_connections = 4\n\
+                 [worker]\nconcurrency = 1\nlease_ms = 5000\nchunk_entries = 4\n",
+                garage.endpoint,
+                garage::REGION,
+                garage::ACCESS_KEY,
+                garage::SECRET_KEY,
+                redis.url,
+                postgres.url
+            ),
+        )
+        .unwrap();
+        Cluster {
+            _garage: garage,
+            _postgres: postgres,
+            redis,
+            config,
+            s3,
+            _dir: dir,
+        }
+    }
+
+    /// Starts `picsift ROLE` and waits for the line that says it is up; returns it with that line.
+    fn spawn(&self, role: &str, ready: &str) -> (Proc, String) {
+        let mut child = Command::new(picsift_bin())
+            .args([role, "--config"])
+            .arg(&self.config)
+            .env("PICSIFT_LOG", "warn,picsift_worker=info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (tag, ready) = (role.to_string(), ready.to_string());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(&ready) {
+                    let _ = tx.send(line.clone());
+                }
+                eprintln!("[{tag}] {line}");
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{role} did not start"));
+        (Proc(child), line)
+    }
+}
+
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn wait_done(base: &str, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let s = get_json(&format!("{base}/v1/batches/{id}")).await;
+        if s["phase"] == "completed" || s["phase"] == "failed" {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "batch {id} not done: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn report(base: &str, id: &str) -> Vec<Value> {
+    let text = reqwest::Client::new()
+        .get(format!("{base}/v1/batches/{id}/report"))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn upload(base: &str, zip: Vec<u8>) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/batches"))
+        .header("content-type", "application/zip")
+        .body(zip)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// After all batches: one verdict per entry, the images bucket holds
+/// exactly the accepted images, each downloads and hashes to its id, and no
+/// claim is pending.
+async fn check_invariants(
+    c: &Cluster,
+    base: &str,
+    batches: &HashMap<String, usize>,
+) -> BTreeSet<String> {
+    let mut accepted = BTreeSet::new();
+    for (id, entries) in batches {
+        let lines = report(base, id).await;
+        assert_eq!(lines.len(), *entries, "batch {id}: one line per entry");
+        for l in &lines {
+            match l["verdict"].as_str().unwrap() {
+                "accepted" => {
+                    accepted.insert(l["image_id"].as_str().unwrap().to_string());
+                }
+                "duplicate" => {}
+                other => panic!("unexpected verdict {other}: {l}"),
+            }
+        }
+    }
+    for l in batches.keys() {
+        for d in report(base, l)
+            .await
+            .iter()
+            .filter(|l| l["verdict"] == "duplicate")
+        {
+            assert!(
+                accepted.contains(d["duplicate_of"].as_str().unwrap()),
+                "duplicate of a stored image: {d}"
+            );
+        }
+    }
+    let store = S3BlobStore::connect(c.s3.clone()).await.unwrap();
+    let stored: BTreeSet<String> = store
+        .list("images/")
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        stored, accepted,
+        "the images bucket holds exactly the accepted images"
+    );
+    for id in &accepted {
+        let bytes = reqwest::get(format!("{base}/v1/images/{id}"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&sha256_hex(&bytes), id);
+    }
+    assert!(
+        store.list("staging/").await.unwrap().is_empty(),
+        "staged uploads are deleted"
+    );
+    let dedup = RedisDedup::connect(&c.redis.url, "picsift:").await.unwrap();
+    assert_eq!(
+        dedup.pending_claims().await.unwrap(),
+        0,
+        "no claim left pending"
+    );
+    accepted
+}
+
+fn base_of(line: &str) -> String {
+    line.split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn batch_zip(seeds: &[u64], size: (u32, u32)) -> Vec<u8> {
+    let mut z = ZipBuilder::new();
+    for (i, s) in seeds.iter().enumerate() {
+        z = z.stored(&format!("img_{i:02}.jpg"), &jpeg(*s, size.0, size.1));
+    }
+    z.finish()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_and_two_workers_process_concurrent_batches_exactly_once() {
+    let c = Cluster::start();
+    let (_gateway, line) = c.spawn("gateway", "listening on");
+    let base = base_of(&line);
+    let _w1 = c.spawn("worker", "started");
+    let _w2 = c.spawn("worker", "started");
+
+    // Three batches at once; seeds repeat within and across them.
+    let plans: Vec<Vec<u64>> = vec![
+        vec![1, 2, 3, 1, 4, 5],
+        vec![3, 6, 7, 7, 8, 2],
+        vec![9, 1, 10, 11, 6, 12],
+    ];
+    let uploads = plans
+        .iter()
+        .map(|seeds| upload(&base, batch_zip(seeds, (320, 240))));
+    let ids = futures_util::future::join_all(uploads).await;
+    let mut batches = HashMap::new();
+    for (id, seeds) in ids.iter().zip(&plans) {
+        let done = wait_done(&base, id).await;
+        assert_eq!(done["phase"], "completed", "{done}");
+        batches.insert(id.clone(), seeds.len());
+    }
+    let distinct: BTreeSet<u64> = plans.iter().flatten().copied().collect();
+    let accepted = check_invariants(&c, &base, &batches).await;
+    assert_eq!(
+        accepted.len(),
+        distinct.len(),
+        "each distinct photo stored once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_chunk_loses_nothing() {
+    let c = Cluster::start();
+    let (_gateway, line) = c.spawn("gateway", "listening on");
+    let base = base_of(&line);
+    let (mut doomed, _) = c.spawn("worker", "started");
+
+    let seeds: Vec<u64> = (0..24)
+        .map(|i| if i % 6 == 5 { 100 + i - 2 } else { 100 + i })
+        .collect();
+    let id = upload(&base, batch_zip(&seeds, (1600, 1200))).await;
+    // Kill the only worker once it is inside the batch, then start another.
+    let start = Instant::now();
+    loop {
+        let s = get_json(&format!("{base}/v1/batches/{id}")).await;
+        let c = &s["counts"];
+        if c["accepted"].as_u64().unwrap_or(0) + c["duplicate"].as_u64().unwrap_or(0) >= 2 {
+            assert!(
+                c["pending"].as_u64().unwrap_or(0) > 0,
+                "finished before the kill: {s}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no progress: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill();
+    let _survivor = c.spawn("worker", "started");
+    let done = wait_done(&base, &id).await;
+    assert_eq!(done["phase"], "completed", "{done}");
+    let batches = HashMap::from([(id.clone(), seeds.len())]);
+    let accepted = check_invariants(&c, &base, &batches).await;
+    let distinct: BTreeSet<u64> = seeds.iter().copied().collect();
+    assert_eq!(accepted.len(), distinct.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_outage_answers_503_and_reindex_restores_dedup() {
+    let mut c = Cluster::start();
+    let (_gateway, line) = c.spawn("gateway", "listening on");
+    let base = base_of(&line);
+    let _worker = c.spawn("worker", "started");
+    let first = upload(&base, batch_zip(&[500, 501], (320, 240))).await;
+    wait_done(&base, &first).await;
+
+    c.redis.stop();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/batches"))
+        .header("content-type", "application/zip")
+        .body(batch_zip(&[502], (64, 64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let checks: Value = ready.json().await.unwrap();
+    assert!(
+        checks["checks"]["queue"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable"),
+        "{checks}"
+    );
+    assert_eq!(checks["checks"]["catalog"], "ok");
+
+    // Redis comes back empty: the claims are rebuilt from the catalog.
+    c.redis.restart();
+    let out = Command::new(picsift_bin())
+        .args(["reindex", "--config"])
+        .arg(&c.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 committed claims"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gateway did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = upload(&base, batch_zip(&[500, 503], (320, 240))).await;
+    let done = wait_done(&base, &again).await;
+    assert_eq!(
+        (
+            done["counts"]["duplicate"].as_u64(),
+            done["counts"]["accepted"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+}

@@ -1,0 +1,457 @@
+//! One conformance suite for the dedup index and one for the work queue,
+//! each run against the embedded implementation (SQLite, in-process queue)
+//! and the cluster one (Redis). The suites assert only what the traits
+//! promise; what only Redis promises (a visibility timeout, surviving a
+//! server restart) is tested on Redis alone, below them.
+
+use picsift_core::chunk::ChunkTask;
+use picsift_core::cluster::{RedisDedup, RedisQueue};
+use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
+use picsift_core::embedded::{MemQueue, SqliteCatalog};
+use picsift_core::store::{DedupIndex, WorkQueue};
+use picsift_core::time::Millis;
+use picsift_tests::services::redis::RedisServer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A plausible "now": the suites pass time explicitly, never read the clock.
+const T0: Millis = 1_700_000_000_000;
+const LEASE: Millis = 60_000;
+const PREFIX: &str = "picsift-test:";
+
+type Res<T = ()> = picsift_core::Result<T>;
+
+fn committed(image_id: &str, by_you: bool) -> ClaimOutcome {
+    ClaimOutcome::Committed {
+        image_id: image_id.into(),
+        by_you,
+    }
+}
+
+/// The claim protocol of `picsift_core::dedup`, step by step.
+async fn dedup_conforms(d: Arc<dyn DedupIndex>) -> Res {
+    use ClaimOutcome::*;
+    assert_eq!(
+        d.pending_claims().await?,
+        0,
+        "a fresh index holds no claims"
+    );
+
+    // A free key is new; claiming it again is "yours" and renews the lease.
+    assert_eq!(d.claim("k1", "a", T0, LEASE).await?, New);
+    assert_eq!(d.claim("k1", "a", T0 + 10, LEASE).await?, Yours);
+    assert_eq!(
+        d.claim("k1", "b", T0 + 20, LEASE).await?,
+        PendingOther {
+            retry_at: T0 + 10 + LEASE
+        },
+        "another owner waits for the renewed lease"
+    );
+    assert_eq!(d.pending_claims().await?, 1);
+
+    // Only the holder commits; a commit by anyone else is lost and changes nothing.
+    assert_eq!(d.commit("k1", "b", "img-b").await?, CommitOutcome::Lost);
+    assert!(matches!(
+        d.claim("k1", "b", T0 + 30, LEASE).await?,
+        PendingOther { .. }
+    ));
+    assert_eq!(
+        d.commit("k1", "a", "img-a").await?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(d.pending_claims().await?, 0);
+
+    // Committed: a duplicate for others, "committed by you" for the owner,
+    // forever (leases no longer matter).
+    assert_eq!(
+        d.claim("k1", "a", T0 + 40, LEASE).await?,
+        committed("img-a", true)
+    );
+    assert_eq!(
+        d.claim("k1", "b", T0 + 10 * LEASE, LEASE).await?,
+        committed("img-a", false)
+    );
+    // The owner's commit seen again succeeds and rewrites nothing; others lose.
+    assert_eq!(
+        d.commit("k1", "a", "img-other").await?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        d.claim("k1", "c", T0, LEASE).await?,
+        committed("img-a", false)
+    );
+    assert_eq!(d.commit("k1", "b", "img-b").await?, CommitOutcome::Lost);
+
+    // A lease that runs out frees the claim: up to its last millisecond the
+    // key is someone else's, from then on it is taken over.
+    assert_eq!(d.claim("k2", "crashed", T0, LEASE).await?, New);
+    assert_eq!(
+        d.claim("k2", "b", T0 + LEASE - 1, LEASE).await?,
+        PendingOther {
+            retry_at: T0 + LEASE
+        }
+    );
+    assert_eq!(d.claim("k2", "b", T0 + LEASE, LEASE).await?, New);
+    assert_eq!(
+        d.claim("k2", "crashed", T0 + LEASE + 1, LEASE).await?,
+        PendingOther {
+            retry_at: T0 + 2 * LEASE
+        },
+        "the crashed owner coming back finds the claim taken over"
+    );
+    assert_eq!(
+        d.commit("k2", "crashed", "img-x").await?,
+        CommitOutcome::Lost
+    );
+    assert_eq!(
+        d.commit("k2", "b", "img-b").await?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        d.claim("k2", "crashed", T0 + 3 * LEASE, LEASE).await?,
+        committed("img-b", false)
+    );
+
+    // pending_claims counts live and expired pending claims alike, and no committed ones.
+    assert_eq!(d.claim("p1", "a", T0, LEASE).await?, New);
+    assert_eq!(d.claim("p2", "a", T0, LEASE).await?, New);
+    assert_eq!(d.claim("p3", "b", T0 - 2 * LEASE, LEASE).await?, New);
+    assert_eq!(d.pending_claims().await?, 3);
+
+    // A commit of a claim the index lost (rebuilt from scratch) re-creates it committed.
+    assert_eq!(
+        d.commit("k3", "a", "img-3").await?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        d.claim("k3", "a", T0, LEASE).await?,
+        committed("img-3", true)
+    );
+
+    // restore_committed (reindex) writes a committed claim, over a pending one too.
+    d.restore_committed("k4", "r", "img-4").await?;
+    assert_eq!(
+        d.claim("k4", "x", T0, LEASE).await?,
+        committed("img-4", false)
+    );
+    assert_eq!(
+        d.claim("k4", "r", T0, LEASE).await?,
+        committed("img-4", true)
+    );
+    d.restore_committed("p1", "r", "img-p1").await?;
+    assert_eq!(
+        d.claim("p1", "a", T0, LEASE).await?,
+        committed("img-p1", false)
+    );
+    assert_eq!(d.pending_claims().await?, 2);
+
+    // Restoring the same claim again is harmless.
+    d.restore_committed("k4", "r", "img-4").await?;
+    assert_eq!(
+        d.claim("k4", "x", T0, LEASE).await?,
+        committed("img-4", false)
+    );
+    Ok(())
+}
+
+/// Many owners claim one key at the same instant: exactly one gets it.
+async fn concurrent_claims_admit_one(d: Arc<dyn DedupIndex>) -> Res {
+    let claims: Vec<_> = (0..32)
+        .map(|i| {
+            let d = d.clone();
+            tokio::spawn(async move { d.claim("hot", &format!("owner-{i}"), T0, LEASE).await })
+        })
+        .collect();
+    let mut new = 0;
+    for c in claims {
+        match c.await.expect("claim task")? {
+            ClaimOutcome::New => new += 1,
+            ClaimOutcome::PendingOther { retry_at } => assert_eq!(retry_at, T0 + LEASE),
+            other => panic!("unexpected claim outcome {other:?}"),
+        }
+    }
+    assert_eq!(new, 1, "exactly one claimer owns the key");
+    assert_eq!(d.pending_claims().await?, 1);
+    Ok(())
+}
+
+fn task(i: u32) -> ChunkTask {
+    ChunkTask {
+        batch_id: format!("batch-{i}"),
+        entries: vec![i, i + 1, i + 7],
+    }
+}
+
+/// What every work queue promises.
+async fn queue_conforms(q: Arc<dyn WorkQueue>) -> Res {
+    assert!(q.dequeue(0).await?.is_none(), "a fresh queue is empty");
+    assert!(
+        q.dequeue(100).await?.is_none(),
+        "waiting on an empty queue times out"
+    );
+    assert_eq!(q.backlog().await?, 0);
+
+    for i in 0..3 {
+        q.enqueue(task(i)).await?;
+    }
+    assert_eq!(q.backlog().await?, 3);
+
+    // Fresh tasks come out in the order they went in, each delivered once so far.
+    let mut leases = Vec::new();
+    for i in 0..3 {
+        let lease = q.dequeue(1_000).await?.expect("a queued task");
+        assert_eq!(lease.task, task(i));
+        assert_eq!(lease.deliveries, 1);
+        leases.push(lease);
+    }
+    assert!(
+        q.dequeue(0).await?.is_none(),
+        "a handed-out task is not handed out again"
+    );
+    let [first, second, third] = <[_; 3]>::try_from(leases).expect("three leases");
+
+    q.ack(&first).await?;
+
+    // A released task comes back, its deliveries counted on.
+    q.release(&second).await?;
+    let again = q.dequeue(1_000).await?.expect("the released task");
+    assert_eq!(again.task, task(1));
+    assert_eq!(again.deliveries, 2);
+    q.release(&again).await?;
+    let third_time = q.dequeue(1_000).await?.expect("the released task");
+    assert_eq!(third_time.task, task(1));
+    assert_eq!(third_time.deliveries, 3);
+
+    // A dead letter is gone from the queue, like an acked task.
+    q.dead_letter(&third, "keeps failing").await?;
+    q.ack(&third_time).await?;
+    assert!(q.dequeue(0).await?.is_none());
+    assert_eq!(q.backlog().await?, 0);
+
+    // A waiting worker wakes up for a task enqueued while it waits.
+    let producer = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            q.enqueue(task(9)).await
+        })
+    };
+    let woken = q
+        .dequeue(30_000)
+        .await?
+        .expect("the task enqueued meanwhile");
+    producer.await.expect("producer task")?;
+    assert_eq!(woken.task, task(9));
+    assert_eq!(woken.deliveries, 1);
+    q.ack(&woken).await?;
+    assert_eq!(q.backlog().await?, 0);
+    Ok(())
+}
+
+async fn sqlite_dedup() -> (Arc<dyn DedupIndex>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"))
+        .await
+        .expect("open the SQLite catalog");
+    (Arc::new(catalog), dir)
+}
+
+async fn redis_dedup(server: &RedisServer) -> Arc<dyn DedupIndex> {
+    Arc::new(
+        RedisDedup::connect(&server.url, PREFIX)
+            .await
+            .expect("connect to redis"),
+    )
+}
+
+async fn redis_queue(server: &RedisServer, consumer: &str, visibility_ms: u64) -> RedisQueue {
+    RedisQueue::connect(&server.url, PREFIX, consumer, visibility_ms)
+        .await
+        .expect("connect to redis")
+}
+
+/// Retries `op` while the server comes back (the first calls after a
+/// restart fail while the connection is re-established).
+async fn eventually<T>(what: &str, mut op: impl AsyncFnMut() -> Res<T>) -> T {
+    let start = Instant::now();
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() < Duration::from_secs(15) => {
+                eprintln!("{what}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what} still fails after 15 s: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_dedup_index_follows_the_claim_protocol() -> Res {
+    let (d, _dir) = sqlite_dedup().await;
+    dedup_conforms(d).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_dedup_index_follows_the_claim_protocol() -> Res {
+    let server = RedisServer::start();
+    dedup_conforms(redis_dedup(&server).await).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_concurrent_claimers_of_one_key_get_exactly_one_new() -> Res {
+    let (d, _dir) = sqlite_dedup().await;
+    concurrent_claims_admit_one(d).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_concurrent_claimers_of_one_key_get_exactly_one_new() -> Res {
+    let server = RedisServer::start();
+    concurrent_claims_admit_one(redis_dedup(&server).await).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_queue_delivers_in_order_and_counts_deliveries() -> Res {
+    queue_conforms(Arc::new(MemQueue::new())).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_queue_delivers_in_order_and_counts_deliveries() -> Res {
+    let server = RedisServer::start();
+    // A visibility timeout far longer than the suite: release must bring a
+    // task back at once, not when the timeout runs out.
+    queue_conforms(Arc::new(redis_queue(&server, "w1", 600_000).await)).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_task_of_a_dead_worker_is_redelivered_after_the_visibility_timeout() -> Res {
+    let server = RedisServer::start();
+    let visibility = 1_500;
+    let dead = redis_queue(&server, "dies", visibility).await;
+    let alive = redis_queue(&server, "lives", visibility).await;
+    dead.enqueue(task(1)).await?;
+    let taken = dead.dequeue(1_000).await?.expect("the task");
+    assert_eq!(taken.deliveries, 1);
+
+    // The worker that took it never acks. Until the timeout it stays its own.
+    assert!(alive.dequeue(0).await?.is_none());
+    assert_eq!(alive.backlog().await?, 1, "a held task is still backlog");
+    tokio::time::sleep(Duration::from_millis(visibility + 500)).await;
+
+    let redelivered = alive
+        .dequeue(0)
+        .await?
+        .expect("the task of the dead worker");
+    assert_eq!(redelivered.task, task(1));
+    assert_eq!(redelivered.receipt, taken.receipt, "the same stream entry");
+    assert_eq!(redelivered.deliveries, 2);
+    alive.ack(&redelivered).await?;
+    assert_eq!(alive.backlog().await?, 0);
+
+    // The dead worker's late ack or release of its stale lease changes nothing.
+    dead.release(&taken).await?;
+    dead.ack(&taken).await?;
+    assert!(alive.dequeue(0).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_deliveries_keep_counting_across_releases_and_crashes() -> Res {
+    let server = RedisServer::start();
+    let visibility = 1_000;
+    let a = redis_queue(&server, "a", visibility).await;
+    let b = redis_queue(&server, "b", visibility).await;
+    a.enqueue(task(5)).await?;
+
+    let first = a.dequeue(1_000).await?.expect("the task");
+    assert_eq!(first.deliveries, 1);
+    a.release(&first).await?;
+    let second = b
+        .dequeue(0)
+        .await?
+        .expect("released: any worker takes it at once");
+    assert_eq!(second.deliveries, 2);
+
+    // b dies holding it; a takes it over after the timeout.
+    tokio::time::sleep(Duration::from_millis(visibility + 500)).await;
+    let third = a.dequeue(0).await?.expect("the task of the dead worker");
+    assert_eq!(third.deliveries, 3);
+
+    // b's stale lease must not take the task back from a.
+    b.release(&second).await?;
+    assert!(b.dequeue(0).await?.is_none(), "the task stays with a");
+
+    a.release(&third).await?;
+    let fourth = b.dequeue(0).await?.expect("released again");
+    assert_eq!(fourth.deliveries, 4);
+
+    // The worker's dead-letter rule ends it; it stays visible with why.
+    b.dead_letter(&fourth, "failed 4 times").await?;
+    assert_eq!(b.backlog().await?, 0);
+    assert!(a.dequeue(0).await?.is_none());
+    let dead = a.dead_letters().await?;
+    assert_eq!(dead.len(), 1);
+    let buried: ChunkTask = serde_json::from_str(&dead[0].0).expect("the task as JSON");
+    assert_eq!(buried, task(5));
+    assert_eq!(dead[0].1, "failed 4 times");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_unreadable_queue_entry_is_dead_lettered_not_handed_out() -> Res {
+    let server = RedisServer::start();
+    let q = redis_queue(&server, "w", 600_000).await;
+    let client = redis::Client::open(server.url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("XADD")
+        .arg(format!("{PREFIX}queue"))
+        .arg("*")
+        .arg("task")
+        .arg("{not json")
+        .exec_async(&mut conn)
+        .await?;
+    q.enqueue(task(2)).await?;
+
+    let lease = q
+        .dequeue(1_000)
+        .await?
+        .expect("the good task after the bad entry");
+    assert_eq!(lease.task, task(2));
+    q.ack(&lease).await?;
+    assert_eq!(q.backlog().await?, 0);
+    let dead = q.dead_letters().await?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "{not json");
+    assert!(dead[0].1.starts_with("unreadable task"), "{}", dead[0].1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_clients_carry_on_after_redis_restarts_without_its_data() -> Res {
+    let mut server = RedisServer::start();
+    let d = redis_dedup(&server).await;
+    let q = redis_queue(&server, "w", 600_000).await;
+    assert_eq!(d.claim("k", "a", T0, LEASE).await?, ClaimOutcome::New);
+    assert_eq!(d.commit("k", "a", "img").await?, CommitOutcome::Committed);
+    q.enqueue(task(1)).await?;
+
+    server.restart();
+
+    // The same clients reconnect by themselves. Redis lost the claim: this
+    // is what `picsift reindex` (restore_committed) repairs.
+    let after = eventually("claim", async || d.claim("k", "b", T0, LEASE).await).await;
+    assert_eq!(after, ClaimOutcome::New);
+    d.restore_committed("k", "a", "img").await?;
+    assert_eq!(d.claim("k", "b", T0, LEASE).await?, committed("img", false));
+
+    // The queue lost its stream and group; both come back on use.
+    eventually("enqueue", async || q.enqueue(task(2)).await).await;
+    let lease = eventually("dequeue", async || q.dequeue(1_000).await)
+        .await
+        .expect("the task enqueued after the restart");
+    assert_eq!(lease.task, task(2));
+    assert_eq!(lease.deliveries, 1);
+    q.ack(&lease).await?;
+    assert_eq!(q.backlog().await?, 0);
+    Ok(())
+}
