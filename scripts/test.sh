@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The end-to-end tests run the real binaries.
-cargo build --workspace --bins --locked
+# The end-to-end tests run the real binaries. Building every target at once
+# gives the binaries the same feature set as the tests (dev-dependencies
+# included), so `cargo test` reuses them instead of building twice.
+cargo build --workspace --all-targets --locked
 cargo test --workspace --locked

@@ -166,7 +166,10 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
         },
     )?;
     let notifications = tokio::spawn(notifier.run(completed, stop.clone()));
-    let sweeper = tokio::spawn(sweep(b, wcfg, stop.clone()));
+    // A chunk legitimately takes up to a visibility timeout; twice that
+    // without progress means its task is gone.
+    let stall_ms = (2 * cfg.redis.visibility_timeout_ms as i64).max(60_000);
+    let sweeper = tokio::spawn(sweep(b, wcfg, stall_ms, stop.clone()));
     eprintln!("picsift worker {} started", consumer_name());
     crate::serve::shutdown_signal().await;
     stop.cancel();
@@ -175,17 +178,45 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
 }
 
 /// Plans batches left in phase received for over 30 s (their gateway died
-/// between accepting and planning).
-async fn sweep(b: Backends, cfg: WorkerConfig, stop: CancellationToken) {
+/// between accepting and planning), and re-enqueues the pending entries of
+/// a processing batch whose pending count has not moved for `stall_ms`
+/// (its tasks were lost, e.g. by a Redis that restarted empty). Tasks
+/// enqueued twice do no harm: decided entries are skipped.
+async fn sweep(b: Backends, cfg: WorkerConfig, stall_ms: i64, stop: CancellationToken) {
+    let mut seen: std::collections::HashMap<String, (u64, i64)> = std::collections::HashMap::new();
     loop {
+        let now = now_ms();
         match b.catalog.unfinished_batches().await {
             Ok(batches) => {
-                for batch in batches
-                    .iter()
-                    .filter(|x| x.phase == Phase::Received && x.created_at < now_ms() - 30_000)
-                {
-                    if let Err(e) = picsift_worker::plan_batch(&b, &cfg, &batch.id).await {
-                        tracing::warn!(batch = batch.id, error = %e, "planning a stranded batch failed");
+                seen.retain(|id, _| batches.iter().any(|x| &x.id == id));
+                for batch in &batches {
+                    let stalled = match batch.phase {
+                        Phase::Received => batch.created_at < now - 30_000,
+                        _ => match b.catalog.counts(&batch.id).await {
+                            Ok(c) => {
+                                let entry =
+                                    seen.entry(batch.id.clone()).or_insert((c.pending, now));
+                                if entry.0 != c.pending {
+                                    *entry = (c.pending, now);
+                                }
+                                let stuck = now - entry.1 > stall_ms;
+                                if stuck {
+                                    entry.1 = now;
+                                }
+                                stuck
+                            }
+                            Err(_) => false,
+                        },
+                    };
+                    if stalled {
+                        tracing::warn!(
+                            batch = batch.id,
+                            phase = batch.phase.as_str(),
+                            "batch made no progress; planning it again"
+                        );
+                        if let Err(e) = picsift_worker::plan_batch(&b, &cfg, &batch.id).await {
+                            tracing::warn!(batch = batch.id, error = %e, "re-planning failed");
+                        }
                     }
                 }
             }

@@ -5,7 +5,7 @@
 use crate::time::Millis;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// A signing secret. `whsec_`-prefixed secrets are base64 after the prefix,

@@ -288,12 +288,19 @@ async fn a_worker_killed_mid_chunk_loses_nothing() {
     let (_gateway, line) = c.spawn("gateway", "listening on");
     let base = base_of(&line);
     let (mut doomed, _) = c.spawn("worker", "started");
+    let _survivor = c.spawn("worker", "started");
 
     let seeds: Vec<u64> = (0..24)
         .map(|i| if i % 6 == 5 { 100 + i - 2 } else { 100 + i })
         .collect();
-    let id = upload(&base, batch_zip(&seeds, (1600, 1200))).await;
-    // Kill the only worker once it is inside the batch, then start another.
+    // A second batch at the same time repeats photos of the first.
+    let others: Vec<u64> = vec![100, 130, 107, 131, 120, 130];
+    let (id, other) = tokio::join!(
+        upload(&base, batch_zip(&seeds, (1600, 1200))),
+        upload(&base, batch_zip(&others, (1600, 1200)))
+    );
+    // Kill one of the two workers once both are inside the batch: the
+    // survivor gets the dead one's chunk after the visibility timeout.
     let start = Instant::now();
     loop {
         let s = get_json(&format!("{base}/v1/batches/{id}")).await;
@@ -312,12 +319,13 @@ async fn a_worker_killed_mid_chunk_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     doomed.kill();
-    let _survivor = c.spawn("worker", "started");
-    let done = wait_done(&base, &id).await;
-    assert_eq!(done["phase"], "completed", "{done}");
-    let batches = HashMap::from([(id.clone(), seeds.len())]);
+    for b in [&id, &other] {
+        let done = wait_done(&base, b).await;
+        assert_eq!(done["phase"], "completed", "{done}");
+    }
+    let batches = HashMap::from([(id.clone(), seeds.len()), (other.clone(), others.len())]);
     let accepted = check_invariants(&c, &base, &batches).await;
-    let distinct: BTreeSet<u64> = seeds.iter().copied().collect();
+    let distinct: BTreeSet<u64> = seeds.iter().chain(&others).copied().collect();
     assert_eq!(accepted.len(), distinct.len());
 }
 
