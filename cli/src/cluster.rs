@@ -199,7 +199,10 @@ async fn sweep(b: Backends, cfg: WorkerConfig, stall_ms: i64, stop: Cancellation
                                 if entry.0 != c.pending {
                                     *entry = (c.pending, now);
                                 }
-                                let stuck = now - entry.1 > stall_ms;
+                                // Under a deep backlog a batch may wait its turn for
+                                // long: only an empty queue says its tasks are gone.
+                                let idle = matches!(b.queue.backlog().await, Ok(0));
+                                let stuck = idle && now - entry.1 > stall_ms;
                                 if stuck {
                                     entry.1 = now;
                                 }

@@ -215,6 +215,9 @@ pub enum ArchiveProblem {
     /// Not a zip, or an unreadable one.
     #[error("{0}")]
     NotZip(String),
+    /// Two entries share a name (only the last would be reachable).
+    #[error("the archive holds two or more entries with the same name; entry names must be unique")]
+    DuplicateNames,
     /// Data before the first entry (a polyglot file).
     #[error("the archive starts at byte {0}, not 0: something is prepended to it")]
     Prepended(u64),
@@ -254,6 +257,11 @@ pub fn light_check<R: Read + Seek>(
     }
     let mut archive = ZipArchive::new(reader)
         .map_err(|e| ArchiveProblem::NotZip(format!("the zip archive cannot be read: {e}")))?;
+    // The zip reader keeps one entry per name: a repeated name would leave
+    // an entry without a verdict.
+    if archive.has_duplicate_names() {
+        return Err(ArchiveProblem::DuplicateNames);
+    }
     if archive.offset() != 0 {
         return Err(ArchiveProblem::Prepended(archive.offset()));
     }

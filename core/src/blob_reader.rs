@@ -5,7 +5,7 @@
 use crate::store::BlobStore;
 use bytes::Bytes;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 
 /// Reads a blob in blocks of `block` bytes.
@@ -18,6 +18,20 @@ pub struct BlobReader {
     block: u64,
     buf_start: u64,
     buf: Bytes,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Tells whether a [`BlobReader`] hit a storage failure. The zip reader
+/// turns every read error into a "bad archive" error; this keeps a store
+/// that was briefly unreachable from being mistaken for a corrupt upload.
+#[derive(Clone, Debug, Default)]
+pub struct ReadFailure(Arc<Mutex<Option<String>>>);
+
+impl ReadFailure {
+    /// The storage error the reader saw, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl BlobReader {
@@ -32,7 +46,13 @@ impl BlobReader {
             block: 1 << 20,
             buf_start: 0,
             buf: Bytes::new(),
+            failure: Arc::default(),
         }
+    }
+
+    /// A handle that says, after reading, whether the store failed.
+    pub fn failure(&self) -> ReadFailure {
+        ReadFailure(self.failure.clone())
     }
 }
 
@@ -51,7 +71,10 @@ impl Read for BlobReader {
             self.buf = self
                 .handle
                 .block_on(async move { store.get_range(&key, start..end).await })
-                .map_err(io::Error::other)?;
+                .map_err(|e| {
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    io::Error::other(e)
+                })?;
             self.buf_start = self.pos;
             if self.buf.is_empty() {
                 return Ok(0);

@@ -18,6 +18,12 @@ use turbojpeg_sys as tj;
 /// Most scans a progressive JPEG may have: a scan-bomb guard.
 const MAX_SCANS: i32 = 500;
 
+/// Most memory libjpeg-turbo may use for one image besides the output
+/// buffer, in MiB (a progressive image keeps all its coefficients: about
+/// 128 bytes per 8×8 block per component, ~300 MiB at 50 MP with 3
+/// components at full resolution).
+const MAX_MEMORY_MIB: i32 = 512;
+
 struct Handle(tj::tjhandle);
 
 impl Drop for Handle {
@@ -76,6 +82,7 @@ pub fn strict_jpeg(jpeg: &[u8], policy: &Policy) -> Result<Decoded, Rejection> {
     let h = Handle(raw);
     h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
     h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS)?;
+    h.set(tj::TJPARAM_TJPARAM_MAXMEMORY, MAX_MEMORY_MIB)?;
     h.set(
         tj::TJPARAM_TJPARAM_MAXPIXELS,
         i32::try_from(policy.max_pixels).unwrap_or(i32::MAX),

@@ -13,6 +13,9 @@ struct Segment {
     marker: u8,
     /// Offset of the `FF` that starts the marker.
     start: usize,
+    /// Offset of the segment's payload (after the marker and its length;
+    /// fill bytes may sit between `start` and the marker).
+    body: usize,
     /// Offset one past the segment (for SOS: past its entropy-coded data).
     end: usize,
 }
@@ -107,7 +110,12 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
                 let Some((width, height, components, progressive)) = frame else {
                     return Err(reject(Reason::InvalidHeader, "JPEG has no frame header"));
                 };
-                segments.push(Segment { marker, start, end });
+                segments.push(Segment {
+                    marker,
+                    start,
+                    body: end,
+                    end,
+                });
                 return Ok(Structure {
                     width,
                     height,
@@ -169,6 +177,7 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
             segments.push(Segment {
                 marker,
                 start,
+                body: payload,
                 end: seg_end,
             });
             pos = seg_end;
@@ -198,6 +207,7 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
         segments.push(Segment {
             marker,
             start,
+            body: payload,
             end: i,
         });
         pos = i;
@@ -263,7 +273,7 @@ pub fn strip_metadata(bytes: &[u8], structure: &Structure) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&[0xFF, 0xD8]);
     for s in &structure.segments {
-        let body = bytes.get(s.start + 4..s.end).unwrap_or(&[]);
+        let body = bytes.get(s.body..s.end).unwrap_or(&[]);
         if keep(s.marker, body) {
             out.extend_from_slice(&bytes[s.start..s.end]);
         }
@@ -355,6 +365,19 @@ mod tests {
         let orig_clean = strip_metadata(&j, &parse(&j).unwrap());
         assert_eq!(clean, orig_clean);
         assert_eq!(clean.last(), Some(&0xD9));
+    }
+
+    #[test]
+    fn segments_after_fill_bytes_are_recognised() {
+        let j = tiny_jpeg();
+        // An ICC profile segment preceded by 0xFF fill bytes must survive.
+        let icc = with_segment(&j, 0xE2, b"ICC_PROFILE\0\x01\x01fake");
+        let mut filled = icc[..2].to_vec();
+        filled.extend_from_slice(&[0xFF, 0xFF, 0xFF]);
+        filled.extend_from_slice(&icc[2..]);
+        let s = parse(&filled).unwrap();
+        let clean = strip_metadata(&filled, &s);
+        assert!(clean.windows(11).any(|w| w == b"ICC_PROFILE"));
     }
 
     #[test]

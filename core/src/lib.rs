@@ -17,6 +17,7 @@ pub mod error;
 pub mod format;
 pub mod jpeg;
 pub mod model;
+pub mod pdq;
 pub mod pipeline;
 pub mod policy;
 pub mod store;

@@ -32,7 +32,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Runs every step on one entry's bytes.
 pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
-    let format = match format::sniff(&data[..data.len().min(format::SNIFF_LEN)]) {
+    let format = match format::sniff(&data[..data.len().min(512)]) {
         Sniffed::Image(f) if policy.allows(f) => f,
         Sniffed::Image(f) => {
             let allowed: Vec<_> = policy.allowed_formats.iter().map(|f| f.as_str()).collect();

@@ -36,7 +36,7 @@ pub fn parse_range(header: &str, len: u64) -> Result<Option<Range<u64>>, ()> {
             if e < s {
                 return Err(());
             }
-            s..(e + 1).min(len)
+            s..e.saturating_add(1).min(len)
         }
     };
     if range.start >= len {
@@ -188,6 +188,7 @@ mod tests {
             ("bytes=0-1,5-6", Ok(None)),
             ("items=0-1", Ok(None)),
             ("bytes=x-1", Err(())),
+            ("bytes=0-18446744073709551615", Ok(Some(0..100))),
         ];
         for (h, want) in cases {
             assert_eq!(&parse_range(h, 100), want, "{h}");

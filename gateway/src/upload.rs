@@ -86,7 +86,7 @@ pub async fn create_batch(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(n) = declared.filter(|&n| n > limit) {
         return Err(too_large(format!(
-            "the upload declares {n} bytes; the limit is {limit} (ValidationPolicy.limits.maxUploadBytes)"
+            "the upload declares {n} bytes; the limit is {limit} (--max-upload-bytes, policy.max_upload_bytes)"
         )));
     }
     let content_type = req
@@ -216,7 +216,7 @@ where
             };
             n += chunk.len() as u64;
             if n > limit {
-                return refuse(too_large(format!("the upload exceeds the limit of {limit} bytes (ValidationPolicy.limits.maxUploadBytes)"))).await;
+                return refuse(too_large(format!("the upload exceeds the limit of {limit} bytes (--max-upload-bytes, policy.max_upload_bytes)"))).await;
             }
             if head.len() < 4 {
                 head.extend_from_slice(&chunk[..chunk.len().min(4 - head.len())]);
@@ -267,15 +267,25 @@ async fn light_check(
         size,
         tokio::runtime::Handle::current(),
     );
+    let failure = reader.failure();
     let policy = s.policy.clone();
     let checked = tokio::task::spawn_blocking(move || archive::light_check(&head, reader, &policy))
         .await
-        .map_err(|e| Problem::unavailable(format!("the archive check crashed: {e}")))?;
+        .map_err(|e| {
+            // A panic in the zip reader is the upload's doing: retrying will not help.
+            Problem::bad_request(format!("the archive could not be checked: {e}"))
+        })?;
+    if let Some(f) = failure.get() {
+        return Err(Problem::unavailable(format!(
+            "reading the staged upload failed: {f}"
+        )));
+    }
     let bad = |slug, title, p: ArchiveProblem| {
         Problem::new(StatusCode::BAD_REQUEST, slug, title, p.to_string())
     };
     let summary = checked.map_err(|p| match p {
         ArchiveProblem::NotZip(_) => bad("not-a-zip", "Not a zip archive", p),
+        ArchiveProblem::DuplicateNames => bad("duplicate-names", "Duplicate entry names", p),
         ArchiveProblem::Prepended(_) => {
             bad("archive-offset", "Archive does not start at offset 0", p)
         }

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Cluster {
-    _garage: Garage,
+    garage: Garage,
     _postgres: Postgres,
     redis: RedisServer,
     config: PathBuf,
@@ -51,7 +51,7 @@ impl Cluster {
                  [s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\npart_size = 5242880\n\
                  [redis]\nurl = \"{}\"\nvisibility_timeout_ms = 3000\n\
                  [postgres]\nurl = \"{}\"\nmax_connections = 4\n\
-                 [worker]\nconcurrency = 1\nlease_ms = 5000\nchunk_entries = 4\n",
+                 [worker]\nconcurrency = 1\nlease_ms = 5000\nchunk_entries = 4\nmax_deliveries = 30\n",
                 garage.endpoint,
                 garage::REGION,
                 garage::ACCESS_KEY,
@@ -62,7 +62,7 @@ impl Cluster {
         )
         .unwrap();
         Cluster {
-            _garage: garage,
+            garage,
             _postgres: postgres,
             redis,
             config,
@@ -404,4 +404,44 @@ async fn redis_outage_answers_503_and_reindex_restores_dedup() {
         (Some(1), Some(1)),
         "{done}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_outage_in_the_middle_of_a_batch_delays_it_and_loses_nothing() {
+    let mut c = Cluster::start();
+    let (_gateway, line) = c.spawn("gateway", "listening on");
+    let base = base_of(&line);
+    let _worker = c.spawn("worker", "started");
+    let seeds: Vec<u64> = (0..16)
+        .map(|i| if i % 4 == 3 { 300 + i - 1 } else { 300 + i })
+        .collect();
+    let id = upload(&base, batch_zip(&seeds, (1600, 1200))).await;
+    let start = Instant::now();
+    loop {
+        let s = get_json(&format!("{base}/v1/batches/{id}")).await;
+        if s["counts"]["accepted"].as_u64().unwrap_or(0) >= 2 {
+            assert!(
+                s["counts"]["pending"].as_u64().unwrap_or(0) > 0,
+                "finished before the outage: {s}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no progress: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // S3 goes away for a few seconds in the middle of the batch.
+    c.garage.stop();
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.garage.resume();
+    let done = wait_done(&base, &id).await;
+    assert_eq!(done["phase"], "completed", "{done}");
+    // Every entry is accepted or a duplicate: the outage cost time, not verdicts.
+    let batches = HashMap::from([(id.clone(), seeds.len())]);
+    let accepted = check_invariants(&c, &base, &batches).await;
+    assert_eq!(accepted.len(), seeds.iter().collect::<BTreeSet<_>>().len());
 }

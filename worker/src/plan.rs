@@ -26,6 +26,7 @@ pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Res
             Err(problem) => {
                 tracing::warn!(batch = batch_id, %problem, "batch archive unreadable");
                 b.catalog.fail_batch(batch_id, &problem, now_ms()).await?;
+                let _ = b.blobs.delete(&batch.staged_key).await;
                 return Ok(());
             }
         }
@@ -46,9 +47,15 @@ async fn read_entries(b: &Backends, key: &str) -> Result<Result<Vec<EntryPlan>, 
         return Ok(Err(format!("the staged archive {key} is missing")));
     };
     let reader = BlobReader::new(b.blobs.clone(), key, len, tokio::runtime::Handle::current());
-    Ok(tokio::task::spawn_blocking(move || {
+    let failure = reader.failure();
+    let read = tokio::task::spawn_blocking(move || {
         let mut archive =
             ZipArchive::new(reader).map_err(|e| format!("the archive cannot be read: {e}"))?;
+        // The zip reader keeps one entry per name: a repeated name would
+        // leave an entry without a verdict.
+        if archive.has_duplicate_names() {
+            return Err("the archive holds two entries with the same name".to_string());
+        }
         (0..archive.len())
             .map(|i| {
                 let meta = EntryMeta::read(&mut archive, i)
@@ -61,7 +68,15 @@ async fn read_entries(b: &Backends, key: &str) -> Result<Result<Vec<EntryPlan>, 
             })
             .collect()
     })
-    .await?)
+    .await?;
+    // A store that could not be read is a retry, not a broken archive.
+    if let Some(f) = failure.get() {
+        return Err(picsift_core::Error::Backend(format!(
+            "reading the staged archive failed: {f}"
+        ))
+        .into());
+    }
+    Ok(read)
 }
 
 /// Re-plans every unfinished batch: after a restart, the in-process queue

@@ -63,7 +63,7 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
         };
         // The pure pipeline runs on a blocking thread, one entry ahead of
         // the async side (channel of one: at most two entries in memory).
-        let (tx, mut rx) = mpsc::channel::<Checked>(1);
+        let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(1);
         let reader = BlobReader::new(
             b.blobs.clone(),
             &batch.staged_key,
@@ -74,6 +74,9 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
         let producer =
             tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx));
         while let Some(checked) = rx.recv().await {
+            let checked = checked.map_err(|f| {
+                picsift_core::Error::Backend(format!("reading the staged archive failed: {f}"))
+            })?;
             let verdict = match checked.outcome {
                 Err(rejection) => rejection.into(),
                 Ok(prepared) => {
@@ -101,15 +104,23 @@ async fn complete(b: &Backends, batch_id: &str, staged_key: &str) -> Result<bool
 }
 
 /// Runs the pure steps for each entry, isolating panics per entry.
+///
+/// A storage failure while reading (the store briefly unreachable) is not
+/// the entry's fault: it ends the walk with `Err`, and the chunk is retried.
 fn check_entries(
     reader: BlobReader,
     todo: &[u32],
     policy: &picsift_core::policy::Policy,
-    tx: &mpsc::Sender<Checked>,
+    tx: &mpsc::Sender<Result<Checked, String>>,
 ) {
+    let failure = reader.failure();
     let mut archive = match ZipArchive::new(reader) {
         Ok(a) => Some(a),
         Err(e) => {
+            if let Some(f) = failure.get() {
+                let _ = tx.blocking_send(Err(f));
+                return;
+            }
             tracing::warn!(error = %e, "staged archive unreadable");
             None
         }
@@ -144,7 +155,11 @@ fn check_entries(
                 })
             }
         };
-        if tx.blocking_send(checked).is_err() {
+        if let Some(f) = failure.get() {
+            let _ = tx.blocking_send(Err(f));
+            return;
+        }
+        if tx.blocking_send(Ok(checked)).is_err() {
             return;
         }
     }
@@ -201,13 +216,10 @@ async fn store_once(
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
             ClaimOutcome::New | ClaimOutcome::Yours => {
-                if let Err(e) = put_with_retries(b, &p).await {
-                    tracing::error!(batch = batch_id, index, error = %e, "storing an image failed");
-                    return Ok(Verdict::refused(
-                        Reason::StorageError,
-                        format!("storing the image failed: {e}"),
-                    ));
-                }
+                // A store that stays down fails the chunk, which is
+                // released and retried (up to max_deliveries); the claim
+                // stays ours, so the retry carries on where this left off.
+                put_with_retries(b, &p).await?;
                 let record = ImageRecord {
                     id: p.id.clone(),
                     format: p.format,
@@ -315,7 +327,9 @@ pub async fn run_workers(
                 };
                 if lease.deliveries > cfg.max_deliveries {
                     if let Err(e) = dead_letter(&b, &lease).await {
-                        tracing::error!(error = %e, "dead-lettering failed; the task stays queued");
+                        tracing::error!(error = %e, "dead-lettering failed; giving the task back");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = b.queue.release(&lease).await;
                     }
                     continue;
                 }

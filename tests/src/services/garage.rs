@@ -16,10 +16,29 @@ pub const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef01
 /// A running single-node Garage.
 pub struct Garage {
     child: Child,
+    bin: PathBuf,
     dir: PathBuf,
     config: PathBuf,
     /// `http://127.0.0.1:PORT`, the S3 endpoint.
     pub endpoint: String,
+    s3_port: u16,
+}
+
+fn spawn(bin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("garage.log"))
+        .expect("garage log");
+    Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .arg("server")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start garage")
 }
 
 impl Garage {
@@ -47,23 +66,16 @@ impl Garage {
             ),
         )
         .expect("garage config");
-        let log = std::fs::File::create(dir.join("garage.log")).expect("garage log");
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&config)
-            .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start garage");
+        let child = spawn(&bin, &config, &dir);
         wait_for_port(rpc, "garage rpc", Duration::from_secs(30));
         wait_for_port(s3, "garage s3", Duration::from_secs(30));
         let g = Garage {
             child,
+            bin,
             dir,
             config,
             endpoint: format!("http://127.0.0.1:{s3}"),
+            s3_port: s3,
         };
         let id = g.cli(&["node", "id", "-q"]);
         let id = id.trim().split('@').next().unwrap_or_default().to_string();
@@ -73,6 +85,18 @@ impl Garage {
             "key", "import", "--yes", "-n", "test", ACCESS_KEY, SECRET_KEY,
         ]);
         g
+    }
+
+    /// Stops the server (SIGKILL); its data stays for [`Self::resume`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same ports and data.
+    pub fn resume(&mut self) {
+        self.child = spawn(&self.bin, &self.config, &self.dir);
+        wait_for_port(self.s3_port, "garage s3", Duration::from_secs(30));
     }
 
     /// Runs a `garage` admin command against this node; panics on failure.
