@@ -242,18 +242,53 @@ pub enum ArchiveProblem {
     SomeNotImages(u64, String),
 }
 
+/// The entry count the end-of-central-directory record declares (Zip64
+/// aware), read from the archive's tail without parsing the directory:
+/// the zip reader holds the whole directory in memory, so a huge count must
+/// be refused before it runs. `None` when no record is found.
+pub fn declared_entries<R: Read + Seek>(reader: &mut R) -> Option<u64> {
+    use std::io::SeekFrom;
+    let len = reader.seek(SeekFrom::End(0)).ok()?;
+    let tail_len = len.min(22 + 65_535);
+    reader.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = vec![0u8; tail_len as usize];
+    reader.read_exact(&mut tail).ok()?;
+    let eocd = tail.windows(4).rposition(|w| w == b"PK\x05\x06")?;
+    let count = u64::from(u16::from_le_bytes([
+        *tail.get(eocd + 10)?,
+        *tail.get(eocd + 11)?,
+    ]));
+    if count != 0xFFFF {
+        return Some(count);
+    }
+    // Zip64: the locator sits just before the EOCD and points at the Zip64 record.
+    let loc = eocd.checked_sub(20)?;
+    if tail.get(loc..loc + 4)? != b"PK\x06\x07" {
+        return Some(count);
+    }
+    let at = u64::from_le_bytes(tail.get(loc + 8..loc + 16)?.try_into().ok()?);
+    reader.seek(SeekFrom::Start(at)).ok()?;
+    let mut rec = [0u8; 40];
+    reader.read_exact(&mut rec).ok()?;
+    (rec[..4] == *b"PK\x06\x06")
+        .then(|| u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default()))
+}
+
 /// The gateway's light check of a staged archive: it is a zip starting at
 /// offset 0, within the entry and size limits, and its entries start like
 /// images. `head` is the upload's first bytes.
 pub fn light_check<R: Read + Seek>(
     head: &[u8],
-    reader: R,
+    mut reader: R,
     policy: &Policy,
 ) -> Result<Summary, ArchiveProblem> {
     if !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")) {
         return Err(ArchiveProblem::NotZip(
             "the upload is not a zip archive (its first bytes are not a zip header)".into(),
         ));
+    }
+    if let Some(n) = declared_entries(&mut reader).filter(|&n| n > policy.max_entries) {
+        return Err(ArchiveProblem::TooManyEntries(n, policy.max_entries));
     }
     let mut archive = ZipArchive::new(reader)
         .map_err(|e| ArchiveProblem::NotZip(format!("the zip archive cannot be read: {e}")))?;
@@ -391,5 +426,28 @@ mod tests {
         for (m, want) in cases {
             assert_eq!(check_entry(&m, &p).err().map(|r| r.reason), want, "{m:?}");
         }
+    }
+
+    #[test]
+    fn entry_count_is_read_from_the_tail_before_the_directory() {
+        use std::io::{Cursor, Write};
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for i in 0..3 {
+            w.start_file(format!("{i}.jpg"), zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(b"x").unwrap();
+        }
+        let bytes = w.finish().unwrap().into_inner();
+        assert_eq!(declared_entries(&mut Cursor::new(&bytes)), Some(3));
+        let tight = Policy {
+            max_entries: 2,
+            ..Policy::default()
+        };
+        let r = light_check(&bytes[..4], Cursor::new(&bytes), &tight);
+        assert_eq!(r, Err(ArchiveProblem::TooManyEntries(3, 2)));
+        assert_eq!(
+            declared_entries(&mut Cursor::new(b"not a zip at all".to_vec())),
+            None
+        );
     }
 }

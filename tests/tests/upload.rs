@@ -306,6 +306,19 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
             "not-a-zip",
         ),
         (
+            "zip header then prepended data",
+            [
+                b"PK\x03\x04 something else first ".to_vec(),
+                ZipBuilder::new()
+                    .stored("ok.jpg", &jpeg(45, 64, 64))
+                    .finish(),
+            ]
+            .concat(),
+            "",
+            400,
+            "archive-offset",
+        ),
+        (
             "bad callback",
             ZipBuilder::new()
                 .stored("ok.jpg", &jpeg(44, 64, 64))
