@@ -11,8 +11,7 @@ use crate::{Error, Result};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// Image columns in the order [`image_from_row`] expects them named.
-pub(crate) const IMAGE_COLUMNS: &str =
-    "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at";
+pub(crate) const IMAGE_COLUMNS: &str = "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality";
 
 /// The column reads the mapping needs, for any sqlx row whose driver
 /// decodes text and 64-bit integers by column name.
@@ -89,6 +88,8 @@ pub(crate) fn image_from_row(r: &impl CatalogRow) -> Result<ImageRecord> {
         batch_id: r.text("batch_id")?,
         entry_index: r.int("entry_idx")? as u32,
         entry_name: r.text("entry_name")?,
+        pdq: r.opt_text("pdq")?,
+        pdq_quality: r.opt_int("pdq_quality")?.map(|q| q.clamp(0, 100) as u8),
         created_ms: r.int("created_at")?,
     })
 }

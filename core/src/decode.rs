@@ -58,13 +58,15 @@ impl Handle {
     }
 }
 
-/// The decoded size of a JPEG.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A decoded JPEG.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decoded {
     /// Width in pixels.
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// Packed RGB pixels, row by row; `None` for CMYK images.
+    pub rgb: Option<Vec<u8>>,
 }
 
 /// Decodes every pixel of `jpeg`, refusing anything libjpeg-turbo would
@@ -135,5 +137,6 @@ pub fn strict_jpeg(jpeg: &[u8], policy: &Policy) -> Result<Decoded, Rejection> {
             format!("strict JPEG decode failed: {msg}"),
         ));
     }
-    Ok(Decoded { width, height })
+    let rgb = (channels == 3).then_some(pixels);
+    Ok(Decoded { width, height, rgb })
 }

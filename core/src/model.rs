@@ -288,6 +288,10 @@ pub struct ImageRecord {
     pub entry_index: u32,
     /// Its entry name in that batch.
     pub entry_name: String,
+    /// PDQ perceptual hash of the upright image (64 hex digits).
+    pub pdq: Option<String>,
+    /// PDQ quality, 0–100 (hashes of quality 49 or less should not be matched).
+    pub pdq_quality: Option<u8>,
     /// When it was stored.
     #[serde(skip)]
     pub created_ms: Millis,

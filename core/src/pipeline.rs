@@ -23,6 +23,9 @@ pub struct Prepared {
     pub height: u32,
     /// EXIF orientation found (and removed) in the upload, if any.
     pub orientation: Option<u16>,
+    /// PDQ hash and quality of the upright image (orientation applied);
+    /// `None` for CMYK JPEGs.
+    pub pdq: Option<crate::pdq::Pdq>,
 }
 
 /// Lower-case hex SHA-256.
@@ -64,10 +67,16 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
             ));
         }
     };
-    let (bytes, width, height, orientation) = match format {
+    let (bytes, width, height, orientation, pixels) = match format {
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
     };
+    let pdq = pixels.map(|rgb| {
+        crate::pdq::hash(&crate::pdq::apply_orientation(
+            rgb,
+            orientation.unwrap_or(1),
+        ))
+    });
     Ok(Prepared {
         id: sha256_hex(&bytes),
         bytes,
@@ -75,6 +84,7 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
         width,
         height,
         orientation,
+        pdq,
     })
 }
 
@@ -93,7 +103,8 @@ pub fn check_dimensions(width: u32, height: u32, policy: &Policy) -> Result<(), 
     Ok(())
 }
 
-type Stage = (Vec<u8>, u32, u32, Option<u16>);
+/// Stored bytes, width, height, EXIF orientation, decoded pixels.
+type Stage = (Vec<u8>, u32, u32, Option<u16>, Option<image::RgbImage>);
 
 fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let structure = jpeg::parse(data)?;
@@ -107,11 +118,15 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
             "decoded size differs from the frame header",
         ));
     }
+    let pixels = decoded
+        .rgb
+        .and_then(|rgb| image::RgbImage::from_raw(decoded.width, decoded.height, rgb));
     Ok((
         clean,
         structure.width,
         structure.height,
         structure.orientation,
+        pixels,
     ))
 }
 
@@ -141,7 +156,7 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
     limits.max_image_height = Some(policy.max_dimension);
     limits.max_alloc = Some(policy.max_pixels.saturating_mul(8));
     reader.limits(limits);
-    reader.decode().map_err(|e| match e {
+    let decoded = reader.decode().map_err(|e| match e {
         image::ImageError::Decoding(_) if is_eof(&e) => Rejection::new(
             Reason::Truncated,
             format!("{} data ends early: {e}", format.as_str()),
@@ -151,7 +166,7 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
             format!("strict {} decode failed: {e}", format.as_str()),
         ),
     })?;
-    Ok((clean, width, height, None))
+    Ok((clean, width, height, None, Some(decoded.to_rgb8())))
 }
 
 fn is_eof(e: &image::ImageError) -> bool {

@@ -162,7 +162,7 @@ pub async fn list(
         .map(|i| {
             serde_json::json!({
                 "id": i.id, "format": i.format, "width": i.width, "height": i.height, "size": i.size,
-                "orientation": i.orientation, "entry": i.entry_name, "entry_index": i.entry_index,
+                "orientation": i.orientation, "pdq": i.pdq, "pdq_quality": i.pdq_quality, "entry": i.entry_name, "entry_index": i.entry_index,
                 "url": format!("/v1/images/{}", i.id),
             })
         })

@@ -67,6 +67,8 @@ fn image(id: &str, batch: &str, index: u32) -> ImageRecord {
         batch_id: batch.into(),
         entry_index: index,
         entry_name: format!("photos/img_{index:03}.jpg"),
+        pdq: Some("c3".repeat(32)),
+        pdq_quality: Some(87),
         created_ms: T0 + 7,
     }
 }

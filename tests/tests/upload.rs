@@ -103,6 +103,15 @@ async fn good_batch_is_accepted_stored_and_downloadable() {
     );
 
     let listed = server.get_json(&format!("/v1/images?batch={id}")).await;
+    for img in listed["images"].as_array().unwrap() {
+        // Every stored image carries its perceptual hash for near-duplicate search.
+        let pdq = img["pdq"].as_str().unwrap_or_default();
+        assert!(
+            pdq.len() == 64 && pdq.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{img}"
+        );
+        assert!(img["pdq_quality"].as_u64().is_some_and(|q| q > 49), "{img}");
+    }
     let mut ids: Vec<&str> = listed["images"]
         .as_array()
         .unwrap()

@@ -230,6 +230,8 @@ async fn store_once(
                     batch_id: batch_id.into(),
                     entry_index: index,
                     entry_name: name.into(),
+                    pdq: p.pdq.map(|h| h.hash.to_string()),
+                    pdq_quality: p.pdq.map(|h| h.quality),
                     created_ms: now_ms(),
                 };
                 b.catalog.insert_image(&record).await?;

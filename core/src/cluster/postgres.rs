@@ -214,8 +214,8 @@ impl Catalog for PgCatalog {
 
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&i.id)
         .bind(i.format.as_str())
@@ -227,6 +227,8 @@ impl Catalog for PgCatalog {
         .bind(i64::from(i.entry_index))
         .bind(&i.entry_name)
         .bind(i.created_ms)
+        .bind(&i.pdq)
+        .bind(i.pdq_quality.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -245,7 +247,7 @@ impl Catalog for PgCatalog {
         limit: u32,
     ) -> Result<Vec<ImageRecord>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at
+            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at, i.pdq, i.pdq_quality
              FROM entries e JOIN images i ON i.id = e.image_id
              WHERE e.batch_id = $1 AND e.verdict = 'accepted' AND e.idx > $2 ORDER BY e.idx LIMIT $3",
         )

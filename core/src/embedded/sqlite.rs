@@ -184,8 +184,8 @@ impl Catalog for SqliteCatalog {
 
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&i.id)
         .bind(i.format.as_str())
@@ -197,6 +197,8 @@ impl Catalog for SqliteCatalog {
         .bind(i64::from(i.entry_index))
         .bind(&i.entry_name)
         .bind(i.created_ms)
+        .bind(&i.pdq)
+        .bind(i.pdq_quality.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -215,7 +217,7 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<ImageRecord>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at
+            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at, i.pdq, i.pdq_quality
              FROM entries e JOIN images i ON i.id = e.image_id
              WHERE e.batch_id = ? AND e.verdict = 'accepted' AND e.idx > ? ORDER BY e.idx LIMIT ?",
         )
