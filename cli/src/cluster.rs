@@ -10,12 +10,11 @@ use picsift_core::model::Phase;
 use picsift_core::time::now_ms;
 use picsift_core::webhook::Secret;
 use picsift_gateway::AppState;
-use picsift_worker::{Backends, LocalScheduler, Notifier, NotifierConfig, WorkerConfig};
+use picsift_worker::{Backends, LocalScheduler, WorkerConfig};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Options shared by the cluster commands.
@@ -151,29 +150,22 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
     let wcfg = worker_config(&cfg)?;
     let b = backends(&cfg, &consumer_name()).await;
     let stop = CancellationToken::new();
-    let completed = Arc::new(Notify::new());
-    let workers = tokio::spawn(picsift_worker::run_workers(
+    let mut background = picsift_worker::start(
         b.clone(),
         wcfg.clone(),
-        completed.clone(),
+        Secret::parse(&cfg.webhook_secret),
         stop.clone(),
-    ));
-    let notifier = Notifier::new(
-        b.clone(),
-        NotifierConfig {
-            secret: Secret::parse(&cfg.webhook_secret),
-            timeout: Duration::from_secs(10),
-        },
     )?;
-    let notifications = tokio::spawn(notifier.run(completed, stop.clone()));
     // A chunk legitimately takes up to a visibility timeout; twice that
     // without progress means its task is gone.
     let stall_ms = (2 * cfg.redis.visibility_timeout_ms as i64).max(60_000);
-    let sweeper = tokio::spawn(sweep(b, wcfg, stall_ms, stop.clone()));
+    background.push(tokio::spawn(sweep(b, wcfg, stall_ms, stop.clone())));
     eprintln!("picsift worker {} started", consumer_name());
     crate::serve::shutdown_signal().await;
     stop.cancel();
-    let _ = tokio::join!(workers, notifications, sweeper);
+    for task in background {
+        let _ = task.await;
+    }
     Ok(())
 }
 

@@ -7,12 +7,10 @@ use picsift_core::format::Format;
 use picsift_core::policy::Policy;
 use picsift_core::webhook::Secret;
 use picsift_gateway::AppState;
-use picsift_worker::{Backends, LocalScheduler, Notifier, NotifierConfig, WorkerConfig};
+use picsift_worker::{Backends, LocalScheduler, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Options of `picsift serve`.
@@ -123,21 +121,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(batches = resumed, "resumed unfinished batches");
     }
     let stop = CancellationToken::new();
-    let completed = Arc::new(Notify::new());
-    let workers = tokio::spawn(picsift_worker::run_workers(
+    let background = picsift_worker::start(
         backends.clone(),
         config.clone(),
-        completed.clone(),
+        Secret::parse(&secret),
         stop.clone(),
-    ));
-    let notifier = Notifier::new(
-        backends.clone(),
-        NotifierConfig {
-            secret: Secret::parse(&secret),
-            timeout: Duration::from_secs(10),
-        },
     )?;
-    let notifications = tokio::spawn(notifier.run(completed, stop.clone()));
 
     let queue: Arc<dyn picsift_core::store::WorkQueue> = backends.queue.clone();
     let state = AppState {
@@ -160,7 +149,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("server failed")?;
     stop.cancel();
-    let _ = tokio::join!(workers, notifications);
+    for task in background {
+        let _ = task.await;
+    }
     Ok(())
 }
 

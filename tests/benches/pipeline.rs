@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
         1000.0 / djpeg_ips
     );
     println!(
-        "| picsift prepare (structure + sanitise + strict decode + SHA-256) | {ours_ips:.2} | {:.0} | {:.2} |\n",
+        "| picsift prepare (structure + sanitise + strict decode + SHA-256 + PDQ) | {ours_ips:.2} | {:.0} | {:.2} |\n",
         1000.0 / ours_ips,
         ours_ips / djpeg_ips
     );

@@ -56,6 +56,28 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Starts `cfg.concurrency` chunk workers and the webhook notifier; both
+/// run until `stop` is cancelled. The standalone server and the cluster
+/// worker process run exactly this.
+pub fn start(
+    b: Backends,
+    cfg: WorkerConfig,
+    secret: picsift_core::webhook::Secret,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, reqwest::Error> {
+    let completed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notifier = Notifier::new(
+        b.clone(),
+        NotifierConfig {
+            secret,
+            timeout: std::time::Duration::from_secs(10),
+        },
+    )?;
+    let workers = tokio::spawn(run_workers(b, cfg, completed.clone(), stop.clone()));
+    let notifications = tokio::spawn(notifier.run(completed, stop));
+    Ok(vec![workers, notifications])
+}
+
 /// Errors of the worker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
