@@ -436,6 +436,16 @@ async fn s3_outage_in_the_middle_of_a_batch_delays_it_and_loses_nothing() {
     c.garage.stop();
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
+    // An upload while S3 is away is refused whole, with a hint to retry.
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/v1/batches"))
+        .header("content-type", "application/zip")
+        .body(batch_zip(&[399], (64, 64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.garage.resume();
     let done = wait_done(&base, &id).await;
