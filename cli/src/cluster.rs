@@ -180,6 +180,9 @@ async fn sweep(b: Backends, cfg: WorkerConfig, stall_ms: i64, stop: Cancellation
         let now = now_ms();
         match b.catalog.unfinished_batches().await {
             Ok(batches) => {
+                // Under a deep backlog a batch may wait its turn for long:
+                // only an empty queue says its tasks are gone.
+                let queue_idle = matches!(b.queue.backlog().await, Ok(0));
                 seen.retain(|id, _| batches.iter().any(|x| &x.id == id));
                 for batch in &batches {
                     let stalled = match batch.phase {
@@ -191,10 +194,7 @@ async fn sweep(b: Backends, cfg: WorkerConfig, stall_ms: i64, stop: Cancellation
                                 if entry.0 != c.pending {
                                     *entry = (c.pending, now);
                                 }
-                                // Under a deep backlog a batch may wait its turn for
-                                // long: only an empty queue says its tasks are gone.
-                                let idle = matches!(b.queue.backlog().await, Ok(0));
-                                let stuck = idle && now - entry.1 > stall_ms;
+                                let stuck = queue_idle && now - entry.1 > stall_ms;
                                 if stuck {
                                     entry.1 = now;
                                 }

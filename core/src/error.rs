@@ -33,9 +33,6 @@ pub enum Error {
     /// Redis (dedup claims, work queue) failed or is unreachable.
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The work queue is closed (the process is shutting down).
-    #[error("work queue closed")]
-    QueueClosed,
 }
 
 /// Shorthand for results of this crate.

@@ -201,9 +201,12 @@ async fn store_once(
     batch_id: &str,
     index: u32,
     name: &str,
-    p: Prepared,
+    mut p: Prepared,
 ) -> Result<Verdict> {
     let owner = format!("{batch_id}:{index}");
+    // The bytes move into a shared buffer once; retries clone the handle, not the image.
+    let size = p.bytes.len() as u64;
+    let bytes = bytes::Bytes::from(std::mem::take(&mut p.bytes));
     loop {
         match b.dedup.claim(&p.id, &owner, now_ms(), cfg.lease_ms).await? {
             ClaimOutcome::Committed {
@@ -219,13 +222,13 @@ async fn store_once(
                 // A store that stays down fails the chunk, which is
                 // released and retried (up to max_deliveries); the claim
                 // stays ours, so the retry carries on where this left off.
-                put_with_retries(b, &p).await?;
+                put_with_retries(b, &p.id, &bytes).await?;
                 let record = ImageRecord {
                     id: p.id.clone(),
                     format: p.format,
                     width: p.width,
                     height: p.height,
-                    size: p.bytes.len() as u64,
+                    size,
                     orientation: p.orientation,
                     batch_id: batch_id.into(),
                     entry_index: index,
@@ -245,9 +248,12 @@ async fn store_once(
     }
 }
 
-async fn put_with_retries(b: &Backends, p: &Prepared) -> picsift_core::Result<()> {
-    let key = image_key(&p.id);
-    let bytes = bytes::Bytes::copy_from_slice(&p.bytes);
+async fn put_with_retries(
+    b: &Backends,
+    id: &str,
+    bytes: &bytes::Bytes,
+) -> picsift_core::Result<()> {
+    let key = image_key(id);
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {

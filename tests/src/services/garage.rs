@@ -102,7 +102,9 @@ impl Garage {
     /// Runs a `garage` admin command against this node; panics on failure.
     pub fn cli(&self, args: &[&str]) -> String {
         let bin = require("garage", "Garage (`cargo install garage --locked`)");
-        for attempt in 0..50 {
+        // The node needs a moment after start (and after a layout change) to answer.
+        let mut attempt = 0;
+        loop {
             let out = Command::new(&bin)
                 .arg("-c")
                 .arg(&self.config)
@@ -112,16 +114,14 @@ impl Garage {
             if out.status.success() {
                 return String::from_utf8_lossy(&out.stdout).into_owned();
             }
-            // The node needs a moment after start (and after a layout change) to answer.
-            if attempt == 49 {
-                panic!(
-                    "garage {args:?} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            attempt += 1;
+            assert!(
+                attempt < 50,
+                "garage {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        unreachable!()
     }
 
     /// Creates a bucket the test key can read, write and own.
