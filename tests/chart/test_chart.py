@@ -61,6 +61,7 @@ def test_values_pass_the_values_schema(scenario):
         ({"workerPool": {"gpu": {"count": -1}}}, "/workerPool/gpu/count"),
         ({"validationPolicy": {"formats": ["gif"]}}, "/validationPolicy/formats"),
         ({"validationPolicy": {"limits": {"maxEntires": 5}}}, "maxEntires"),
+        ({"validationPolicy": {"limits": {"maxDimension": 70000}}}, "/validationPolicy/limits/maxDimension"),
         ({"replicas": 3}, "replicas"),
         ({"gateway": {"replica": 3}}, "replica"),
         ({"extraConfig": {"PICSIFT_WORKER_CONCURRENCY": 4}}, "/extraConfig/PICSIFT_WORKER_CONCURRENCY"),
@@ -84,6 +85,12 @@ def test_missing_required_secret_names_fail_the_render_with_what_to_set():
         with pytest.raises(helm.HelmRenderError) as bad:
             render(values)
         assert key in str(bad.value)
+
+
+def test_worker_pool_refuses_min_above_max():
+    with pytest.raises(helm.HelmRenderError) as bad:
+        render({"workerPool": {"minWorkers": 5, "maxWorkers": 2}})
+    assert "workerPool.minWorkers (5) must not exceed workerPool.maxWorkers (2)" in str(bad.value)
 
 
 def test_pdb_refuses_both_min_available_and_max_unavailable():
@@ -141,7 +148,9 @@ def test_generated_crds_are_present_and_valid_for_kubernetes_1_33():
     for kind, (scope, short) in expect.items():
         assert crds[kind]["spec"]["scope"] == scope, kind
         assert short in crds[kind]["spec"]["names"].get("shortNames", []), kind
+    rules = sum(json.dumps(crd).count('"x-kubernetes-validations"') for crd in crds.values())
     print(f"\n  {len(crds)} CRDs in {CRD_DIR.relative_to(REPO)}/ valid for Kubernetes {KUBE_VERSION}")
+    print(f"  note: the {rules} CEL rule sets (x-kubernetes-validations) are checked by the API server, not here")
 
 
 def test_uploadbatch_lists_the_columns_the_docs_promise():
