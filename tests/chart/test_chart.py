@@ -243,6 +243,8 @@ def test_gateway_and_operator_run_the_one_image_with_their_subcommand():
         assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port_name}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port_name}
         assert deployment["spec"]["replicas"] == 2
+        # A Service named picsift-* must not inject PICSIFT_*_PORT variables.
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
     service = rendered.one("Service", FULLNAME, NAMESPACE)
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
