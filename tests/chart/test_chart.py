@@ -93,6 +93,14 @@ def test_worker_pool_refuses_min_above_max():
     assert "workerPool.minWorkers (5) must not exceed workerPool.maxWorkers (2)" in str(bad.value)
 
 
+def test_extra_config_cannot_shadow_a_setting_the_chart_makes():
+    # A duplicate key in the ConfigMap, or a secret in plain text beside its Secret.
+    for key in ("PICSIFT_LOG", "PICSIFT_REDIS_URL"):
+        with pytest.raises(helm.HelmRenderError) as bad:
+            render({"extraConfig": {key: "x"}})
+        assert f"extraConfig.{key}: the chart sets {key}" in str(bad.value)
+
+
 def test_pdb_refuses_both_min_available_and_max_unavailable():
     with pytest.raises(helm.HelmRenderError) as bad:
         render({"gateway": {"pdb": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}})
