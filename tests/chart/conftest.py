@@ -240,6 +240,8 @@ def _to_json_schema(node: Any) -> Any:
         # strict field validation: a typo must not pass silently.
         out["additionalProperties"] = False
     if node.get("nullable"):
+        if "enum" in out and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
         if isinstance(out.get("type"), str):
             out["type"] = [out["type"], "null"]
         elif "type" not in out:
