@@ -3,6 +3,7 @@
 mod client;
 mod cluster;
 mod config;
+mod crd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Status(client::StatusArgs),
     /// Print a batch's verdicts as a table.
     Report(client::ReportArgs),
+    /// Print the CustomResourceDefinitions, or write them into a checkout.
+    Crd(crd::CrdArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             Command::Upload(args) => client::upload(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Report(args) => client::report(args).await,
+            Command::Crd(args) => crd::run(args),
         }
     })
 }

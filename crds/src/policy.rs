@@ -1,0 +1,142 @@
+//! `ValidationPolicy`: what a batch may contain and the limits it is held to.
+
+use kube::{CustomResource, KubeSchema};
+use picsift_core::format::Format;
+use picsift_core::policy::Policy;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What uploads referencing this policy may contain, and their limits.
+/// Batches name it in `spec.policyRef`; the gateway uses `default` unless
+/// the upload names another.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "picsift.io",
+    version = "v1alpha1",
+    kind = "ValidationPolicy",
+    namespaced,
+    shortname = "vp",
+    category = "picsift",
+    printcolumn = r#"{"name":"Formats","type":"string","jsonPath":".spec.formats"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationPolicySpec {
+    /// Image formats that may be stored; anything else is rejected with
+    /// `format_not_allowed`. Defaults to JPEG only.
+    #[serde(default = "default_formats")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("allow at least one format"))]
+    pub formats: Vec<ImageFormat>,
+    /// Size and count limits; unset limits take picsift's defaults.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_formats() -> Vec<ImageFormat> {
+    vec![ImageFormat::Jpeg]
+}
+
+/// An image format picsift can verify.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// JPEG (JFIF or Exif).
+    Jpeg,
+    /// PNG.
+    Png,
+    /// WebP.
+    Webp,
+}
+
+impl From<ImageFormat> for Format {
+    fn from(f: ImageFormat) -> Self {
+        match f {
+            ImageFormat::Jpeg => Format::Jpeg,
+            ImageFormat::Png => Format::Png,
+            ImageFormat::Webp => Format::Webp,
+        }
+    }
+}
+
+/// Limits on an upload and its images. Error messages name these fields.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Largest upload (the zip itself), in bytes. Default 8 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_upload_bytes: Option<i64>,
+    /// Most entries one archive may hold. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_entries: Option<i64>,
+    /// Most uncompressed bytes all entries together may declare. Default 16 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_total_uncompressed_bytes: Option<i64>,
+    /// Most bytes one entry may inflate to. Default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_entry_bytes: Option<i64>,
+    /// Highest uncompressed-to-compressed ratio of an entry. Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_compression_ratio: Option<i64>,
+    /// Widest and tallest image, in pixels. Default 16384.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub max_dimension: Option<i64>,
+    /// Most pixels of one image (width × height). Default 50000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pixels: Option<i64>,
+}
+
+impl ValidationPolicySpec {
+    /// The policy the pipeline applies: this spec over picsift's defaults.
+    pub fn to_policy(&self) -> Policy {
+        let d = Policy::default();
+        let l = &self.limits;
+        let pick =
+            |v: Option<i64>, default: u64| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(default);
+        Policy {
+            allowed_formats: self.formats.iter().map(|&f| f.into()).collect(),
+            max_entries: pick(l.max_entries, d.max_entries),
+            max_upload_bytes: pick(l.max_upload_bytes, d.max_upload_bytes),
+            max_total_uncompressed_bytes: pick(
+                l.max_total_uncompressed_bytes,
+                d.max_total_uncompressed_bytes,
+            ),
+            max_entry_bytes: pick(l.max_entry_bytes, d.max_entry_bytes),
+            max_compression_ratio: pick(l.max_compression_ratio, d.max_compression_ratio),
+            max_dimension: u32::try_from(pick(l.max_dimension, d.max_dimension.into()))
+                .unwrap_or(d.max_dimension),
+            max_pixels: pick(l.max_pixels, d.max_pixels),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_spec_is_the_default_policy() {
+        let spec: ValidationPolicySpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec.to_policy(), Policy::default());
+    }
+
+    #[test]
+    fn set_limits_override_defaults() {
+        let spec: ValidationPolicySpec = serde_json::from_value(serde_json::json!({
+            "formats": ["jpeg", "png"],
+            "limits": {"maxEntries": 5, "maxPixels": 1000}
+        }))
+        .unwrap();
+        let p = spec.to_policy();
+        assert_eq!(p.allowed_formats, vec![Format::Jpeg, Format::Png]);
+        assert_eq!(p.max_entries, 5);
+        assert_eq!(p.max_pixels, 1000);
+        assert_eq!(p.max_entry_bytes, Policy::default().max_entry_bytes);
+    }
+}
