@@ -249,8 +249,30 @@ def _to_json_schema(node: Any) -> Any:
     return out
 
 
+def _prune_nulls(value: Any, schema: dict[str, Any]) -> Any:
+    """Drop nulls where the schema is not nullable, as the API server does
+    before validating a custom resource."""
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, item in value.items():
+            sub = properties.get(key, extra if isinstance(extra, dict) else {})
+            if item is None and not sub.get("nullable"):
+                continue
+            out[key] = _prune_nulls(item, sub)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_prune_nulls(item, schema["items"]) for item in value]
+    return value
+
+
+def _openapi_schema(crd: dict[str, Any], api_version: str) -> dict[str, Any]:
+    return crd_version(crd, api_version)["schema"]["openAPIV3Schema"]
+
+
 def custom_resource_validator(crd: dict[str, Any], api_version: str) -> jsonschema.Validator:
-    schema = copy.deepcopy(crd_version(crd, api_version)["schema"]["openAPIV3Schema"])
+    schema = copy.deepcopy(_openapi_schema(crd, api_version))
     properties = schema.setdefault("properties", {})
     # Every object has these; generated schemas often leave them out.
     properties.setdefault("apiVersion", {"type": "string"})
@@ -271,7 +293,8 @@ def validate_custom_resource(doc: dict[str, Any], crds: dict[str, dict[str, Any]
     assert kind in crds, f"{origin}: {describe(doc)}: no CRD for kind {kind} (have {sorted(crds)})"
     crd = crds[kind]
     validator = custom_resource_validator(crd, doc["apiVersion"])
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    pruned = _prune_nulls(doc, _openapi_schema(crd, doc["apiVersion"]))
+    errors = sorted(validator.iter_errors(pruned), key=lambda e: list(e.absolute_path))
     assert not errors, f"{origin}: {describe(doc)} does not match its CRD:\n" + "\n".join(
         f"  at {'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors
     )
