@@ -213,7 +213,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     } else {
         print_stdout(&describe(&status))?;
     }
-    if status.phase == "failed" {
+    if matches!(status.phase.as_str(), "failed" | "expired") {
         match &status.error {
             Some(error) => bail!("batch {} failed: {error}", status.id),
             None => bail!("batch {} failed", status.id),
@@ -452,7 +452,7 @@ struct ReportEntry {
 // ---------------------------------------------------------------- status
 
 fn is_final(phase: &str) -> bool {
-    matches!(phase, "completed" | "failed")
+    matches!(phase, "completed" | "failed" | "expired")
 }
 
 /// Polls until the batch reaches a final phase, with a bar of decided

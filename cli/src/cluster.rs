@@ -7,9 +7,11 @@ use anyhow::Context;
 use picsift_core::chunk::ChunkLimits;
 use picsift_core::cluster::{PgCatalog, RedisDedup, RedisQueue, S3BlobStore};
 use picsift_core::model::Phase;
+use picsift_core::store::Scheduler;
 use picsift_core::time::now_ms;
 use picsift_core::webhook::Secret;
 use picsift_gateway::AppState;
+use picsift_operator::{KubeScheduler, OperatorConfig};
 use picsift_worker::{Backends, LocalScheduler, WorkerConfig};
 use std::future::Future;
 use std::path::PathBuf;
@@ -103,6 +105,8 @@ fn worker_config(cfg: &Config) -> anyhow::Result<WorkerConfig> {
             cfg.worker.concurrency
         },
         max_deliveries: cfg.worker.max_deliveries.max(1),
+        idle_timeout: (cfg.worker.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(cfg.worker.idle_timeout_secs)),
     })
 }
 
@@ -121,10 +125,22 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
     let cfg = load(&args)?;
     let policy = cfg.policy()?;
     let b = backends(&cfg, &consumer_name()).await;
+    let scheduler: Arc<dyn Scheduler> = if cfg.kubernetes.enabled {
+        let client = kube_client().await?;
+        let ns = namespace(&cfg, &client);
+        tracing::info!(namespace = ns, "uploads become UploadBatches");
+        Arc::new(KubeScheduler::new(
+            client,
+            &ns,
+            &cfg.kubernetes.default_policy,
+        ))
+    } else {
+        Arc::new(LocalScheduler::new(b.clone(), worker_config(&cfg)?))
+    };
     let state = AppState {
         blobs: b.blobs.clone(),
         catalog: b.catalog.clone(),
-        scheduler: Arc::new(LocalScheduler::new(b.clone(), worker_config(&cfg)?)),
+        scheduler,
         policy,
         queue: Some(b.queue.clone()),
     };
@@ -142,30 +158,94 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `picsift worker`: takes chunk tasks until stopped, delivers webhooks,
-/// and plans batches a gateway received but did not get to plan.
+/// `picsift worker`: takes chunk tasks until stopped (or idle for
+/// `worker.idle_timeout_secs`). Outside Kubernetes it also delivers
+/// webhooks and plans batches a gateway received but did not get to plan;
+/// under Kubernetes the operator does both.
 pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = load(&args)?;
     let wcfg = worker_config(&cfg)?;
     let b = backends(&cfg, &consumer_name()).await;
     let stop = CancellationToken::new();
-    let mut background = picsift_worker::start(
-        b.clone(),
-        wcfg.clone(),
-        Secret::parse(&cfg.webhook_secret),
-        stop.clone(),
-    )?;
-    // A chunk legitimately takes up to a visibility timeout; twice that
-    // without progress means its task is gone.
-    let stall_ms = (2 * cfg.redis.visibility_timeout_ms as i64).max(60_000);
-    background.push(tokio::spawn(sweep(b, wcfg, stall_ms, stop.clone())));
+    let standalone = !cfg.kubernetes.enabled;
+    let secret = standalone.then(|| Secret::parse(&cfg.webhook_secret));
+    let mut background = picsift_worker::start(b.clone(), wcfg.clone(), secret, stop.clone())?;
+    if standalone {
+        background.push(tokio::spawn(sweep(b, wcfg, stall_ms(&cfg), stop.clone())));
+    }
     eprintln!("picsift worker {} started", consumer_name());
-    crate::serve::shutdown_signal().await;
+    tokio::select! {
+        _ = crate::serve::shutdown_signal() => {}
+        _ = stop.cancelled() => eprintln!("picsift worker: idle; exiting"),
+    }
     stop.cancel();
     for task in background {
         let _ = task.await;
     }
+    Ok(())
+}
+
+/// A chunk legitimately takes up to a visibility timeout; twice that
+/// without progress means its task is gone.
+fn stall_ms(cfg: &Config) -> i64 {
+    (2 * cfg.redis.visibility_timeout_ms as i64).max(60_000)
+}
+
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster service account or kubeconfig)")
+}
+
+/// The configured namespace, else the client's (the pod's service account
+/// namespace in a cluster).
+fn namespace(cfg: &Config, client: &kube::Client) -> String {
+    if cfg.kubernetes.namespace.is_empty() {
+        client.default_namespace().to_string()
+    } else {
+        cfg.kubernetes.namespace.clone()
+    }
+}
+
+/// `picsift operator`: reconciles UploadBatches and WorkerPools while this
+/// replica holds the leader Lease; the leader also delivers webhooks and
+/// re-plans stalled batches.
+pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
+    init_logging();
+    let cfg = load(&args)?;
+    let wcfg = worker_config(&cfg)?;
+    let client = kube_client().await?;
+    let b = backends(&cfg, &consumer_name()).await;
+    let stop = CancellationToken::new();
+    let op = OperatorConfig {
+        namespace: namespace(&cfg, &client),
+        ttl_ms: (cfg.operator.ttl_secs_after_finished as i64).saturating_mul(1000),
+        metrics_listen: cfg.operator.metrics_listen,
+        lease_name: cfg.operator.lease_name.clone(),
+        identity: consumer_name(),
+        chunk_limits: wcfg.chunk_limits,
+    };
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        crate::serve::shutdown_signal().await;
+        signal.cancel();
+    });
+    let notifier = picsift_worker::Notifier::new(
+        b.clone(),
+        picsift_worker::notifier_config(Secret::parse(&cfg.webhook_secret)),
+    )?;
+    let stall = stall_ms(&cfg);
+    let sweep_backends = b.clone();
+    eprintln!("picsift operator {} started", op.identity);
+    picsift_operator::run(client, b, op, stop, move |work| {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        vec![
+            tokio::spawn(notifier.run(wake, work.clone())),
+            tokio::spawn(sweep(sweep_backends, wcfg, stall, work)),
+        ]
+    })
+    .await?;
     Ok(())
 }
 

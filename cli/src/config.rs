@@ -29,6 +29,10 @@ pub struct Config {
     pub postgres: PostgresSection,
     /// Worker behaviour.
     pub worker: WorkerSection,
+    /// `[kubernetes]`: running under the operator.
+    pub kubernetes: KubernetesSection,
+    /// `[operator]`: `picsift operator`.
+    pub operator: OperatorSection,
 }
 
 /// `[policy]`: what is accepted.
@@ -109,6 +113,57 @@ pub struct WorkerSection {
     pub chunk_entries: usize,
     /// Most compressed bytes per chunk.
     pub chunk_bytes: u64,
+    /// Seconds without a task after which the worker exits (0: never).
+    /// Worker Jobs get their WorkerPool's `idleTimeoutSeconds`.
+    pub idle_timeout_secs: u64,
+}
+
+/// `[kubernetes]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesSection {
+    /// Run as part of a Kubernetes installation: the gateway hands batches
+    /// to the operator as UploadBatch objects, and planning, re-planning and
+    /// notifications are the operator's, not the workers'.
+    pub enabled: bool,
+    /// Namespace of the gateway's UploadBatches and ValidationPolicies
+    /// (empty: the namespace of the service account, else `default`).
+    pub namespace: String,
+    /// The ValidationPolicy an upload uses when it names none.
+    pub default_policy: String,
+}
+
+/// `[operator]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperatorSection {
+    /// Address of /metrics, /livez and /readyz.
+    pub metrics_listen: SocketAddr,
+    /// Seconds a finished UploadBatch is kept before it is deleted (its
+    /// record stays in the catalog).
+    pub ttl_secs_after_finished: u64,
+    /// Name of the Lease used for leader election.
+    pub lease_name: String,
+}
+
+impl Default for KubernetesSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            namespace: String::new(),
+            default_policy: "default".into(),
+        }
+    }
+}
+
+impl Default for OperatorSection {
+    fn default() -> Self {
+        Self {
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            ttl_secs_after_finished: 86_400,
+            lease_name: "picsift-operator".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -123,6 +178,8 @@ impl Default for Config {
             redis: RedisSection::default(),
             postgres: PostgresSection::default(),
             worker: WorkerSection::default(),
+            kubernetes: KubernetesSection::default(),
+            operator: OperatorSection::default(),
         }
     }
 }
@@ -190,6 +247,7 @@ impl Default for WorkerSection {
             lease_ms: w.lease_ms,
             chunk_entries: w.chunk_limits.max_entries,
             chunk_bytes: w.chunk_limits.max_bytes,
+            idle_timeout_secs: 0,
         }
     }
 }

@@ -24,6 +24,8 @@ enum Command {
     Gateway(cluster::ClusterArgs),
     /// Run a worker of a cluster deployment.
     Worker(cluster::ClusterArgs),
+    /// Run the Kubernetes operator (UploadBatch and WorkerPool controllers).
+    Operator(cluster::ClusterArgs),
     /// Rebuild the Redis dedup claims from the catalog.
     Reindex(cluster::ClusterArgs),
     /// Upload a zip, or a folder zipped on the fly, and print the batch id.
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(args).await,
             Command::Gateway(args) => cluster::gateway(args).await,
             Command::Worker(args) => cluster::worker(args).await,
+            Command::Operator(args) => cluster::operator(args).await,
             Command::Reindex(args) => cluster::reindex(args).await,
             Command::Upload(args) => client::upload(args).await,
             Command::Status(args) => client::status(args).await,

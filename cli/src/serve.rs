@@ -124,7 +124,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let background = picsift_worker::start(
         backends.clone(),
         config.clone(),
-        Secret::parse(&secret),
+        Some(Secret::parse(&secret)),
         stop.clone(),
     )?;
 

@@ -4,12 +4,16 @@
 use serde::{Deserialize, Serialize};
 
 /// One unit of work: some entries of one batch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChunkTask {
     /// The batch.
     pub batch_id: String,
     /// Entry indices in the archive, ascending.
     pub entries: Vec<u32>,
+    /// The batch's policy (its ValidationPolicy in the cluster), carried
+    /// with the task so any worker applies it; `None`: the worker's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Policy>,
 }
 
 /// Limits of one chunk.
@@ -43,6 +47,7 @@ pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) 
             out.push(ChunkTask {
                 batch_id: batch_id.into(),
                 entries: std::mem::take(&mut current),
+                policy: None,
             });
             bytes = 0;
         }
@@ -53,6 +58,7 @@ pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) 
         out.push(ChunkTask {
             batch_id: batch_id.into(),
             entries: current,
+            policy: None,
         });
     }
     out

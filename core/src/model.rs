@@ -17,6 +17,8 @@ pub enum Phase {
     Completed,
     /// The batch could not be processed at all (its archive is unreadable).
     Failed,
+    /// Its deadline passed first: unchecked entries got `deadline_exceeded`.
+    Expired,
 }
 
 impl Phase {
@@ -27,6 +29,7 @@ impl Phase {
             Self::Processing => "processing",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Expired => "expired",
         }
     }
 
@@ -37,13 +40,14 @@ impl Phase {
             "processing" => Self::Processing,
             "completed" => Self::Completed,
             "failed" => Self::Failed,
+            "expired" => Self::Expired,
             _ => return None,
         })
     }
 
     /// Whether nothing more will happen to the batch's entries.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed)
+        matches!(self, Self::Completed | Self::Failed | Self::Expired)
     }
 }
 
@@ -309,7 +313,17 @@ pub fn image_key(id: &str) -> String {
 
 /// Blob key of a staged upload.
 pub fn staging_key(batch_id: &str) -> String {
-    format!("staging/{batch_id}.zip")
+    format!("{STAGING_PREFIX}{batch_id}.zip")
+}
+
+/// Where the gateway stages uploads.
+pub const STAGING_PREFIX: &str = "staging/";
+
+/// Whether picsift owns a batch's source and deletes it when the batch
+/// ends: only what the gateway staged. A zip or prefix that an UploadBatch
+/// applied by hand points at belongs to its user and is never deleted.
+pub fn owns_source(key: &str) -> bool {
+    key.starts_with(STAGING_PREFIX) && !key.ends_with('/')
 }
 
 /// Whether `s` looks like an image id (64 lower-case hex digits).

@@ -5,13 +5,15 @@
 use crate::Result;
 use crate::chunk::ChunkTask;
 use crate::dedup::{ClaimOutcome, CommitOutcome};
-use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, ReportEntry};
+use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
+use crate::policy::Policy;
 use crate::time::Millis;
 use crate::verdict::Verdict;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// A stream of bytes, as uploads arrive and downloads leave.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -86,8 +88,13 @@ pub trait Catalog: Send + Sync {
     async fn counts(&self, id: &str) -> Result<Counts>;
     /// Records the planned entries (idempotent) and moves the batch to processing.
     async fn plan_batch(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()>;
+    /// Ends an unfinished batch in `phase` (failed or expired) with `error`;
+    /// a batch that already ended is left as it is.
+    async fn end_batch(&self, id: &str, phase: Phase, error: &str, now: Millis) -> Result<()>;
     /// Marks a batch failed as a whole.
-    async fn fail_batch(&self, id: &str, error: &str, now: Millis) -> Result<()>;
+    async fn fail_batch(&self, id: &str, error: &str, now: Millis) -> Result<()> {
+        self.end_batch(id, Phase::Failed, error, now).await
+    }
     /// Batches in phase received or processing (to resume after a restart).
     async fn unfinished_batches(&self) -> Result<Vec<BatchRecord>>;
     /// Undecided entries of a batch with their compressed sizes.
@@ -179,6 +186,37 @@ pub trait WorkQueue: Send + Sync {
 /// in-process planner; in the cluster, an `UploadBatch` for the operator.
 #[async_trait]
 pub trait Scheduler: Send + Sync {
-    /// Starts processing of a batch the catalog already holds.
-    async fn submit(&self, batch_id: &str) -> Result<()>;
+    /// The policy an upload naming policy `name` (or none) is checked
+    /// against; `None` when there is no such policy.
+    async fn policy(&self, name: Option<&str>) -> Result<Option<Policy>>;
+    /// Starts processing of a batch the catalog already holds, under the
+    /// policy the upload named. An error means nobody will process it.
+    async fn submit(&self, batch: &NewBatch, policy: Option<&str>) -> Result<()>;
+}
+
+/// A batch's report as NDJSON, one verdict per line, after entry `after`.
+/// Pages are read from the catalog as the stream is consumed, so memory
+/// stays flat however large the batch: the gateway streams it to clients
+/// and the operator into the bucket.
+pub fn report_ndjson(catalog: Arc<dyn Catalog>, id: String, after: Option<u32>) -> ByteStream {
+    const PAGE: u32 = 1000;
+    Box::pin(futures_util::stream::unfold(Some(after), move |cursor| {
+        let (catalog, id) = (catalog.clone(), id.clone());
+        async move {
+            let cursor = cursor?;
+            match catalog.report(&id, cursor, PAGE).await {
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let next = (page.len() as u32 == PAGE).then(|| page.last().map(|e| e.index));
+                    let mut buf = Vec::new();
+                    for e in &page {
+                        let _ = serde_json::to_writer(&mut buf, e);
+                        buf.push(b'\n');
+                    }
+                    Some((Ok(Bytes::from(buf)), next))
+                }
+            }
+        }
+    }))
 }

@@ -117,6 +117,10 @@ reasons! {
     RetriesExhausted = "retries_exhausted", Failed, "Upload the image again; report the batch id if it keeps failing.";
     /// A storage backend failed while storing the image; retrying may help.
     StorageError = "storage_error", Failed, "Upload the image again later.";
+    /// The batch's deadline (UploadBatch.spec.deadlineSeconds, at most 7 days) passed before the entry was checked.
+    DeadlineExceeded = "deadline_exceeded", Failed, "Upload the image again in a new batch; ask the cluster admins about worker capacity if batches expire.";
+    /// The batch was deleted (its UploadBatch removed) before the entry was checked.
+    Cancelled = "cancelled", Failed, "Upload the image again if it is still wanted.";
 }
 
 /// The verdict of one entry: what the report shows.

@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream;
 use picsift_core::model::{BatchView, ReportEntry};
 use serde::Deserialize;
 
@@ -52,28 +51,7 @@ pub async fn report(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/x-ndjson"));
     if ndjson {
-        let catalog = s.catalog.clone();
-        // Pages are read as the client consumes them: memory stays flat.
-        let lines = stream::unfold(Some(after), move |cursor| {
-            let (catalog, id) = (catalog.clone(), id.clone());
-            async move {
-                let cursor = cursor?;
-                match catalog.report(&id, cursor, PAGE).await {
-                    Err(e) => Some((Err(std::io::Error::other(e)), None)),
-                    Ok(page) if page.is_empty() => None,
-                    Ok(page) => {
-                        let next =
-                            (page.len() as u32 == PAGE).then(|| page.last().map(|e| e.index));
-                        let mut buf = Vec::new();
-                        for e in &page {
-                            let _ = serde_json::to_writer(&mut buf, e);
-                            buf.push(b'\n');
-                        }
-                        Some((Ok(bytes::Bytes::from(buf)), next))
-                    }
-                }
-            }
-        });
+        let lines = picsift_core::store::report_ndjson(s.catalog.clone(), id, after);
         let mut resp = Body::from_stream(lines).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -31,6 +31,10 @@ pub struct AppState {
     pub queue: Option<Arc<dyn WorkQueue>>,
 }
 
+async fn live() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     let upload_limit = usize::try_from(state.policy.max_upload_bytes).unwrap_or(usize::MAX);
@@ -43,10 +47,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batches/{id}/report", get(batches::report))
         .route("/v1/images", get(images::list))
         .route("/v1/images/{id}", get(images::download))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        // `/livez` is the Kubernetes convention; `/healthz` stays for compatibility.
+        .route("/healthz", get(live))
+        .route("/livez", get(live))
         .route("/readyz", get(batches::ready))
         .fallback(|| async {
             Problem::new(

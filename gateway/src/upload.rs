@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt, pin_mut, stream};
 use picsift_core::archive::{self, ArchiveProblem};
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::model::staging_key;
+use picsift_core::policy::Policy;
 use picsift_core::store::NewBatch;
 use picsift_core::time::now_ms;
 use serde::Deserialize;
@@ -27,6 +28,9 @@ pub struct UploadQuery {
     /// (by default such entries get their own rejected verdicts).
     #[serde(default)]
     strict: bool,
+    /// The policy to check the upload against (a ValidationPolicy in the
+    /// cluster); the installation's default when absent.
+    policy: Option<String>,
 }
 
 fn too_large(detail: String) -> Problem {
@@ -79,7 +83,23 @@ pub async fn create_batch(
             .await
             .map_err(|e| Problem::unavailable(format!("the work queue is unavailable: {e}")))?;
     }
-    let limit = s.policy.max_upload_bytes;
+    let policy = s
+        .scheduler
+        .policy(q.policy.as_deref())
+        .await
+        .map_err(|e| Problem::unavailable(format!("the policy cannot be read: {e}")))?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unknown-policy",
+                "Unknown policy",
+                format!(
+                    "there is no policy named {:?}; name an existing ValidationPolicy with ?policy=, or leave it out",
+                    q.policy.as_deref().unwrap_or("default")
+                ),
+            )
+        })?;
+    let limit = policy.max_upload_bytes.min(s.policy.max_upload_bytes);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -134,7 +154,7 @@ pub async fn create_batch(
         ));
     };
     let (size, head) = staged;
-    let summary = match light_check(&s, &key, size, head, q.strict).await {
+    let summary = match light_check(&s, &policy, &key, size, head, q.strict).await {
         Ok(summary) => summary,
         Err(p) => {
             let _ = s.blobs.delete(&key).await;
@@ -153,9 +173,21 @@ pub async fn create_batch(
         let _ = s.blobs.delete(&key).await;
         return Err(e.into());
     }
-    if let Err(e) = s.scheduler.submit(&id).await {
-        // The batch exists and will be picked up when the scheduler recovers.
+    if let Err(e) = s.scheduler.submit(&batch, q.policy.as_deref()).await {
+        // Nobody would process it: the upload fails whole.
         tracing::error!(batch = id, error = %e, "could not submit the batch");
+        let _ = s
+            .catalog
+            .fail_batch(
+                &id,
+                &format!("the batch could not be scheduled: {e}"),
+                now_ms(),
+            )
+            .await;
+        let _ = s.blobs.delete(&key).await;
+        return Err(Problem::unavailable(format!(
+            "the batch could not be scheduled; try again: {e}"
+        )));
     }
     tracing::info!(
         batch = id,
@@ -253,6 +285,7 @@ where
 
 async fn light_check(
     s: &AppState,
+    policy: &Policy,
     key: &str,
     size: u64,
     head: Vec<u8>,
@@ -268,7 +301,7 @@ async fn light_check(
         tokio::runtime::Handle::current(),
     );
     let failure = reader.failure();
-    let policy = s.policy.clone();
+    let policy = policy.clone();
     let checked = tokio::task::spawn_blocking(move || archive::light_check(&head, reader, &policy))
         .await
         .map_err(|e| {

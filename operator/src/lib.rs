@@ -1,1 +1,76 @@
-//! picsift operator
+//! The picsift operator: reconciles `UploadBatch` (plan, enqueue, progress,
+//! deadline, report, clean-up, TTL) and `WorkerPool` (worker Jobs that
+//! follow the backlog), and hands the gateway's uploads to the cluster as
+//! UploadBatch objects.
+//!
+//! Decisions are pure ([`batch::plan`], [`autoscale::decide`],
+//! [`jobs::worker_job`]); the controllers only observe, apply and write
+//! status, with server-side apply under one field manager.
+
+pub mod autoscale;
+pub mod batch;
+pub mod conditions;
+pub mod controller;
+pub mod jobs;
+pub mod metrics;
+pub mod pool;
+pub mod run;
+pub mod scheduler;
+
+pub use run::{OperatorConfig, run};
+pub use scheduler::KubeScheduler;
+
+use picsift_core::chunk::ChunkLimits;
+use picsift_core::time::Millis;
+use picsift_worker::Backends;
+use std::sync::Arc;
+
+/// The field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "picsift-operator";
+/// The finalizer that cleans a batch's staged upload and queued work.
+pub const FINALIZER: &str = "picsift.io/cleanup";
+/// Annotation naming the catalog id of a batch the gateway created (an
+/// UploadBatch applied by hand uses its own uid).
+pub const BATCH_ID_ANNOTATION: &str = "picsift.io/batch-id";
+/// Label of worker Jobs and pods: the pool they belong to.
+pub const POOL_LABEL: &str = "picsift.io/pool";
+/// Label of worker Jobs and pods: their slot in the pool.
+pub const SLOT_LABEL: &str = "picsift.io/slot";
+
+/// What the reconcilers share.
+pub struct Context {
+    /// The API server.
+    pub client: kube::Client,
+    /// S3, PostgreSQL and Redis.
+    pub backends: Backends,
+    /// Chunk sizes for planning.
+    pub chunk_limits: ChunkLimits,
+    /// The operator's namespace (worker Jobs go here unless a pool says otherwise).
+    pub namespace: String,
+    /// How long a finished UploadBatch is kept.
+    pub ttl_ms: Millis,
+    /// Publishes events.
+    pub recorder: kube::runtime::events::Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Errors of the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A backend (S3, PostgreSQL, Redis) failed.
+    #[error(transparent)]
+    Backend(#[from] picsift_core::Error),
+    /// Planning failed.
+    #[error(transparent)]
+    Worker(#[from] picsift_worker::Error),
+    /// An object lacks what the API server always sets.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Deliveries of a task before it is dead-lettered.
     pub max_deliveries: u32,
+    /// With no task for this long, the workers stop (a worker Job's pod
+    /// exits and the pool scales down); `None`: run until stopped.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -52,30 +55,38 @@ impl Default for WorkerConfig {
             lease_ms: 120_000,
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_deliveries: 5,
+            idle_timeout: None,
         }
     }
 }
 
-/// Starts `cfg.concurrency` chunk workers and the webhook notifier; both
-/// run until `stop` is cancelled. The standalone server and the cluster
-/// worker process run exactly this.
+/// Starts `cfg.concurrency` chunk workers and, given a secret, the webhook
+/// notifier; both run until `stop` is cancelled (or the workers were idle
+/// for `cfg.idle_timeout`, which cancels `stop`). The standalone server and
+/// the cluster worker process run exactly this; under Kubernetes the
+/// operator delivers webhooks and workers pass `None`.
 pub fn start(
     b: Backends,
     cfg: WorkerConfig,
-    secret: picsift_core::webhook::Secret,
+    secret: Option<picsift_core::webhook::Secret>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, reqwest::Error> {
     let completed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let notifier = Notifier::new(
-        b.clone(),
-        NotifierConfig {
-            secret,
-            timeout: std::time::Duration::from_secs(10),
-        },
-    )?;
-    let workers = tokio::spawn(run_workers(b, cfg, completed.clone(), stop.clone()));
-    let notifications = tokio::spawn(notifier.run(completed, stop));
-    Ok(vec![workers, notifications])
+    let mut tasks = Vec::new();
+    if let Some(secret) = secret {
+        let notifier = Notifier::new(b.clone(), notifier_config(secret))?;
+        tasks.push(tokio::spawn(notifier.run(completed.clone(), stop.clone())));
+    }
+    tasks.push(tokio::spawn(run_workers(b, cfg, completed, stop)));
+    Ok(tasks)
+}
+
+/// How webhooks are delivered: signed with `secret`, 10 s per attempt.
+pub fn notifier_config(secret: picsift_core::webhook::Secret) -> NotifierConfig {
+    NotifierConfig {
+        secret,
+        timeout: std::time::Duration::from_secs(10),
+    }
 }
 
 /// Errors of the worker.

@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use picsift_core::archive::EntryMeta;
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::chunk::plan_chunks;
-use picsift_core::model::{EntryPlan, Phase};
-use picsift_core::store::Scheduler;
+use picsift_core::model::{EntryPlan, Phase, owns_source};
+use picsift_core::policy::Policy;
+use picsift_core::store::{NewBatch, Scheduler};
 use picsift_core::time::now_ms;
 use zip::ZipArchive;
 
@@ -21,28 +22,38 @@ pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Res
         return Ok(());
     }
     if batch.phase == Phase::Received {
-        match read_entries(b, &batch.staged_key).await? {
+        match read_entries(b, &batch.staged_key, cfg.policy.max_entries).await? {
             Ok(entries) => b.catalog.plan_batch(batch_id, &entries, now_ms()).await?,
             Err(problem) => {
                 tracing::warn!(batch = batch_id, %problem, "batch archive unreadable");
                 b.catalog.fail_batch(batch_id, &problem, now_ms()).await?;
-                let _ = b.blobs.delete(&batch.staged_key).await;
+                if owns_source(&batch.staged_key) {
+                    let _ = b.blobs.delete(&batch.staged_key).await;
+                }
                 return Ok(());
             }
         }
     }
     let pending = b.catalog.pending_entries(batch_id).await?;
-    for task in plan_chunks(batch_id, &pending, cfg.chunk_limits) {
+    for mut task in plan_chunks(batch_id, &pending, cfg.chunk_limits) {
+        task.policy = Some(cfg.policy.clone());
         b.queue.enqueue(task).await?;
     }
-    if pending.is_empty() && b.catalog.try_complete(batch_id, now_ms()).await? {
+    if pending.is_empty()
+        && b.catalog.try_complete(batch_id, now_ms()).await?
+        && owns_source(&batch.staged_key)
+    {
         let _ = b.blobs.delete(&batch.staged_key).await;
     }
     Ok(())
 }
 
 /// The entries of a staged archive, or why it cannot be read.
-async fn read_entries(b: &Backends, key: &str) -> Result<Result<Vec<EntryPlan>, String>> {
+async fn read_entries(
+    b: &Backends,
+    key: &str,
+    max_entries: u64,
+) -> Result<Result<Vec<EntryPlan>, String>> {
     let Some(len) = b.blobs.size(key).await? else {
         return Ok(Err(format!("the staged archive {key} is missing")));
     };
@@ -55,6 +66,15 @@ async fn read_entries(b: &Backends, key: &str) -> Result<Result<Vec<EntryPlan>, 
         // leave an entry without a verdict.
         if archive.has_duplicate_names() {
             return Err("the archive holds two entries with the same name".to_string());
+        }
+        // The gateway checked this for uploads; an UploadBatch applied by
+        // hand reaches here unchecked.
+        if archive.len() as u64 > max_entries {
+            return Err(format!(
+                "the archive has {} entries; the policy allows {max_entries} \
+                 (ValidationPolicy.limits.maxEntries)",
+                archive.len()
+            ));
         }
         (0..archive.len())
             .map(|i| {
@@ -104,12 +124,13 @@ impl LocalScheduler {
 
 #[async_trait]
 impl Scheduler for LocalScheduler {
-    async fn submit(&self, batch_id: &str) -> picsift_core::Result<()> {
-        let (b, cfg, id) = (
-            self.backends.clone(),
-            self.config.clone(),
-            batch_id.to_string(),
-        );
+    /// One policy, the configured one (also reachable by the name `default`).
+    async fn policy(&self, name: Option<&str>) -> picsift_core::Result<Option<Policy>> {
+        Ok(matches!(name, None | Some("default")).then(|| self.config.policy.clone()))
+    }
+
+    async fn submit(&self, batch: &NewBatch, _policy: Option<&str>) -> picsift_core::Result<()> {
+        let (b, cfg, id) = (self.backends.clone(), self.config.clone(), batch.id.clone());
         // Planning reads the whole central directory; the upload response
         // need not wait for it. A backend hiccup is retried with backoff
         // (and a restart re-plans anything left unplanned).

@@ -6,7 +6,7 @@ use picsift_core::archive::{self, EntryMeta};
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::chunk::ChunkTask;
 use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
-use picsift_core::model::{ImageRecord, image_key};
+use picsift_core::model::{ImageRecord, image_key, owns_source};
 use picsift_core::pipeline::{self, Prepared};
 use picsift_core::time::now_ms;
 use picsift_core::verdict::{Reason, Rejection, Verdict};
@@ -70,7 +70,7 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
             len,
             tokio::runtime::Handle::current(),
         );
-        let policy = cfg.policy.clone();
+        let policy = task.policy.clone().unwrap_or_else(|| cfg.policy.clone());
         let producer =
             tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx));
         while let Some(checked) = rx.recv().await {
@@ -95,6 +95,9 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
 async fn complete(b: &Backends, batch_id: &str, staged_key: &str) -> Result<bool> {
     if b.catalog.try_complete(batch_id, now_ms()).await? {
         tracing::info!(batch = batch_id, "batch completed");
+        if !owns_source(staged_key) {
+            return Ok(true);
+        }
         if let Err(e) = b.blobs.delete(staged_key).await {
             tracing::warn!(batch = batch_id, error = %e, "could not delete the staged archive");
         }
@@ -307,6 +310,65 @@ async fn dead_letter(b: &Backends, lease: &picsift_core::store::Lease) -> Result
     Ok(())
 }
 
+/// What the workers are doing, for the idle timeout.
+#[derive(Default)]
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    last_done: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// How long no task has been in hand (since `start` if none ever was).
+    fn idle_for(&self, start: std::time::Instant) -> Duration {
+        if self.busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        let last = self
+            .last_done
+            .lock()
+            .map(|l| l.unwrap_or(start))
+            .unwrap_or(start);
+        last.elapsed()
+    }
+}
+
+/// A task in hand; dropping it records when it ended.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.0.last_done.lock() {
+            *l = Some(std::time::Instant::now());
+        }
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn stop_when_idle(activity: Arc<Activity>, idle: Duration, stop: CancellationToken) {
+    let start = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        if activity.idle_for(start) >= idle {
+            tracing::info!(
+                idle_secs = idle.as_secs(),
+                "no task for the idle timeout; stopping"
+            );
+            stop.cancel();
+            return;
+        }
+    }
+}
+
 /// Runs `cfg.concurrency` workers taking tasks until `stop` is notified.
 /// A chunk that fails on a backend error is put back after a pause.
 pub async fn run_workers(
@@ -315,9 +377,18 @@ pub async fn run_workers(
     completed: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    let activity = Arc::new(Activity::default());
     let mut handles = Vec::new();
+    if let Some(idle) = cfg.idle_timeout {
+        handles.push(tokio::spawn(stop_when_idle(
+            activity.clone(),
+            idle,
+            stop.clone(),
+        )));
+    }
     for _ in 0..cfg.concurrency.max(1) {
         let (b, cfg, completed, stop) = (b.clone(), cfg.clone(), completed.clone(), stop.clone());
+        let activity = activity.clone();
         handles.push(tokio::spawn(async move {
             loop {
                 let lease = tokio::select! {
@@ -333,6 +404,7 @@ pub async fn run_workers(
                         continue;
                     }
                 };
+                let _busy = activity.begin();
                 if lease.deliveries > cfg.max_deliveries {
                     if let Err(e) = dead_letter(&b, &lease).await {
                         tracing::error!(error = %e, "dead-lettering failed; giving the task back");

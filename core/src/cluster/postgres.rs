@@ -15,7 +15,7 @@ use crate::catalog_rows::{
     IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
     index_from_row, pending_from_row, report_entry_from_row,
 };
-use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, ReportEntry};
+use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
 use crate::store::{Catalog, Delivery, NewBatch};
 use crate::time::Millis;
 use crate::verdict::{Reason, Verdict};
@@ -134,15 +134,16 @@ impl Catalog for PgCatalog {
         Ok(())
     }
 
-    async fn fail_batch(&self, id: &str, error: &str, now: Millis) -> Result<()> {
+    async fn end_batch(&self, id: &str, phase: Phase, error: &str, now: Millis) -> Result<()> {
         sqlx::query(
-            "UPDATE batches SET phase = 'failed', error = $1, completed_at = $2, updated_at = $2,
+            "UPDATE batches SET phase = $4, error = $1, completed_at = $2, updated_at = $2,
                     notify_next_at = CASE WHEN notify_state = 'pending' THEN $2 ELSE notify_next_at END
              WHERE id = $3 AND phase IN ('received', 'processing')",
         )
         .bind(error)
         .bind(now)
         .bind(id)
+        .bind(phase.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())

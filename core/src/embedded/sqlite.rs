@@ -6,7 +6,7 @@ use crate::catalog_rows::{
     index_from_row, pending_from_row, report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
-use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, ReportEntry};
+use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
 use crate::store::{Catalog, DedupIndex, Delivery, NewBatch};
 use crate::time::Millis;
 use crate::verdict::{Reason, Verdict};
@@ -106,12 +106,13 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    async fn fail_batch(&self, id: &str, error: &str, now: Millis) -> Result<()> {
+    async fn end_batch(&self, id: &str, phase: Phase, error: &str, now: Millis) -> Result<()> {
         sqlx::query(
-            "UPDATE batches SET phase = 'failed', error = ?, completed_at = ?, updated_at = ?,
+            "UPDATE batches SET phase = ?, error = ?, completed_at = ?, updated_at = ?,
                     notify_next_at = CASE WHEN notify_state = 'pending' THEN ? ELSE notify_next_at END
              WHERE id = ? AND phase IN ('received', 'processing')",
         )
+        .bind(phase.as_str())
         .bind(error)
         .bind(now)
         .bind(now)

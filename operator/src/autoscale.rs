@@ -1,0 +1,202 @@
+//! The WorkerPool autoscaler: how many workers the backlog calls for, and
+//! which Jobs to create or delete. Pure; table-tested.
+//!
+//! Workers scale down by themselves: an idle worker exits after the
+//! pool's idle timeout. The autoscaler never deletes a running worker (it
+//! may hold a chunk); it only deletes finished Jobs, and pending ones the
+//! backlog no longer needs, so a slow GPU node provisioning is not left
+//! to start workers for nothing.
+
+use picsift_crds::WorkerPoolSpec;
+
+/// Where a worker Job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Its pod runs.
+    Running,
+    /// Created but not running: unscheduled, pulling its image, or
+    /// suspended by Kueue. Counts as a worker on its way.
+    Pending,
+    /// Ended (the worker went idle and exited, or crashed).
+    Finished,
+}
+
+/// One worker Job of the pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerJob {
+    /// The Job's slot (its name is `<pool>-worker-<slot>`).
+    pub slot: u32,
+    /// Its state.
+    pub state: JobState,
+}
+
+/// The autoscaler's decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scale {
+    /// Workers the backlog calls for, within the bounds.
+    pub desired: i32,
+    /// Running workers.
+    pub running: i32,
+    /// Pending workers.
+    pub pending: i32,
+    /// Slots to create a Job in.
+    pub create: Vec<u32>,
+    /// Slots whose Job to delete (finished, or pending and not needed).
+    pub delete: Vec<u32>,
+}
+
+/// Workers wanted for `backlog` chunk tasks: one per
+/// `targetBacklogPerWorker`, rounded up, within `[minWorkers, maxWorkers]`.
+pub fn desired_workers(spec: &WorkerPoolSpec, backlog: u64) -> i32 {
+    let per = u64::try_from(spec.target_backlog_per_worker.max(1)).unwrap_or(1);
+    let max = spec.max_workers.max(0);
+    let want = i32::try_from(backlog.div_ceil(per)).unwrap_or(i32::MAX);
+    want.clamp(spec.min_workers.clamp(0, max), max)
+}
+
+/// Decides which Jobs to create and delete.
+pub fn decide(spec: &WorkerPoolSpec, backlog: u64, jobs: &[WorkerJob]) -> Scale {
+    let desired = desired_workers(spec, backlog);
+    let count = |s: JobState| jobs.iter().filter(|j| j.state == s).count() as i32;
+    let (running, pending) = (count(JobState::Running), count(JobState::Pending));
+    let mut scale = Scale {
+        desired,
+        running,
+        pending,
+        ..Scale::default()
+    };
+    scale.delete = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Finished)
+        .map(|j| j.slot)
+        .collect();
+    let active = running + pending;
+    if desired > active {
+        // A finished Job still holds its name until it is deleted, so its
+        // slot is taken this round and free the next.
+        let taken: Vec<u32> = jobs.iter().map(|j| j.slot).collect();
+        scale.create = (0..u32::try_from(spec.max_workers.max(0)).unwrap_or(0))
+            .filter(|s| !taken.contains(s))
+            .take((desired - active) as usize)
+            .collect();
+    } else if desired < active {
+        let mut surplus: Vec<u32> = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Pending)
+            .map(|j| j.slot)
+            .collect();
+        surplus.sort_unstable_by(|a, b| b.cmp(a));
+        surplus.truncate((active - desired).min(pending) as usize);
+        scale.delete.extend(surplus);
+    }
+    scale.delete.sort_unstable();
+    scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobState::*;
+
+    fn spec(min: i32, max: i32, per: i32) -> WorkerPoolSpec {
+        serde_json::from_value(serde_json::json!({
+            "minWorkers": min, "maxWorkers": max, "targetBacklogPerWorker": per,
+            "image": "picsift"
+        }))
+        .unwrap()
+    }
+
+    fn jobs(states: &[(u32, JobState)]) -> Vec<WorkerJob> {
+        states
+            .iter()
+            .map(|&(slot, state)| WorkerJob { slot, state })
+            .collect()
+    }
+
+    #[test]
+    fn desired_follows_the_backlog_within_bounds() {
+        // (min, max, per worker, backlog, desired)
+        let cases = [
+            (0, 10, 4, 0, 0),     // nothing to do: zero workers
+            (0, 10, 4, 1, 1),     // any backlog wakes one
+            (0, 10, 4, 4, 1),     // exactly one worker's worth
+            (0, 10, 4, 5, 2),     // rounds up
+            (0, 10, 4, 1000, 10), // capped at max
+            (2, 10, 4, 0, 2),     // min kept with no backlog
+            (3, 2, 4, 100, 2),    // a min above max is cut to max
+            (0, 0, 4, 100, 0),    // a pool switched off
+        ];
+        for (min, max, per, backlog, want) in cases {
+            assert_eq!(
+                desired_workers(&spec(min, max, per), backlog),
+                want,
+                "min {min} max {max} per {per} backlog {backlog}"
+            );
+        }
+    }
+
+    #[test]
+    fn scale_up_from_zero_creates_jobs_in_the_lowest_free_slots() {
+        let s = decide(&spec(0, 10, 4), 12, &[]);
+        assert_eq!((s.desired, s.create, s.delete), (3, vec![0, 1, 2], vec![]));
+    }
+
+    #[test]
+    fn pending_workers_count_so_slow_nodes_do_not_make_jobs_without_end() {
+        // Three Jobs wait for GPU nodes; the backlog still wants three.
+        let s = decide(
+            &spec(0, 10, 4),
+            12,
+            &jobs(&[(0, Pending), (1, Pending), (2, Pending)]),
+        );
+        assert_eq!((s.running, s.pending), (0, 3));
+        assert!(s.create.is_empty() && s.delete.is_empty());
+    }
+
+    #[test]
+    fn scale_up_adds_only_the_difference() {
+        let s = decide(&spec(0, 10, 4), 20, &jobs(&[(0, Running), (2, Pending)]));
+        assert_eq!((s.desired, s.create), (5, vec![1, 3, 4]));
+    }
+
+    #[test]
+    fn scale_up_stops_at_max() {
+        let s = decide(
+            &spec(0, 3, 1),
+            100,
+            &jobs(&[(0, Running), (1, Running), (2, Running)]),
+        );
+        assert_eq!((s.desired, s.create, s.delete), (3, vec![], vec![]));
+    }
+
+    #[test]
+    fn scale_down_deletes_surplus_pending_jobs_never_running_ones() {
+        let s = decide(
+            &spec(0, 10, 4),
+            4,
+            &jobs(&[(0, Running), (1, Running), (2, Pending), (3, Pending)]),
+        );
+        // One is wanted, two run (they exit when idle), both pending go.
+        assert_eq!((s.desired, s.create, s.delete), (1, vec![], vec![2, 3]));
+    }
+
+    #[test]
+    fn scale_to_zero_leaves_running_workers_to_exit_when_idle() {
+        let s = decide(&spec(0, 10, 4), 0, &jobs(&[(0, Running), (1, Running)]));
+        assert_eq!((s.desired, s.create, s.delete), (0, vec![], vec![]));
+    }
+
+    #[test]
+    fn finished_jobs_are_deleted_and_their_slots_reused_next_round() {
+        let s = decide(&spec(0, 2, 1), 2, &jobs(&[(0, Finished), (1, Running)]));
+        assert_eq!((s.create, s.delete), (vec![], vec![0]));
+        let s = decide(&spec(0, 2, 1), 2, &jobs(&[(1, Running)]));
+        assert_eq!(s.create, vec![0]);
+    }
+
+    #[test]
+    fn min_workers_are_kept_and_replaced() {
+        let s = decide(&spec(2, 5, 4), 0, &jobs(&[(0, Running), (1, Finished)]));
+        assert_eq!((s.desired, s.create, s.delete), (2, vec![2], vec![1]));
+    }
+}

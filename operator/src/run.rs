@@ -1,0 +1,216 @@
+//! The operator process: metrics and health endpoints, leader election
+//! with a Lease, then the two controllers while this replica leads.
+
+use crate::metrics::Metrics;
+use crate::{Context, FIELD_MANAGER, POOL_LABEL, controller, pool};
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, DynamicObject};
+use kube::core::ResourceExt;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use picsift_core::chunk::ChunkLimits;
+use picsift_core::time::Millis;
+use picsift_crds::{ValidationPolicy, WorkerPool};
+use picsift_worker::Backends;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// The operator's namespace: its Lease, and worker Jobs by default.
+    pub namespace: String,
+    /// How long a finished UploadBatch is kept.
+    pub ttl_ms: Millis,
+    /// Address of /metrics, /livez and /readyz.
+    pub metrics_listen: SocketAddr,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// This replica's identity in the Lease (the pod name).
+    pub identity: String,
+    /// Chunk sizes for planning.
+    pub chunk_limits: ChunkLimits,
+}
+
+/// Errors that end the operator process.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Leader election failed or leadership was lost: exit, and come back as
+    /// a standby, so two replicas never reconcile at once.
+    #[error("leader election: {0}")]
+    Lease(String),
+    /// The metrics listener could not start.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+/// Runs the operator until `stop` or until leadership is lost.
+/// `on_leading` starts work that only the leader does (webhook delivery,
+/// re-planning stalled batches); it gets a token cancelled at the end.
+pub async fn run(
+    client: kube::Client,
+    backends: Backends,
+    cfg: OperatorConfig,
+    stop: CancellationToken,
+    on_leading: impl FnOnce(CancellationToken) -> Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
+        .await
+        .map_err(|e| RunError::Listen(cfg.metrics_listen, e))?;
+    tokio::spawn(serve_http(
+        listener,
+        metrics.clone(),
+        backends.clone(),
+        stop.clone(),
+    ));
+
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
+        .with_namespace(&cfg.namespace)
+        .with_identity(&cfg.identity)
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    tracing::info!(
+        identity = cfg.identity,
+        lease = cfg.lease_name,
+        "waiting for leadership"
+    );
+    while !*leading.borrow_and_update() {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            changed = leading.changed() => {
+                changed.map_err(|_| RunError::Lease("the lease manager stopped".into()))?;
+            }
+        }
+    }
+    tracing::info!(identity = cfg.identity, "leading: reconciling");
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        backends,
+        chunk_limits: cfg.chunk_limits,
+        namespace: cfg.namespace.clone(),
+        ttl_ms: cfg.ttl_ms,
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(cfg.identity.clone()),
+            },
+        ),
+        metrics,
+    });
+    let work = stop.child_token();
+    let extra = on_leading(work.clone());
+    let controllers = futures_util::future::join(
+        batch_controller(client.clone(), ctx.clone(), work.clone()),
+        pool_controller(client, ctx, cfg.namespace.clone(), work.clone()),
+    );
+    let outcome = tokio::select! {
+        _ = controllers => Ok(()),
+        _ = stop.cancelled() => Ok(()),
+        _ = leading.wait_for(|l| !*l) => Err(RunError::Lease("leadership lost".into())),
+    };
+    work.cancel();
+    for task in extra {
+        let _ = task.await;
+    }
+    drop(leading);
+    let _ = lease_task.await;
+    outcome
+}
+
+async fn batch_controller(client: kube::Client, ctx: Arc<Context>, stop: CancellationToken) {
+    let ar = controller::resource();
+    let batches: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let ctrl = Controller::new_with(batches, watcher::Config::default(), ar.clone());
+    let store = ctrl.store();
+    // A ValidationPolicy created or changed wakes the batches waiting for it.
+    let policies: Api<ValidationPolicy> = Api::all(client);
+    ctrl.watches(policies, watcher::Config::default(), move |vp| {
+        let (ns, name) = (vp.namespace(), vp.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|o| {
+                o.namespace() == ns
+                    && o.data["spec"]["policyRef"]["name"]
+                        .as_str()
+                        .unwrap_or("default")
+                        == name
+            })
+            .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar.clone()))
+            .collect::<Vec<_>>()
+    })
+    .graceful_shutdown_on(stop.cancelled_owned())
+    .run(controller::reconcile, controller::error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
+}
+
+async fn pool_controller(
+    client: kube::Client,
+    ctx: Arc<Context>,
+    namespace: String,
+    stop: CancellationToken,
+) {
+    let pools: Api<WorkerPool> = Api::all(client.clone());
+    let jobs: Api<Job> = Api::namespaced(client, &namespace);
+    Controller::new(pools, watcher::Config::default())
+        .owns(jobs, watcher::Config::default().labels(POOL_LABEL))
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(pool::reconcile, pool::error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    backends: Backends,
+    stop: CancellationToken,
+) {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let queue = backends.queue.clone();
+                async move {
+                    match queue.backlog().await {
+                        Ok(_) => (StatusCode::OK, "ok".to_string()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")),
+                    }
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
