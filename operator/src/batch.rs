@@ -388,3 +388,233 @@ fn to_counts(batch: &BatchRecord, c: &Counts) -> BatchCounts {
         pending: n(c.pending),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use picsift_core::model::NotifyState;
+
+    const T0: Millis = 1_800_000_000_000;
+    const DAY: Millis = 86_400_000;
+
+    fn spec(deadline: Option<i64>) -> UploadBatchSpec {
+        let mut s: UploadBatchSpec =
+            serde_json::from_value(serde_json::json!({"source": {"key": "staging/b.zip"}}))
+                .unwrap();
+        s.deadline_seconds = deadline;
+        s
+    }
+
+    fn record(phase: Phase, key: &str) -> BatchRecord {
+        BatchRecord {
+            id: "b".into(),
+            phase,
+            staged_key: key.into(),
+            upload_bytes: 100,
+            total_entries: 4,
+            error: None,
+            callback_url: None,
+            notify_state: NotifyState::None,
+            notify_attempts: 0,
+            notify_last_error: None,
+            notify_next_at: None,
+            notify_delivered_at: None,
+            created_at: T0,
+            updated_at: T0,
+            started_at: None,
+            completed_at: phase.is_final().then_some(T0 + 1000),
+        }
+    }
+
+    fn counts(pending: u64) -> Counts {
+        Counts {
+            accepted: 4 - pending,
+            pending,
+            ..Counts::default()
+        }
+    }
+
+    /// A batch with our finalizer, its record in the catalog, planned.
+    fn observed(phase: Phase, pending: u64, now: Millis) -> Observed {
+        Observed {
+            generation: Some(1),
+            created_at: T0,
+            deleting: false,
+            has_finalizer: true,
+            spec: spec(None),
+            status: UploadBatchStatus {
+                enqueued: true,
+                ..UploadBatchStatus::default()
+            },
+            batch_id: "b".into(),
+            policy_found: true,
+            catalog: Some((record(phase, "staging/b.zip"), counts(pending))),
+            source: SourceState::NotChecked,
+            ttl_ms: DAY,
+            now,
+        }
+    }
+
+    fn reasons(p: &Plan) -> Vec<&'static str> {
+        p.events.iter().map(|e| e.reason).collect()
+    }
+
+    #[test]
+    fn a_batch_applied_by_hand_is_recorded_and_enqueued_once() {
+        let mut o = observed(Phase::Received, 4, T0 + 10);
+        o.catalog = None;
+        o.has_finalizer = false;
+        o.status = UploadBatchStatus::default();
+        o.source = SourceState::Present { bytes: 100 };
+        let p = plan(&o);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::AddFinalizer,
+                Step::CreateRecord { bytes: 100 },
+                Step::Enqueue
+            ]
+        );
+        let status = p.status.clone().unwrap();
+        assert!(status.enqueued);
+        assert_eq!(status.phase, Some(BatchPhase::Processing));
+        assert_eq!(reasons(&p), vec!["Planned"]);
+
+        // Reconciling again, with that status written and the record
+        // there, enqueues nothing more.
+        let mut again = observed(Phase::Processing, 4, T0 + 20);
+        again.status = status;
+        let p2 = plan(&again);
+        assert!(p2.steps.is_empty(), "{:?}", p2.steps);
+        assert!(p2.events.is_empty());
+    }
+
+    #[test]
+    fn a_gateway_batch_is_enqueued_once() {
+        let mut o = observed(Phase::Received, 4, T0 + 10);
+        o.status = UploadBatchStatus::default();
+        let p = plan(&o);
+        assert_eq!(p.steps, vec![Step::Enqueue]);
+        let mut again = observed(Phase::Processing, 4, T0 + 20);
+        again.status = p.status.unwrap();
+        assert!(plan(&again).steps.is_empty());
+    }
+
+    #[test]
+    fn progress_is_aggregated_into_status() {
+        let p = plan(&observed(Phase::Processing, 1, T0 + 10));
+        let c = p.status.unwrap().counts.unwrap();
+        assert_eq!((c.total, c.accepted, c.pending), (4, 3, 1));
+        assert_eq!(p.requeue_ms, Some(PROGRESS_INTERVAL_MS));
+    }
+
+    #[test]
+    fn missing_policy_waits_for_a_change_with_one_warning() {
+        let mut o = observed(Phase::Received, 4, T0 + 10);
+        o.catalog = None;
+        o.policy_found = false;
+        o.status = UploadBatchStatus::default();
+        let p = plan(&o);
+        assert!(p.steps.is_empty());
+        assert_eq!(p.requeue_ms, None, "no hot loop: wait for a change");
+        assert_eq!(reasons(&p), vec!["PolicyNotFound"]);
+        let status = p.status.unwrap();
+        assert_eq!(status.phase, Some(BatchPhase::Pending));
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "PolicyNotFound")
+        );
+        // Seen again unchanged: no second event.
+        o.status = status;
+        o.now += 1000;
+        assert!(plan(&o).events.is_empty());
+    }
+
+    #[test]
+    fn missing_source_is_looked_at_again_later_not_in_a_loop() {
+        let mut o = observed(Phase::Received, 4, T0 + 10);
+        o.catalog = None;
+        o.source = SourceState::Missing;
+        let p = plan(&o);
+        assert!(p.steps.is_empty());
+        assert_eq!(p.requeue_ms, Some(MISSING_SOURCE_RETRY_MS));
+        assert_eq!(reasons(&p), vec!["SourceNotFound"]);
+    }
+
+    #[test]
+    fn deadline_defaults_to_and_is_capped_at_seven_days() {
+        assert_eq!(deadline(&spec(None), T0), T0 + 7 * DAY);
+        assert_eq!(deadline(&spec(Some(60)), T0), T0 + 60_000);
+        assert_eq!(deadline(&spec(Some(30 * 86_400)), T0), T0 + 7 * DAY);
+    }
+
+    #[test]
+    fn a_batch_past_its_deadline_expires_reports_and_cleans_up() {
+        let p = plan(&observed(Phase::Processing, 2, T0 + 7 * DAY));
+        assert_eq!(
+            p.steps,
+            vec![Step::Expire, Step::WriteReport, Step::DeleteSource]
+        );
+        let status = p.status.clone().unwrap();
+        assert_eq!(status.phase, Some(BatchPhase::Expired));
+        let c = status.counts.unwrap();
+        assert_eq!((c.pending, c.failed), (0, 2));
+        assert_eq!(reasons(&p), vec!["Expired"]);
+        assert_eq!(p.requeue_ms, Some(DAY), "deleted after the TTL");
+    }
+
+    #[test]
+    fn one_ms_before_the_deadline_it_still_processes() {
+        let p = plan(&observed(Phase::Processing, 2, T0 + 7 * DAY - 1));
+        assert!(p.steps.is_empty());
+        assert_eq!(p.requeue_ms, Some(1));
+    }
+
+    #[test]
+    fn a_completed_batch_gets_its_report_once_and_keeps_a_source_it_does_not_own() {
+        let mut o = observed(Phase::Completed, 0, T0 + 5000);
+        o.catalog = Some((record(Phase::Completed, "imports/x.zip"), counts(0)));
+        let p = plan(&o);
+        assert_eq!(p.steps, vec![Step::WriteReport]);
+        assert_eq!(reasons(&p), vec!["Completed"]);
+        o.status = p.status.unwrap();
+        let again = plan(&o);
+        assert!(again.steps.is_empty());
+        assert!(again.events.is_empty(), "events on transitions only");
+    }
+
+    #[test]
+    fn a_finished_batch_is_deleted_after_its_ttl() {
+        let mut o = observed(Phase::Completed, 0, T0 + 1000 + DAY - 1);
+        o.status.report_key = Some(report_key("b"));
+        let p = plan(&o);
+        assert_eq!((p.steps.clone(), p.requeue_ms), (vec![], Some(1)));
+        o.now += 1;
+        assert_eq!(plan(&o).steps, vec![Step::Delete]);
+    }
+
+    #[test]
+    fn deleting_cancels_pending_work_and_removes_the_finalizer() {
+        let mut o = observed(Phase::Processing, 2, T0 + 10);
+        o.deleting = true;
+        let p = plan(&o);
+        assert_eq!(
+            p.steps,
+            vec![Step::Cancel, Step::DeleteSource, Step::RemoveFinalizer]
+        );
+        assert!(p.status.is_none());
+        // A finished batch with a user's source: only the finalizer goes.
+        let mut done = observed(Phase::Completed, 0, T0 + 10);
+        done.catalog = Some((record(Phase::Completed, "imports/x.zip"), counts(0)));
+        done.deleting = true;
+        assert_eq!(plan(&done).steps, vec![Step::RemoveFinalizer]);
+        // Without our finalizer there is nothing to do.
+        done.has_finalizer = false;
+        assert!(plan(&done).steps.is_empty());
+    }
+}

@@ -1,0 +1,573 @@
+//! The operator's and the gateway's Kubernetes API calls, against a
+//! `tower-test` mock of the API server (there is no API server here),
+//! with the real embedded backends (files, SQLite, in-process queue).
+//! Each test checks method, path, field manager and body.
+
+use http::{Request, Response};
+use kube::api::DynamicObject;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use picsift_core::chunk::{ChunkLimits, ChunkTask};
+use picsift_core::embedded::{FsBlobStore, MemQueue, SqliteCatalog};
+use picsift_core::model::{Phase, staging_key};
+use picsift_core::store::{NewBatch, Scheduler};
+use picsift_operator::metrics::Metrics;
+use picsift_operator::{Context, KubeScheduler, controller, pool};
+use picsift_worker::Backends;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request the mock API server received.
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    uri: String,
+    content_type: String,
+    body: Value,
+}
+
+impl Call {
+    fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+}
+
+type Answer = Box<dyn Fn(&Call) -> (u16, Value) + Send + Sync>;
+
+/// A kube client whose API server is `answer`; every call is recorded.
+fn mock_client(answer: Answer) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let call = Call {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            let (status, reply) = answer(&call);
+            seen.lock().unwrap().push(call);
+            let resp = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(resp);
+        }
+    });
+    (kube::Client::new(service, "picsift"), calls)
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+fn policy(name: &str) -> Value {
+    json!({
+        "apiVersion": "picsift.io/v1alpha1", "kind": "ValidationPolicy",
+        "metadata": {"name": name, "namespace": "picsift", "uid": "vp-uid"},
+        "spec": {"formats": ["jpeg"], "limits": {"maxEntries": 100}}
+    })
+}
+
+/// Answers like an API server holding `object` (the UploadBatch or
+/// WorkerPool under test) and, when `with_policy`, the default policy.
+fn server(object: Value, with_policy: bool) -> Answer {
+    Box::new(move |call: &Call| {
+        let path = call.path();
+        if path.contains("/validationpolicies/") {
+            return if with_policy {
+                (200, policy("default"))
+            } else {
+                not_found()
+            };
+        }
+        if path.ends_with("/events") {
+            return (201, call.body.clone());
+        }
+        if path.ends_with("/jobs") || path.ends_with("/pods") {
+            return (
+                200,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+            );
+        }
+        if path.contains("/jobs/") {
+            return (200, call.body.clone());
+        }
+        (200, object.clone())
+    })
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    backends: Backends,
+}
+
+async fn backends() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
+    let backends = Backends {
+        blobs: Arc::new(FsBlobStore::open(dir.path().join("blobs")).await.unwrap()),
+        catalog: catalog.clone(),
+        dedup: catalog,
+        queue: Arc::new(MemQueue::new()),
+    };
+    Fixture {
+        _dir: dir,
+        backends,
+    }
+}
+
+fn context(client: kube::Client, backends: Backends) -> Arc<Context> {
+    Arc::new(Context {
+        client: client.clone(),
+        backends,
+        chunk_limits: ChunkLimits {
+            max_entries: 2,
+            max_bytes: 1 << 30,
+        },
+        namespace: "picsift".into(),
+        ttl_ms: 3_600_000,
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "picsift-operator".into(),
+                instance: None,
+            },
+        ),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+fn zip_of(n: u32) -> Vec<u8> {
+    let mut z = picsift_tests::ZipBuilder::new();
+    for i in 0..n {
+        z = z.stored(
+            &format!("img{i}.jpg"),
+            &picsift_tests::jpeg(u64::from(i), 64, 48),
+        );
+    }
+    z.finish()
+}
+
+fn upload_batch(name: &str, spec: Value, extra_meta: Value) -> Value {
+    let mut meta = json!({
+        "name": name, "namespace": "picsift", "uid": format!("uid-{name}"),
+        "generation": 1, "creationTimestamp": "2026-11-26T10:00:00Z"
+    });
+    if let (Some(m), Some(extra)) = (meta.as_object_mut(), extra_meta.as_object()) {
+        m.extend(extra.clone());
+    }
+    json!({"apiVersion": "picsift.io/v1alpha1", "kind": "UploadBatch", "metadata": meta, "spec": spec})
+}
+
+fn dynamic(v: &Value) -> Arc<DynamicObject> {
+    Arc::new(serde_json::from_value(v.clone()).unwrap())
+}
+
+fn find<'a>(calls: &'a [Call], method: &str, path_end: &str) -> Vec<&'a Call> {
+    calls
+        .iter()
+        .filter(|c| c.method == method && c.path().ends_with(path_end))
+        .collect()
+}
+
+const UB_PATH: &str = "/apis/picsift.io/v1alpha1/namespaces/picsift/uploadbatches";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/picsift/events";
+
+fn assert_applied_by_operator(call: &Call) {
+    assert!(
+        call.uri.contains("fieldManager=picsift-operator") && call.uri.contains("force=true"),
+        "not a forced server-side apply by picsift-operator: {}",
+        call.uri
+    );
+    assert_eq!(call.content_type, "application/apply-patch+yaml");
+}
+
+#[tokio::test]
+async fn a_batch_applied_by_hand_is_planned_once_with_finalizer_status_and_event() {
+    let f = backends().await;
+    f.backends
+        .blobs
+        .put("imports/five.zip", zip_of(5).into())
+        .await
+        .unwrap();
+    let ub = upload_batch(
+        "five",
+        json!({"source": {"key": "imports/five.zip"}}),
+        json!({}),
+    );
+    let (client, calls) = mock_client(server(ub.clone(), true));
+    let ctx = context(client, f.backends.clone());
+
+    let action = controller::reconcile(dynamic(&ub), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    let calls = calls.lock().unwrap().clone();
+
+    let get = find(&calls, "GET", "/validationpolicies/default");
+    assert_eq!(get.len(), 1);
+    let fin = find(&calls, "PATCH", &format!("{UB_PATH}/five"));
+    assert_eq!(fin.len(), 1, "{calls:#?}");
+    assert_applied_by_operator(fin[0]);
+    assert_eq!(
+        fin[0].body["metadata"]["finalizers"],
+        json!(["picsift.io/cleanup"])
+    );
+    let status = find(&calls, "PATCH", &format!("{UB_PATH}/five/status"));
+    assert_eq!(status.len(), 1);
+    assert_applied_by_operator(status[0]);
+    let s = &status[0].body["status"];
+    assert_eq!(s["phase"], "Processing");
+    assert_eq!(s["batchId"], "uid-five");
+    assert_eq!(s["enqueued"], true);
+    assert_eq!(s["observedGeneration"], 1);
+    let ready = s["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("Accepted"))
+    );
+    let events = find(&calls, "POST", EVENTS);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].body["reason"], "Planned");
+    assert_eq!(events[0].body["type"], "Normal");
+    assert_eq!(events[0].body["regarding"]["name"], "five");
+
+    // The catalog has the batch, and 5 entries in chunks of 2 are queued
+    // with the ValidationPolicy's limits.
+    let batch = f.backends.catalog.batch("uid-five").await.unwrap().unwrap();
+    assert_eq!((batch.phase, batch.total_entries), (Phase::Processing, 5));
+    assert_eq!(f.backends.queue.backlog().await.unwrap(), 3);
+    let lease = f.backends.queue.dequeue(10).await.unwrap().unwrap();
+    assert_eq!(lease.task.policy.as_ref().map(|p| p.max_entries), Some(100));
+    f.backends.queue.release(&lease).await.unwrap();
+
+    // Reconciling again with that status (as the API server now has it)
+    // enqueues nothing and emits no event.
+    let mut again = ub.clone();
+    again["metadata"]["finalizers"] = json!(["picsift.io/cleanup"]);
+    again["status"] = s.clone();
+    let (client, calls2) = mock_client(server(again.clone(), true));
+    let ctx2 = context(client, f.backends.clone());
+    controller::reconcile(dynamic(&again), ctx2).await.unwrap();
+    assert_eq!(
+        f.backends.queue.backlog().await.unwrap(),
+        3,
+        "enqueued twice"
+    );
+    let calls2 = calls2.lock().unwrap().clone();
+    assert!(find(&calls2, "POST", EVENTS).is_empty());
+    assert!(find(&calls2, "PATCH", &format!("{UB_PATH}/five")).is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_policy_sets_a_condition_and_a_warning_and_waits() {
+    let f = backends().await;
+    f.backends
+        .blobs
+        .put("imports/a.zip", zip_of(1).into())
+        .await
+        .unwrap();
+    let ub = upload_batch(
+        "nopolicy",
+        json!({"source": {"key": "imports/a.zip"}, "policyRef": {"name": "missing"}}),
+        json!({"finalizers": ["picsift.io/cleanup"]}),
+    );
+    let (client, calls) = mock_client(server(ub.clone(), false));
+    let action = controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let calls = calls.lock().unwrap().clone();
+    let status = &find(&calls, "PATCH", "/uploadbatches/nopolicy/status")[0].body["status"];
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["conditions"][0]["reason"], "PolicyNotFound");
+    let events = find(&calls, "POST", EVENTS);
+    assert_eq!(events[0].body["type"], "Warning");
+    assert_eq!(events[0].body["reason"], "PolicyNotFound");
+    assert!(
+        f.backends
+            .catalog
+            .batch("uid-nopolicy")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_object_gets_a_warning_not_a_stuck_controller() {
+    let f = backends().await;
+    // No source at all: not an UploadBatch this operator can read.
+    let ub = upload_batch("broken", json!({"owner": 7}), json!({}));
+    let (client, calls) = mock_client(server(ub.clone(), true));
+    let action = controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(calls[0].body["reason"], "Malformed");
+    assert_eq!(calls[0].body["type"], "Warning");
+}
+
+async fn received_batch(f: &Fixture, id: &str, entries: u32) {
+    let key = staging_key(id);
+    f.backends
+        .blobs
+        .put(&key, zip_of(entries).into())
+        .await
+        .unwrap();
+    f.backends
+        .catalog
+        .create_batch(&NewBatch {
+            id: id.into(),
+            staged_key: key,
+            upload_bytes: 1,
+            total_entries: u64::from(entries),
+            callback_url: None,
+            now: 1_700_000_000_000,
+        })
+        .await
+        .unwrap();
+    // Planned: its entries are recorded and queued, none decided yet.
+    picsift_worker::plan_batch(&f.backends, &picsift_worker::WorkerConfig::default(), id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn past_its_deadline_a_batch_expires_with_a_report_and_no_staged_upload() {
+    let f = backends().await;
+    received_batch(&f, "late", 3).await;
+    let ub = upload_batch(
+        "late",
+        json!({"source": {"key": staging_key("late")}, "deadlineSeconds": 60}),
+        json!({"finalizers": ["picsift.io/cleanup"], "annotations": {"picsift.io/batch-id": "late"},
+               "creationTimestamp": "2020-01-01T00:00:00Z"}),
+    );
+    let (client, calls) = mock_client(server(ub.clone(), true));
+    controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    let batch = f.backends.catalog.batch("late").await.unwrap().unwrap();
+    assert_eq!(batch.phase, Phase::Expired);
+    let report = f.backends.catalog.report("late", None, 10).await.unwrap();
+    assert_eq!(report.len(), 3);
+    assert!(
+        report
+            .iter()
+            .all(|e| serde_json::to_value(e).unwrap()["reason"] == "deadline_exceeded")
+    );
+    let stored = f.backends.blobs.size("reports/late.ndjson").await.unwrap();
+    assert!(
+        stored.is_some_and(|n| n > 0),
+        "report written to the bucket"
+    );
+    assert_eq!(
+        f.backends.blobs.size(&staging_key("late")).await.unwrap(),
+        None
+    );
+    let calls = calls.lock().unwrap().clone();
+    let status = &find(&calls, "PATCH", "/uploadbatches/late/status")[0].body["status"];
+    assert_eq!(status["phase"], "Expired");
+    assert_eq!(status["reportKey"], "reports/late.ndjson");
+    assert_eq!(find(&calls, "POST", EVENTS)[0].body["reason"], "Expired");
+}
+
+#[tokio::test]
+async fn deleting_a_batch_cancels_its_work_deletes_the_staged_upload_and_drops_the_finalizer() {
+    let f = backends().await;
+    received_batch(&f, "gone", 2).await;
+    let ub = upload_batch(
+        "gone",
+        json!({"source": {"key": staging_key("gone")}}),
+        json!({"finalizers": ["picsift.io/cleanup"], "annotations": {"picsift.io/batch-id": "gone"},
+               "deletionTimestamp": "2026-11-26T11:00:00Z"}),
+    );
+    let (client, calls) = mock_client(server(ub.clone(), true));
+    controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let patch = find(&calls, "PATCH", "/uploadbatches/gone");
+    assert_eq!(patch.len(), 1);
+    assert_applied_by_operator(patch[0]);
+    assert_eq!(patch[0].body["metadata"]["finalizers"], json!([]));
+    assert!(find(&calls, "PATCH", "/uploadbatches/gone/status").is_empty());
+    assert_eq!(
+        f.backends.blobs.size(&staging_key("gone")).await.unwrap(),
+        None
+    );
+    let batch = f.backends.catalog.batch("gone").await.unwrap().unwrap();
+    assert_eq!(batch.phase, Phase::Failed);
+    assert_eq!(f.backends.catalog.counts("gone").await.unwrap().failed, 2);
+}
+
+#[tokio::test]
+async fn a_finished_batch_past_its_ttl_is_deleted() {
+    let f = backends().await;
+    received_batch(&f, "old", 1).await;
+    f.backends
+        .catalog
+        .fail_batch("old", "broken", 1_700_000_000_000)
+        .await
+        .unwrap();
+    let ub = upload_batch(
+        "old",
+        json!({"source": {"key": staging_key("old")}}),
+        json!({"finalizers": ["picsift.io/cleanup"], "annotations": {"picsift.io/batch-id": "old"}}),
+    );
+    let (client, calls) = mock_client(server(ub.clone(), true));
+    controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let delete = find(&calls, "DELETE", &format!("{UB_PATH}/old"));
+    assert_eq!(delete.len(), 1, "{calls:#?}");
+    assert_eq!(delete[0].body["propagationPolicy"], "Background");
+    // The record stays in the catalog.
+    assert!(f.backends.catalog.batch("old").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_worker_pool_creates_jobs_for_the_backlog_and_reports_status() {
+    let f = backends().await;
+    for i in 0..9 {
+        f.backends
+            .queue
+            .enqueue(ChunkTask {
+                batch_id: format!("b{i}"),
+                entries: vec![0],
+                policy: None,
+            })
+            .await
+            .unwrap();
+    }
+    let pool_obj = json!({
+        "apiVersion": "picsift.io/v1alpha1", "kind": "WorkerPool",
+        "metadata": {"name": "gpu", "uid": "pool-uid", "generation": 2},
+        "spec": {"minWorkers": 0, "maxWorkers": 10, "targetBacklogPerWorker": 4,
+                 "idleTimeoutSeconds": 60, "image": "ghcr.io/picsift/picsift:1",
+                 "gpu": {"resourceName": "nvidia.com/gpu", "count": 1},
+                 "kueueQueueName": "gpu-queue"}
+    });
+    let (client, calls) = mock_client(server(pool_obj.clone(), true));
+    let pool: picsift_crds::WorkerPool = serde_json::from_value(pool_obj).unwrap();
+    let action = pool::reconcile(Arc::new(pool), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(pool::INTERVAL));
+    let calls = calls.lock().unwrap().clone();
+    let lists: Vec<&Call> = calls.iter().filter(|c| c.method == "GET").collect();
+    assert_eq!(lists.len(), 2);
+    assert!(
+        lists
+            .iter()
+            .all(|c| c.uri.contains("labelSelector=picsift.io%2Fpool%3Dgpu"))
+    );
+    let jobs: Vec<&Call> = calls
+        .iter()
+        .filter(|c| {
+            c.method == "PATCH" && c.path().contains("/apis/batch/v1/namespaces/picsift/jobs/")
+        })
+        .collect();
+    let names: Vec<&str> = jobs
+        .iter()
+        .map(|c| c.path().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(names, ["gpu-worker-0", "gpu-worker-1", "gpu-worker-2"]);
+    for job in &jobs {
+        assert_applied_by_operator(job);
+        assert_eq!(
+            job.body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"],
+            "gpu-queue"
+        );
+        assert_eq!(
+            job.body["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+            "1"
+        );
+    }
+    let status = find(
+        &calls,
+        "PATCH",
+        "/apis/picsift.io/v1alpha1/workerpools/gpu/status",
+    );
+    assert_eq!(status.len(), 1);
+    assert_applied_by_operator(status[0]);
+    assert_eq!(
+        status[0].body["status"],
+        json!({"desired": 3, "running": 0, "pending": 3, "backlog": 9, "observedGeneration": 2})
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_creates_an_upload_batch_named_for_the_batch() {
+    let (client, calls) = mock_client(Box::new(|call: &Call| match call.method.as_str() {
+        "POST" => (201, call.body.clone()),
+        _ => (200, policy("default")),
+    }));
+    let scheduler = KubeScheduler::new(client, "picsift", "default");
+    let policy = scheduler.policy(None).await.unwrap().unwrap();
+    assert_eq!(policy.max_entries, 100);
+    let batch = NewBatch {
+        id: "0190f0e0-0000-7000-8000-000000000001".into(),
+        staged_key: staging_key("0190f0e0-0000-7000-8000-000000000001"),
+        upload_bytes: 10,
+        total_entries: 2,
+        callback_url: Some("https://hooks.example.com/x".into()),
+        now: 0,
+    };
+    scheduler.submit(&batch, None).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls[0].path(),
+        "/apis/picsift.io/v1alpha1/namespaces/picsift/validationpolicies/default"
+    );
+    let post = &calls[1];
+    assert_eq!((post.method.as_str(), post.path()), ("POST", UB_PATH));
+    assert!(post.uri.contains("fieldManager=picsift-gateway"));
+    assert_eq!(post.body["metadata"]["name"], batch.id);
+    assert_eq!(
+        post.body["metadata"]["annotations"]["picsift.io/batch-id"],
+        batch.id
+    );
+    assert_eq!(
+        post.body["spec"]["source"],
+        json!({"key": batch.staged_key})
+    );
+    assert_eq!(post.body["spec"]["policyRef"]["name"], "default");
+    assert_eq!(
+        post.body["spec"]["notification"]["url"],
+        "https://hooks.example.com/x"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_reports_an_unknown_policy_as_none() {
+    let (client, _calls) = mock_client(Box::new(|_: &Call| not_found()));
+    let scheduler = KubeScheduler::new(client, "picsift", "default");
+    assert!(scheduler.policy(Some("nope")).await.unwrap().is_none());
+}
