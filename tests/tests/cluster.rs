@@ -455,3 +455,57 @@ async fn s3_outage_in_the_middle_of_a_batch_delays_it_and_loses_nothing() {
     let accepted = check_invariants(&c, &base, &batches).await;
     assert_eq!(accepted.len(), seeds.iter().collect::<BTreeSet<_>>().len());
 }
+
+/// A worker Job's pod: no configuration file, only the environment the
+/// operator's Job template and the chart's ConfigMap give it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_job_processes_queued_work_and_exits_when_idle() {
+    let c = Cluster::start();
+    let (_gateway, line) = c.spawn("gateway", "listening on");
+    let base = base_of(&line);
+    // Queued before any worker exists, as when a pool has scaled to zero.
+    let id = upload(&base, batch_zip(&[21, 22, 23, 21, 24], (320, 240))).await;
+    let cfg = std::fs::read_to_string(&c.config).unwrap();
+    let value = |section: &str, key: &str| -> String {
+        let table: toml::Table = toml::from_str(&cfg).unwrap();
+        table[section][key].as_str().unwrap().to_string()
+    };
+    let started = Instant::now();
+    let mut worker = Command::new(picsift_bin())
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOSTNAME", "gpu-worker-3-abcde")
+        .env("PICSIFT_LOG", "warn,picsift_worker=info")
+        .env("PICSIFT_KUBERNETES_ENABLED", "true")
+        .env("PICSIFT_WORKER_IDLE_TIMEOUT_SECS", "3")
+        .env("PICSIFT_S3_ENDPOINT", value("s3", "endpoint"))
+        .env("PICSIFT_S3_REGION", value("s3", "region"))
+        .env("PICSIFT_S3_BUCKET", value("s3", "bucket"))
+        .env("PICSIFT_S3_ACCESS_KEY_ID", value("s3", "access_key_id"))
+        .env("PICSIFT_S3_SECRET_ACCESS_KEY", value("s3", "secret_access_key"))
+        .env("PICSIFT_REDIS_URL", value("redis", "url"))
+        .env("PICSIFT_POSTGRES_URL", value("postgres", "url"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = wait_done(&base, &id).await;
+    assert_eq!(done["phase"], "completed", "{done}");
+    assert_eq!(done["counts"]["accepted"], 4);
+    assert_eq!(done["counts"]["duplicate"], 1);
+    // Then, with nothing left to do, it exits on its own, successfully.
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the idle worker did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "worker exited with {status}");
+    let mut batches = HashMap::new();
+    batches.insert(id, 5);
+    check_invariants(&c, &base, &batches).await;
+}
