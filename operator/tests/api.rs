@@ -571,3 +571,73 @@ async fn the_gateway_reports_an_unknown_policy_as_none() {
     let scheduler = KubeScheduler::new(client, "picsift", "default");
     assert!(scheduler.policy(Some("nope")).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_prefix_batch_checks_every_object_under_it_and_deletes_none() {
+    let f = backends().await;
+    let blobs = &f.backends.blobs;
+    blobs
+        .put("imports/scan/a.jpg", picsift_tests::jpeg(1, 64, 48).into())
+        .await
+        .unwrap();
+    blobs
+        .put("imports/scan/b.jpg", picsift_tests::jpeg(2, 64, 48).into())
+        .await
+        .unwrap();
+    blobs
+        .put("imports/scan/c.jpg", picsift_tests::jpeg(1, 64, 48).into())
+        .await
+        .unwrap();
+    blobs
+        .put("imports/scan/notes.txt", b"not an image".to_vec().into())
+        .await
+        .unwrap();
+    let ub = upload_batch(
+        "scan",
+        json!({"source": {"prefix": "imports/scan/"}}),
+        json!({}),
+    );
+    let (client, _calls) = mock_client(server(ub.clone(), true));
+    controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    let cfg = picsift_worker::WorkerConfig::default();
+    while let Some(lease) = f.backends.queue.dequeue(10).await.unwrap() {
+        picsift_worker::process_chunk(&f.backends, &cfg, &lease.task)
+            .await
+            .unwrap();
+        f.backends.queue.ack(&lease).await.unwrap();
+    }
+    let batch = f.backends.catalog.batch("uid-scan").await.unwrap().unwrap();
+    assert_eq!((batch.phase, batch.total_entries), (Phase::Completed, 4));
+    let report = f
+        .backends
+        .catalog
+        .report("uid-scan", None, 10)
+        .await
+        .unwrap();
+    let verdicts: Vec<(String, String)> = report
+        .iter()
+        .map(|e| {
+            let v = serde_json::to_value(e).unwrap();
+            (
+                v["entry"].as_str().unwrap().into(),
+                v["verdict"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("a.jpg".into(), "accepted".into()),
+            ("b.jpg".into(), "accepted".into()),
+            ("c.jpg".into(), "duplicate".into()),
+            ("notes.txt".into(), "rejected".into()),
+        ]
+    );
+    assert_eq!(
+        blobs.list("imports/scan/").await.unwrap().len(),
+        4,
+        "the user's objects stay"
+    );
+}

@@ -48,8 +48,52 @@ pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Res
     Ok(())
 }
 
-/// The entries of a staged archive, or why it cannot be read.
+/// The entries of a batch's source (a zip, or every object under a
+/// prefix), or why it cannot be read.
 async fn read_entries(
+    b: &Backends,
+    key: &str,
+    max_entries: u64,
+) -> Result<Result<Vec<EntryPlan>, String>> {
+    if crate::process::is_prefix(key) {
+        return read_prefix(b, key, max_entries).await;
+    }
+    read_zip_entries(b, key, max_entries).await
+}
+
+/// Every object under `prefix`, in key order, as entries.
+async fn read_prefix(
+    b: &Backends,
+    prefix: &str,
+    max_entries: u64,
+) -> Result<Result<Vec<EntryPlan>, String>> {
+    let mut keys = b.blobs.list(prefix).await?;
+    keys.retain(|k| !k.ends_with('/'));
+    keys.sort();
+    if keys.is_empty() {
+        return Ok(Err(format!("there are no objects under {prefix}")));
+    }
+    if keys.len() as u64 > max_entries {
+        return Ok(Err(format!(
+            "{prefix} holds {} objects; the policy allows {max_entries} (ValidationPolicy.limits.maxEntries)",
+            keys.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        // A size per object: chunks are balanced by bytes.
+        let size = b.blobs.size(key).await?.unwrap_or(0);
+        entries.push(EntryPlan {
+            index: i as u32,
+            name: key[prefix.len()..].to_string(),
+            compressed_size: size,
+        });
+    }
+    Ok(Ok(entries))
+}
+
+/// The entries of a staged archive, or why it cannot be read.
+async fn read_zip_entries(
     b: &Backends,
     key: &str,
     max_entries: u64,

@@ -51,31 +51,42 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
         .filter(|i| undecided.contains(i))
         .collect();
     if !todo.is_empty() {
-        let Some(len) = b.blobs.size(&batch.staged_key).await? else {
-            for &i in &todo {
-                let v = Verdict::refused(
-                    Reason::StorageError,
-                    "the staged archive disappeared before this entry was checked",
-                );
-                b.catalog.record_verdict(&batch.id, i, &v, now_ms()).await?;
-            }
-            return complete(b, &batch.id, &batch.staged_key).await;
-        };
+        let policy = task.policy.clone().unwrap_or_else(|| cfg.policy.clone());
         // The pure pipeline runs on a blocking thread, one entry ahead of
         // the async side (channel of one: at most two entries in memory).
         let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(1);
-        let reader = BlobReader::new(
-            b.blobs.clone(),
-            &batch.staged_key,
-            len,
-            tokio::runtime::Handle::current(),
-        );
-        let policy = task.policy.clone().unwrap_or_else(|| cfg.policy.clone());
-        let producer =
-            tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx));
+        let producer = if is_prefix(&batch.staged_key) {
+            let names = entry_names(b, &batch.id, first, last).await?;
+            tokio::spawn(check_objects(
+                b.clone(),
+                batch.staged_key.clone(),
+                names,
+                todo,
+                policy,
+                tx,
+            ))
+        } else {
+            let Some(len) = b.blobs.size(&batch.staged_key).await? else {
+                for &i in &todo {
+                    let v = Verdict::refused(
+                        Reason::StorageError,
+                        "the staged archive disappeared before this entry was checked",
+                    );
+                    b.catalog.record_verdict(&batch.id, i, &v, now_ms()).await?;
+                }
+                return complete(b, &batch.id, &batch.staged_key).await;
+            };
+            let reader = BlobReader::new(
+                b.blobs.clone(),
+                &batch.staged_key,
+                len,
+                tokio::runtime::Handle::current(),
+            );
+            tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx))
+        };
         while let Some(checked) = rx.recv().await {
             let checked = checked.map_err(|f| {
-                picsift_core::Error::Backend(format!("reading the staged archive failed: {f}"))
+                picsift_core::Error::Backend(format!("reading the batch's source failed: {f}"))
             })?;
             let verdict = match checked.outcome {
                 Err(rejection) => rejection.into(),
@@ -104,6 +115,90 @@ async fn complete(b: &Backends, batch_id: &str, staged_key: &str) -> Result<bool
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Whether a batch's source is a key prefix (every object under it is an
+/// entry) rather than a zip.
+pub fn is_prefix(source: &str) -> bool {
+    source.ends_with('/')
+}
+
+/// The names of a batch's entries `first..=last`, from the catalog.
+async fn entry_names(
+    b: &Backends,
+    batch_id: &str,
+    first: u32,
+    last: u32,
+) -> Result<std::collections::HashMap<u32, String>> {
+    let page = b
+        .catalog
+        .report(batch_id, first.checked_sub(1), last - first + 1)
+        .await?;
+    Ok(page.into_iter().map(|e| (e.index, e.entry)).collect())
+}
+
+/// The prefix counterpart of [`check_entries`]: each entry is the object
+/// `prefix + name`, read whole (up to the policy's entry limit).
+async fn check_objects(
+    b: Backends,
+    prefix: String,
+    names: std::collections::HashMap<u32, String>,
+    todo: Vec<u32>,
+    policy: picsift_core::policy::Policy,
+    tx: mpsc::Sender<Result<Checked, String>>,
+) {
+    let policy = Arc::new(policy);
+    for index in todo {
+        let name = names.get(&index).cloned().unwrap_or_default();
+        let key = format!("{prefix}{name}");
+        let limit = policy.max_entry_bytes;
+        let outcome = match b.blobs.get_range(&key, 0..limit.saturating_add(1)).await {
+            Err(picsift_core::Error::NotFound(_)) => Err(Rejection::new(
+                Reason::StorageError,
+                format!("{key} was deleted before it was checked"),
+            )),
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string())).await;
+                return;
+            }
+            Ok(bytes) if bytes.len() as u64 > limit => Err(Rejection::new(
+                Reason::EntryTooLarge,
+                format!(
+                    "{key} is larger than {limit} bytes (ValidationPolicy.limits.maxEntryBytes)"
+                ),
+            )),
+            Ok(bytes) => {
+                let policy = policy.clone();
+                tokio::task::spawn_blocking(move || {
+                    catch_unwind(AssertUnwindSafe(|| pipeline::prepare(&bytes, &policy)))
+                        .unwrap_or_else(|_| {
+                            Err(Rejection::new(
+                                Reason::InternalError,
+                                "processing this entry crashed; the rest of the batch goes on",
+                            ))
+                        })
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Rejection::new(
+                        Reason::InternalError,
+                        "processing this entry failed",
+                    ))
+                })
+            }
+        };
+        if tx
+            .send(Ok(Checked {
+                index,
+                name,
+                outcome,
+            }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Runs the pure steps for each entry, isolating panics per entry.
