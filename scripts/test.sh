@@ -13,3 +13,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # included), so `cargo test` reuses them instead of building twice.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
+# The Helm chart: lint, render, validate (Python, in .venv-chart).
+./scripts/chart-test.sh -q

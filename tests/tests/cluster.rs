@@ -483,7 +483,10 @@ async fn a_worker_job_processes_queued_work_and_exits_when_idle() {
         .env("PICSIFT_S3_REGION", value("s3", "region"))
         .env("PICSIFT_S3_BUCKET", value("s3", "bucket"))
         .env("PICSIFT_S3_ACCESS_KEY_ID", value("s3", "access_key_id"))
-        .env("PICSIFT_S3_SECRET_ACCESS_KEY", value("s3", "secret_access_key"))
+        .env(
+            "PICSIFT_S3_SECRET_ACCESS_KEY",
+            value("s3", "secret_access_key"),
+        )
         .env("PICSIFT_REDIS_URL", value("redis", "url"))
         .env("PICSIFT_POSTGRES_URL", value("postgres", "url"))
         .stdout(Stdio::null())

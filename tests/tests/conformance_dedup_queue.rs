@@ -180,7 +180,7 @@ fn task(i: u32) -> ChunkTask {
         batch_id: format!("batch-{i}"),
         entries: vec![i, i + 1, i + 7],
         // The policy travels with the task: the queue must keep it.
-        policy: (i % 2 == 0).then(|| picsift_core::policy::Policy {
+        policy: i.is_multiple_of(2).then(|| picsift_core::policy::Policy {
             max_entries: u64::from(i) + 1,
             ..Default::default()
         }),

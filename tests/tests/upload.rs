@@ -292,6 +292,15 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
             "no-images",
         ),
         (
+            "unknown policy",
+            ZipBuilder::new()
+                .stored("ok.jpg", &jpeg(41, 64, 64))
+                .finish(),
+            "?policy=nope",
+            400,
+            "unknown-policy",
+        ),
+        (
             "strict with text",
             ZipBuilder::new()
                 .stored("ok.jpg", &jpeg(40, 64, 64))
