@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
     group = "picsift.io",
     version = "v1alpha1",
     kind = "ValidationPolicy",
+    doc = "What uploads that reference it may contain, and the limits they are held to.",
     namespaced,
     shortname = "vp",
     category = "picsift",

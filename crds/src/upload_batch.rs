@@ -16,6 +16,7 @@ pub const MAX_DEADLINE_SECONDS: i64 = 7 * 24 * 3600;
     group = "picsift.io",
     version = "v1alpha1",
     kind = "UploadBatch",
+    doc = "One upload of images to check and store; its status shows the phase and verdict counts, its report every entry's verdict.",
     namespaced,
     status = "UploadBatchStatus",
     shortname = "ub",

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
     group = "picsift.io",
     version = "v1alpha1",
     kind = "WorkerPool",
+    doc = "A pool of picsift worker Jobs that the operator scales with the backlog of chunk tasks.",
     status = "WorkerPoolStatus",
     shortname = "wp",
     category = "picsift",
