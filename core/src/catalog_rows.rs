@@ -107,8 +107,11 @@ fn verdict_from_row(r: &impl CatalogRow) -> Result<Option<Verdict>> {
         detail: r.opt_text("detail")?,
         image_id: r.opt_text("image_id")?,
         duplicate_of: r.opt_text("duplicate_of")?,
-        // Exact is the only kind written so far (see `duplicate_kind_code`).
-        duplicate_kind: r.opt_text("duplicate_kind")?.map(|_| DuplicateKind::Exact),
+        duplicate_kind: r.opt_text("duplicate_kind")?.map(|k| match k.as_str() {
+            "near" => DuplicateKind::Near,
+            _ => DuplicateKind::Exact,
+        }),
+        distance: r.opt_int("distance")?.map(|d| d.clamp(0, 256) as u32),
     }))
 }
 
@@ -116,6 +119,7 @@ fn verdict_from_row(r: &impl CatalogRow) -> Result<Option<Verdict>> {
 pub(crate) fn duplicate_kind_code(kind: DuplicateKind) -> &'static str {
     match kind {
         DuplicateKind::Exact => "exact",
+        DuplicateKind::Near => "near",
     }
 }
 
@@ -156,4 +160,41 @@ pub(crate) fn counts_from_rows<R: CatalogRow>(rows: &[R]) -> Result<Counts> {
         }
     }
     Ok(c)
+}
+
+/// The multi-index-hashing keys an image is indexed under: none unless its
+/// PDQ hash is good enough to match.
+pub(crate) fn mih_keys(i: &ImageRecord) -> Vec<i64> {
+    let quality_ok = i
+        .pdq_quality
+        .is_some_and(|q| q >= crate::pdq::MIN_MATCH_QUALITY);
+    match i.pdq.as_deref().map(str::parse::<crate::pdq::Hash>) {
+        Some(Ok(hash)) if quality_ok => crate::pdq_index::keys(&hash).to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// Candidates `(id, pdq)` from the index, checked exactly and ranked.
+pub(crate) fn rank_similar(
+    query: &crate::pdq::Hash,
+    max_distance: u32,
+    limit: u32,
+    candidates: Vec<(String, Option<String>)>,
+) -> Vec<crate::store::Similar> {
+    let mut out: Vec<crate::store::Similar> = candidates
+        .into_iter()
+        .filter_map(|(image_id, pdq)| {
+            let hash: crate::pdq::Hash = pdq?.parse().ok()?;
+            let distance = query.distance(&hash);
+            (distance <= max_distance).then_some(crate::store::Similar { image_id, distance })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.distance
+            .cmp(&b.distance)
+            .then_with(|| a.image_id.cmp(&b.image_id))
+    });
+    out.dedup_by(|a, b| a.image_id == b.image_id);
+    out.truncate(limit as usize);
+    out
 }

@@ -18,6 +18,7 @@ pub mod format;
 pub mod jpeg;
 pub mod model;
 pub mod pdq;
+pub mod pdq_index;
 pub mod pipeline;
 pub mod policy;
 pub mod store;

@@ -234,8 +234,11 @@ pub struct ReportEntry {
     pub image_id: Option<String>,
     /// Original image id (duplicate).
     pub duplicate_of: Option<String>,
-    /// exact (near comes with perceptual dedup).
+    /// exact or near.
     pub duplicate_kind: Option<DuplicateKind>,
+    /// PDQ distance to the original (near duplicates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance: Option<u32>,
 }
 
 impl ReportEntry {
@@ -251,6 +254,7 @@ impl ReportEntry {
                 image_id: None,
                 duplicate_of: None,
                 duplicate_kind: None,
+                distance: None,
             },
             Some(v) => Self {
                 index,
@@ -261,6 +265,7 @@ impl ReportEntry {
                 image_id: v.image_id,
                 duplicate_of: v.duplicate_of,
                 duplicate_kind: v.duplicate_kind,
+                distance: v.distance,
             },
         }
     }

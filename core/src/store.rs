@@ -6,6 +6,7 @@ use crate::Result;
 use crate::chunk::ChunkTask;
 use crate::dedup::{ClaimOutcome, CommitOutcome};
 use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
+use crate::pdq::Hash;
 use crate::policy::Policy;
 use crate::time::Millis;
 use crate::verdict::Verdict;
@@ -41,6 +42,15 @@ pub trait BlobStore: Send + Sync {
     async fn presigned_get(&self, _key: &str) -> Result<Option<String>> {
         Ok(None)
     }
+}
+
+/// A stored image near a PDQ hash.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Similar {
+    /// The image.
+    pub image_id: String,
+    /// Bits between its PDQ hash and the query's.
+    pub distance: u32,
 }
 
 /// A new batch, as the gateway creates it.
@@ -124,6 +134,10 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<ImageRecord>>;
     /// Every image id (to rebuild indexes and check stores).
     async fn image_ids(&self) -> Result<Vec<String>>;
+    /// Stored images whose PDQ hash is within `max_distance` (at most
+    /// [`crate::pdq_index::MAX_SEARCH_DISTANCE`]) of `hash`, nearest first,
+    /// at most `limit`. Only hashes of quality 50 or more are indexed.
+    async fn similar(&self, hash: &Hash, max_distance: u32, limit: u32) -> Result<Vec<Similar>>;
     /// Completes the batch if no entry is pending; true for the one caller that completed it.
     async fn try_complete(&self, id: &str, now: Millis) -> Result<bool>;
     /// Batches whose webhook is due at `now`.

@@ -46,6 +46,8 @@ impl VerdictKind {
 pub enum DuplicateKind {
     /// Byte-identical after sanitising (same SHA-256).
     Exact,
+    /// The same picture by its PDQ perceptual hash, within the policy's distance.
+    Near,
 }
 
 macro_rules! reasons {
@@ -138,6 +140,9 @@ pub struct Verdict {
     pub duplicate_of: Option<String>,
     /// How the duplicate matched.
     pub duplicate_kind: Option<DuplicateKind>,
+    /// PDQ distance to the original, for near duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<u32>,
 }
 
 impl Verdict {
@@ -150,6 +155,7 @@ impl Verdict {
             image_id: Some(image_id),
             duplicate_of: None,
             duplicate_kind: None,
+            distance: None,
         }
     }
 
@@ -162,6 +168,22 @@ impl Verdict {
             image_id: None,
             duplicate_of: Some(original),
             duplicate_kind: Some(DuplicateKind::Exact),
+            distance: None,
+        }
+    }
+
+    /// A near duplicate: the same picture as `original` by PDQ, `distance` bits apart.
+    pub fn near_duplicate(original: String, distance: u32) -> Self {
+        Self {
+            kind: VerdictKind::Duplicate,
+            reason: None,
+            detail: Some(format!(
+                "the same picture as an image already stored (PDQ distance {distance})"
+            )),
+            image_id: None,
+            duplicate_of: Some(original),
+            duplicate_kind: Some(DuplicateKind::Near),
+            distance: Some(distance),
         }
     }
 
@@ -174,6 +196,7 @@ impl Verdict {
             image_id: None,
             duplicate_of: None,
             duplicate_kind: None,
+            distance: None,
         }
     }
 }

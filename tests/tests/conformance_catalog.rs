@@ -316,10 +316,11 @@ async fn report_pages_by_index_after_the_cursor(c: Arc<dyn Catalog>) {
 }
 
 async fn report_lines_carry_each_verdict_as_recorded(c: Arc<dyn Catalog>) {
-    planned(&c, "b", None, 5).await;
+    planned(&c, "b", None, 6).await;
     let verdicts = [
-        Verdict::accepted(image_id("a1")),
         Verdict::exact_duplicate(image_id("a1")),
+        Verdict::accepted(image_id("a1")),
+        Verdict::near_duplicate(image_id("a1"), 17),
         Verdict::refused(Reason::TrailingData, "41 bytes follow the end of the image"),
         Verdict::refused(
             Reason::RetriesExhausted,
@@ -335,16 +336,80 @@ async fn report_lines_carry_each_verdict_as_recorded(c: Arc<dyn Catalog>) {
         .enumerate()
         .map(|(i, v)| ReportEntry::new(i as u32, format!("photos/img_{i:03}.jpg"), Some(v.clone())))
         .collect();
-    expected.push(ReportEntry::new(4, "photos/img_004.jpg".into(), None));
+    expected.push(ReportEntry::new(5, "photos/img_005.jpg".into(), None));
     assert_eq!(report, expected);
     assert_eq!(
         report
             .iter()
             .map(ReportEntry::is_decided)
             .collect::<Vec<_>>(),
-        [true, true, true, true, false]
+        [true, true, true, true, true, false]
     );
-    assert_eq!(report[4].verdict, "pending");
+    assert_eq!(report[5].verdict, "pending");
+    assert_eq!(report[2].distance, Some(17));
+}
+
+/// A hash `bits` flips away from `base` (flipping bits 0, 8, 16, ...: one
+/// per byte, so up to 32 flips land in distinct bytes).
+fn pdq_flipped(base: &picsift_core::pdq::Hash, bits: usize) -> picsift_core::pdq::Hash {
+    let mut b = base.to_bytes();
+    for k in 0..bits {
+        b[k % 32] ^= 1 << (k / 32);
+    }
+    picsift_core::pdq::Hash::from_bytes(b)
+}
+
+async fn similar_finds_every_indexed_neighbour_within_the_distance_nearest_first(
+    c: Arc<dyn Catalog>,
+) {
+    let base: picsift_core::pdq::Hash = "9d".repeat(32).parse().unwrap();
+    // Neighbours at 0, 5, 16, 31 and 32 bits, one of low quality, and
+    // one image without a hash.
+    let cases: [(usize, u8, &str); 6] = [
+        (0, 90, "n00"),
+        (5, 90, "n05"),
+        (16, 60, "n16"),
+        (31, 50, "n31"),
+        (32, 90, "n32"),
+        (1, 49, "low"),
+    ];
+    for (i, (bits, quality, name)) in cases.iter().enumerate() {
+        let mut img = image(&image_id(name), "b", i as u32);
+        img.pdq = Some(pdq_flipped(&base, *bits).to_string());
+        img.pdq_quality = Some(*quality);
+        c.insert_image(&img).await.unwrap();
+    }
+    let mut none = image(&image_id("nohash"), "b", 9);
+    none.pdq = None;
+    none.pdq_quality = None;
+    c.insert_image(&none).await.unwrap();
+
+    let found = c.similar(&base, 31, 10).await.unwrap();
+    let got: Vec<(String, u32)> = found
+        .into_iter()
+        .map(|s| (s.image_id, s.distance))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (image_id("n00"), 0),
+            (image_id("n05"), 5),
+            (image_id("n16"), 16),
+            (image_id("n31"), 31),
+        ],
+        "within 31 bits, nearest first; quality 49 is never matched"
+    );
+    let near: Vec<u32> = c
+        .similar(&base, 10, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.distance)
+        .collect();
+    assert_eq!(near, vec![0, 5]);
+    assert_eq!(c.similar(&base, 31, 2).await.unwrap().len(), 2, "limit");
+    let far: picsift_core::pdq::Hash = "62".repeat(32).parse().unwrap();
+    assert!(c.similar(&far, 31, 10).await.unwrap().is_empty());
 }
 
 async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
@@ -878,4 +943,5 @@ catalog_conforms! {
     a_delivered_notification_is_never_due_again,
     a_failed_delivery_with_a_retry_time_falls_due_again_then,
     a_failed_delivery_without_a_retry_time_gives_up,
+    similar_finds_every_indexed_neighbour_within_the_distance_nearest_first,
 }

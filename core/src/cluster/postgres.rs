@@ -13,10 +13,12 @@
 use crate::Result;
 use crate::catalog_rows::{
     IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
-    index_from_row, pending_from_row, report_entry_from_row,
+    index_from_row, mih_keys, pending_from_row, rank_similar, report_entry_from_row,
 };
 use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
-use crate::store::{Catalog, Delivery, NewBatch};
+use crate::pdq::Hash;
+use crate::pdq_index;
+use crate::store::{Catalog, Delivery, NewBatch, Similar};
 use crate::time::Millis;
 use crate::verdict::{Reason, Verdict};
 use async_trait::async_trait;
@@ -196,7 +198,7 @@ impl Catalog for PgCatalog {
         // A concurrent writer of the same entry blocks on its row lock and
         // then re-checks `verdict IS NULL` on the committed row: one wins.
         let done = sqlx::query(
-            "UPDATE entries SET verdict = $1, reason = $2, detail = $3, image_id = $4, duplicate_of = $5, duplicate_kind = $6, decided_at = $7
+            "UPDATE entries SET verdict = $1, reason = $2, detail = $3, image_id = $4, duplicate_of = $5, duplicate_kind = $6, decided_at = $7, distance = $10
              WHERE batch_id = $8 AND idx = $9 AND verdict IS NULL",
         )
         .bind(v.kind.as_str())
@@ -208,12 +210,14 @@ impl Catalog for PgCatalog {
         .bind(now)
         .bind(id)
         .bind(i64::from(index))
+        .bind(v.distance.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
@@ -230,9 +234,37 @@ impl Catalog for PgCatalog {
         .bind(i.created_ms)
         .bind(&i.pdq)
         .bind(i.pdq_quality.map(i64::from))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let keys = mih_keys(i);
+        if !keys.is_empty() {
+            sqlx::query(
+                "INSERT INTO pdq_mih (k, image_id) SELECT k, $2 FROM UNNEST($1::BIGINT[]) AS k
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&keys)
+            .bind(&i.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn similar(&self, hash: &Hash, max_distance: u32, limit: u32) -> Result<Vec<Similar>> {
+        let probes = pdq_index::probes(hash, max_distance);
+        let rows = sqlx::query(
+            "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
+             WHERE m.k = ANY($1)",
+        )
+        .bind(&probes)
+        .fetch_all(&self.pool)
+        .await?;
+        let candidates = rows
+            .iter()
+            .map(|r| Ok((sqlx::Row::try_get(r, "id")?, sqlx::Row::try_get(r, "pdq")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(rank_similar(hash, max_distance, limit, candidates))
     }
 
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>> {

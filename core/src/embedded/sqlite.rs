@@ -3,11 +3,13 @@
 use crate::Result;
 use crate::catalog_rows::{
     IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
-    index_from_row, pending_from_row, report_entry_from_row,
+    index_from_row, mih_keys, pending_from_row, rank_similar, report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
 use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
-use crate::store::{Catalog, DedupIndex, Delivery, NewBatch};
+use crate::pdq::Hash;
+use crate::pdq_index;
+use crate::store::{Catalog, DedupIndex, Delivery, NewBatch, Similar};
 use crate::time::Millis;
 use crate::verdict::{Reason, Verdict};
 use async_trait::async_trait;
@@ -166,7 +168,7 @@ impl Catalog for SqliteCatalog {
 
     async fn record_verdict(&self, id: &str, index: u32, v: &Verdict, now: Millis) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE entries SET verdict = ?, reason = ?, detail = ?, image_id = ?, duplicate_of = ?, duplicate_kind = ?, decided_at = ?
+            "UPDATE entries SET verdict = ?, reason = ?, detail = ?, image_id = ?, duplicate_of = ?, duplicate_kind = ?, decided_at = ?, distance = ?
              WHERE batch_id = ? AND idx = ? AND verdict IS NULL",
         )
         .bind(v.kind.as_str())
@@ -176,6 +178,7 @@ impl Catalog for SqliteCatalog {
         .bind(&v.duplicate_of)
         .bind(v.duplicate_kind.map(duplicate_kind_code))
         .bind(now)
+        .bind(v.distance.map(i64::from))
         .bind(id)
         .bind(i64::from(index))
         .execute(&self.pool)
@@ -184,6 +187,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -200,9 +204,33 @@ impl Catalog for SqliteCatalog {
         .bind(i.created_ms)
         .bind(&i.pdq)
         .bind(i.pdq_quality.map(i64::from))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for k in mih_keys(i) {
+            sqlx::query("INSERT INTO pdq_mih (k, image_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(k)
+                .bind(&i.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn similar(&self, hash: &Hash, max_distance: u32, limit: u32) -> Result<Vec<Similar>> {
+        let probes = pdq_index::probes(hash, max_distance);
+        let rows = sqlx::query(
+            "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
+             WHERE m.k IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&probes).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        let candidates = rows
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("pdq")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(rank_similar(hash, max_distance, limit, candidates))
     }
 
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>> {
