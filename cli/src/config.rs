@@ -49,6 +49,10 @@ pub struct PolicyConfig {
     pub max_entry_bytes: u64,
     /// Most pixels per image.
     pub max_pixels: u64,
+    /// Refuse near duplicates (PDQ).
+    pub near_duplicates: bool,
+    /// Most PDQ bits apart that count as the same picture (at most 31).
+    pub near_distance: u32,
 }
 
 /// `[s3]`: see [`S3Config`].
@@ -197,6 +201,8 @@ impl Default for PolicyConfig {
             max_entries: p.max_entries,
             max_entry_bytes: p.max_entry_bytes,
             max_pixels: p.max_pixels,
+            near_duplicates: p.near_duplicate_distance.is_some(),
+            near_distance: p.near_duplicate_distance.unwrap_or(31),
         }
     }
 }
@@ -316,6 +322,10 @@ impl Config {
             max_entries: self.policy.max_entries,
             max_entry_bytes: self.policy.max_entry_bytes,
             max_pixels: self.policy.max_pixels,
+            near_duplicate_distance: self
+                .policy
+                .near_duplicates
+                .then_some(self.policy.near_distance.min(31)),
             ..Policy::default()
         })
     }

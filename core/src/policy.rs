@@ -24,6 +24,10 @@ pub struct Policy {
     pub max_dimension: u32,
     /// Most pixels of an image (width × height).
     pub max_pixels: u64,
+    /// An image whose PDQ hash is within this many bits (at most 31) of a
+    /// stored image's is a near duplicate of it; `None` turns near
+    /// duplicates off. Hashes of quality 49 or less never match.
+    pub near_duplicate_distance: Option<u32>,
 }
 
 impl Default for Policy {
@@ -37,6 +41,7 @@ impl Default for Policy {
             max_compression_ratio: 50,
             max_dimension: 16_384,
             max_pixels: 50_000_000,
+            near_duplicate_distance: Some(crate::pdq::MATCH_DISTANCE),
         }
     }
 }

@@ -9,7 +9,7 @@ mod policy;
 mod upload_batch;
 mod worker_pool;
 
-pub use policy::{ImageFormat, Limits, ValidationPolicy, ValidationPolicySpec};
+pub use policy::{ImageFormat, Limits, NearDuplicates, ValidationPolicy, ValidationPolicySpec};
 pub use upload_batch::{
     BatchCounts, BatchPhase, MAX_DEADLINE_SECONDS, Notification, PolicyRef, Source, UploadBatch,
     UploadBatchSpec, UploadBatchStatus,

@@ -31,6 +31,44 @@ pub struct ValidationPolicySpec {
     /// Size and count limits; unset limits take picsift's defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// Near-duplicate matching by PDQ perceptual hash (across all of
+    /// picsift's stored images).
+    #[serde(default)]
+    pub near_duplicates: NearDuplicates,
+}
+
+/// Near-duplicate matching: an image whose PDQ hash is within
+/// `maxDistance` bits of a stored image's gets verdict duplicate, kind
+/// near. Hashes of quality 49 or less (blank, nearly uniform images) never
+/// match.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NearDuplicates {
+    /// Whether near duplicates are refused. Default true.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Most PDQ bits apart that still count as the same picture. Default 31
+    /// (ThreatExchange's threshold); at most 31.
+    #[serde(default = "default_near_distance")]
+    #[schemars(range(min = 0, max = 31))]
+    pub max_distance: i32,
+}
+
+impl Default for NearDuplicates {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_distance: default_near_distance(),
+        }
+    }
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn default_near_distance() -> i32 {
+    picsift_core::pdq::MATCH_DISTANCE as i32
 }
 
 fn default_formats() -> Vec<ImageFormat> {
@@ -113,6 +151,10 @@ impl ValidationPolicySpec {
             max_dimension: u32::try_from(pick(l.max_dimension, d.max_dimension.into()))
                 .unwrap_or(d.max_dimension),
             max_pixels: pick(l.max_pixels, d.max_pixels),
+            near_duplicate_distance: self
+                .near_duplicates
+                .enabled
+                .then(|| self.near_duplicates.max_distance.clamp(0, 31) as u32),
         }
     }
 }

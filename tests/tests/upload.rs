@@ -487,3 +487,57 @@ async fn report_pages_and_ndjson_agree() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_of_a_stored_photo_are_near_duplicates_naming_it_and_the_distance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let original = picsift_tests::photo(77, 1024, 768);
+    let first = server
+        .upload_ok(
+            ZipBuilder::new()
+                .stored("original.jpg", &picsift_tests::encode_jpeg(&original, 90))
+                .finish(),
+        )
+        .await;
+    server.wait_done(&first).await;
+    let original_id = line(&server.report(&first).await, "original.jpg")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let resized =
+        image::imageops::resize(&original, 512, 384, image::imageops::FilterType::Triangle);
+    let brighter = image::imageops::brighten(&original, 20);
+    // 2% off the right edge. PDQ tolerates small crops only: on this
+    // picture 1% off every side is already about 30 bits away.
+    let cropped = image::imageops::crop_imm(&original, 0, 0, 1004, 768).to_image();
+    let zip = ZipBuilder::new()
+        .stored(
+            "recompressed.jpg",
+            &picsift_tests::encode_jpeg(&original, 60),
+        )
+        .stored("resized.jpg", &picsift_tests::encode_jpeg(&resized, 90))
+        .stored("brighter.jpg", &picsift_tests::encode_jpeg(&brighter, 90))
+        .stored("cropped.jpg", &picsift_tests::encode_jpeg(&cropped, 90))
+        .stored("other.jpg", &jpeg(78, 1024, 768))
+        .finish();
+    let second = server.upload_ok(zip).await;
+    let done = server.wait_done(&second).await;
+    let report = server.report(&second).await;
+    assert_eq!(done["counts"]["duplicate"], 4, "{report:#?}");
+    for edit in [
+        "recompressed.jpg",
+        "resized.jpg",
+        "brighter.jpg",
+        "cropped.jpg",
+    ] {
+        let l = line(&report, edit);
+        assert_eq!(l["verdict"], "duplicate", "{l}");
+        assert_eq!(l["duplicate_kind"], "near", "{l}");
+        assert_eq!(l["duplicate_of"], original_id.as_str(), "{l}");
+        let d = l["distance"].as_u64().unwrap();
+        assert!((1..=31).contains(&d), "{edit}: distance {d}");
+    }
+    assert_eq!(line(&report, "other.jpg")["verdict"], "accepted");
+}

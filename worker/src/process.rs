@@ -52,6 +52,7 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
         .collect();
     if !todo.is_empty() {
         let policy = task.policy.clone().unwrap_or_else(|| cfg.policy.clone());
+        let near = policy.near_duplicate_distance;
         // The pure pipeline runs on a blocking thread, one entry ahead of
         // the async side (channel of one: at most two entries in memory).
         let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(1);
@@ -91,7 +92,8 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
             let verdict = match checked.outcome {
                 Err(rejection) => rejection.into(),
                 Ok(prepared) => {
-                    store_once(b, cfg, &batch.id, checked.index, &checked.name, prepared).await?
+                    let entry = (batch.id.as_str(), checked.index, checked.name.as_str());
+                    store_once(b, cfg, entry, near, prepared).await?
                 }
             };
             b.catalog
@@ -296,11 +298,13 @@ fn check_one<R: std::io::Read + std::io::Seek>(
 async fn store_once(
     b: &Backends,
     cfg: &WorkerConfig,
-    batch_id: &str,
-    index: u32,
-    name: &str,
+    (batch_id, index, name): (&str, u32, &str),
+    near: Option<u32>,
     mut p: Prepared,
 ) -> Result<Verdict> {
+    if let Some(verdict) = near_duplicate(b, near, &p).await? {
+        return Ok(verdict);
+    }
     let owner = format!("{batch_id}:{index}");
     // The bytes move into a shared buffer once; retries clone the handle, not the image.
     let size = p.bytes.len() as u64;
@@ -344,6 +348,22 @@ async fn store_once(
             }
         }
     }
+}
+
+/// A stored image that is the same picture by PDQ, other than this very
+/// image (identical bytes are the exact-dedup claim's business).
+async fn near_duplicate(b: &Backends, near: Option<u32>, p: &Prepared) -> Result<Option<Verdict>> {
+    let (Some(max), Some(pdq)) = (near, p.pdq) else {
+        return Ok(None);
+    };
+    if pdq.quality < picsift_core::pdq::MIN_MATCH_QUALITY {
+        return Ok(None);
+    }
+    let found = b.catalog.similar(&pdq.hash, max, 2).await?;
+    Ok(found
+        .into_iter()
+        .find(|s| s.image_id != p.id)
+        .map(|s| Verdict::near_duplicate(s.image_id, s.distance)))
 }
 
 async fn put_with_retries(
