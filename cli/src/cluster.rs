@@ -209,8 +209,7 @@ fn namespace(cfg: &Config, client: &kube::Client) -> String {
 }
 
 /// `picsift operator`: reconciles UploadBatches and WorkerPools while this
-/// replica holds the leader Lease; the leader also delivers webhooks and
-/// re-plans stalled batches.
+/// replica holds the leader Lease; the leader also delivers webhooks.
 pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = load(&args)?;
@@ -225,6 +224,7 @@ pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
         lease_name: cfg.operator.lease_name.clone(),
         identity: consumer_name(),
         chunk_limits: wcfg.chunk_limits,
+        stall_ms: stall_ms(&cfg),
     };
     let signal = stop.clone();
     tokio::spawn(async move {
@@ -235,15 +235,12 @@ pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
         b.clone(),
         picsift_worker::notifier_config(Secret::parse(&cfg.webhook_secret)),
     )?;
-    let stall = stall_ms(&cfg);
-    let sweep_backends = b.clone();
     eprintln!("picsift operator {} started", op.identity);
+    // Stalled batches are the UploadBatch controller's business here (it
+    // plans them again under their own ValidationPolicy): no sweep.
     picsift_operator::run(client, b, op, stop, move |work| {
         let wake = Arc::new(tokio::sync::Notify::new());
-        vec![
-            tokio::spawn(notifier.run(wake, work.clone())),
-            tokio::spawn(sweep(sweep_backends, wcfg, stall, work)),
-        ]
+        vec![tokio::spawn(notifier.run(wake, work))]
     })
     .await?;
     Ok(())

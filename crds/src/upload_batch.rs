@@ -32,7 +32,8 @@ pub struct UploadBatchSpec {
     /// Where the images are. Cannot change once set.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source is immutable; create a new UploadBatch instead"))]
     pub source: Source,
-    /// Who uploaded the batch (tenant or user), as recorded in the catalog.
+    /// Who uploaded the batch (tenant or user). Kept on the object; the
+    /// catalog does not record owners yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// The ValidationPolicy (in this namespace) the batch is checked against.
@@ -168,6 +169,11 @@ pub struct UploadBatchStatus {
     /// When the deadline falls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Time>,
+    /// When the pending count last went down (or the batch was last
+    /// planned): a batch that stops progressing while the queue is empty
+    /// lost its tasks and is planned again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
     /// When the batch ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,

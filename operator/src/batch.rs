@@ -13,6 +13,9 @@ use picsift_crds::{
 pub const PROGRESS_INTERVAL_MS: Millis = 10_000;
 /// How long to wait before looking again for a source that is missing.
 pub const MISSING_SOURCE_RETRY_MS: Millis = 300_000;
+/// How long an invalid spec waits for a change before it is looked at
+/// again (a policy's watch wakes it sooner).
+pub const INVALID_RETRY_MS: Millis = 3_600_000;
 
 /// Whether the batch's source object (or prefix) exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +56,11 @@ pub struct Observed {
     pub source: SourceState,
     /// How long a finished batch is kept.
     pub ttl_ms: Millis,
+    /// No chunk task is queued (none waiting or in flight).
+    pub queue_idle: bool,
+    /// How long a processing batch may go without progress, with the
+    /// queue idle, before it is planned again.
+    pub stall_ms: Millis,
     /// Now.
     pub now: Millis,
 }
@@ -118,7 +126,7 @@ pub fn deadline(spec: &UploadBatchSpec, created_at: Millis) -> Millis {
         .deadline_seconds
         .unwrap_or(MAX_DEADLINE_SECONDS)
         .clamp(1, MAX_DEADLINE_SECONDS);
-    created_at + secs * 1000
+    created_at.saturating_add(secs * 1000)
 }
 
 /// Decides the next steps for one UploadBatch.
@@ -161,18 +169,44 @@ pub fn plan(o: &Observed) -> Plan {
 
     let Some((batch, counts)) = &o.catalog else {
         // Not in the catalog yet: an UploadBatch applied by hand.
+        if o.now >= deadline {
+            return expire_unrecorded(o, plan, status);
+        }
+        if o.spec.source.key.as_deref().is_some_and(owns_source) {
+            let msg = format!(
+                "{} is where the gateway stages uploads; point spec.source at an object outside {}",
+                o.spec.source.key.as_deref().unwrap_or_default(),
+                picsift_core::model::STAGING_PREFIX
+            );
+            return invalid(
+                o,
+                plan,
+                status,
+                "ReservedSource",
+                msg,
+                Some(INVALID_RETRY_MS),
+            );
+        }
         if !o.policy_found {
             let msg = format!(
                 "ValidationPolicy {:?} does not exist in this namespace; create it or change spec.policyRef",
                 o.spec.policy_ref.name
             );
-            return invalid(o, plan, status, "PolicyNotFound", msg, None);
+            return invalid(
+                o,
+                plan,
+                status,
+                "PolicyNotFound",
+                msg,
+                Some(INVALID_RETRY_MS),
+            );
         }
         return match o.source {
             SourceState::Present { bytes } => {
                 plan.steps.push(Step::CreateRecord { bytes });
                 plan.steps.push(Step::Enqueue);
                 status.enqueued = true;
+                status.last_progress_time = Some(to_time(o.now));
                 status.phase = Some(BatchPhase::Processing);
                 ready(
                     &mut status,
@@ -225,24 +259,55 @@ pub fn plan(o: &Observed) -> Plan {
         }
         return finish(o, plan, status, batch, Phase::Expired);
     }
-    if !o.policy_found && !o.status.enqueued {
+    if !o.policy_found && batch.phase == Phase::Received {
         let msg = format!(
             "ValidationPolicy {:?} does not exist in this namespace; create it or change spec.policyRef",
             o.spec.policy_ref.name
         );
-        return invalid(o, plan, status, "PolicyNotFound", msg, None);
+        return invalid(
+            o,
+            plan,
+            status,
+            "PolicyNotFound",
+            msg,
+            Some(INVALID_RETRY_MS),
+        );
     }
-    if !o.status.enqueued || batch.phase == Phase::Received {
+    // The catalog's phase is the guard: planning moves a batch from
+    // received to processing in one statement, so a reconcile working from
+    // a stale status never enqueues a batch twice.
+    let pending_before = o.status.counts.map(|c| c.pending);
+    if batch.phase == Phase::Received {
         plan.steps.push(Step::Enqueue);
-        if !o.status.enqueued {
-            plan.events.push(Note {
-                warning: false,
-                reason: "Planned",
-                message: "chunk tasks enqueued".into(),
-            });
-        }
-        status.enqueued = true;
+        plan.events.push(Note {
+            warning: false,
+            reason: "Planned",
+            message: "chunk tasks enqueued".into(),
+        });
+        status.last_progress_time = Some(to_time(o.now));
+    } else if pending_before != Some(counts.pending as i64) || status.last_progress_time.is_none() {
+        status.last_progress_time = Some(to_time(o.now));
+    } else if o.queue_idle
+        && status
+            .last_progress_time
+            .as_ref()
+            .is_some_and(|t| o.now - crate::conditions::from_time(t) > o.stall_ms)
+    {
+        // Nothing queued and nothing decided for a while: the tasks were
+        // lost (a Redis that restarted empty). Decided entries are skipped,
+        // so planning again redoes nothing.
+        plan.steps.push(Step::Enqueue);
+        plan.events.push(Note {
+            warning: true,
+            reason: "Replanned",
+            message: format!(
+                "no progress for {} s with the queue empty; pending entries enqueued again",
+                o.stall_ms / 1000
+            ),
+        });
+        status.last_progress_time = Some(to_time(o.now));
     }
+    status.enqueued = true;
     status.phase = Some(BatchPhase::Processing);
     ready(
         &mut status,
@@ -293,7 +358,39 @@ fn invalid(
         o.generation,
         o.now,
     );
-    plan.requeue_ms = retry_ms;
+    let until_deadline = (deadline(&o.spec, o.created_at) - o.now).max(1);
+    plan.requeue_ms = Some(retry_ms.map_or(until_deadline, |r| r.min(until_deadline)));
+    plan.status = Some(status);
+    plan
+}
+
+/// The deadline passed before the batch was ever recorded (its spec was
+/// never valid): it ends Expired with no entries, and goes after its TTL.
+fn expire_unrecorded(o: &Observed, mut plan: Plan, mut status: UploadBatchStatus) -> Plan {
+    let message = "the deadline passed before the batch could start".to_string();
+    if o.status.phase != Some(BatchPhase::Expired) {
+        plan.events.push(Note {
+            warning: true,
+            reason: "Expired",
+            message: message.clone(),
+        });
+    }
+    let ended = o
+        .status
+        .completed_at
+        .as_ref()
+        .map_or(o.now, crate::conditions::from_time);
+    status.phase = Some(BatchPhase::Expired);
+    status.message = Some(message.clone());
+    status.completed_at = Some(to_time(ended));
+    set_finished(&mut status, true, "Expired", &message, o);
+    let delete_at = ended.saturating_add(o.ttl_ms);
+    if o.now >= delete_at {
+        plan.steps.push(Step::Delete);
+        plan.requeue_ms = None;
+    } else {
+        plan.requeue_ms = Some(delete_at - o.now);
+    }
     plan.status = Some(status);
     plan
 }
@@ -354,7 +451,7 @@ fn finish(
     };
     status.completed_at = Some(to_time(ended));
     set_finished(&mut status, true, reason, &message, o);
-    let delete_at = ended + o.ttl_ms;
+    let delete_at = ended.saturating_add(o.ttl_ms);
     if o.now >= delete_at {
         plan.steps.push(Step::Delete);
         plan.requeue_ms = None;
@@ -399,7 +496,7 @@ mod tests {
 
     fn spec(deadline: Option<i64>) -> UploadBatchSpec {
         let mut s: UploadBatchSpec =
-            serde_json::from_value(serde_json::json!({"source": {"key": "staging/b.zip"}}))
+            serde_json::from_value(serde_json::json!({"source": {"key": "imports/b.zip"}}))
                 .unwrap();
         s.deadline_seconds = deadline;
         s
@@ -451,6 +548,8 @@ mod tests {
             catalog: Some((record(phase, "staging/b.zip"), counts(pending))),
             source: SourceState::NotChecked,
             ttl_ms: DAY,
+            queue_idle: false,
+            stall_ms: 600_000,
             now,
         }
     }
@@ -516,7 +615,11 @@ mod tests {
         o.status = UploadBatchStatus::default();
         let p = plan(&o);
         assert!(p.steps.is_empty());
-        assert_eq!(p.requeue_ms, None, "no hot loop: wait for a change");
+        assert_eq!(
+            p.requeue_ms,
+            Some(INVALID_RETRY_MS),
+            "no hot loop: a change (or an hour) wakes it"
+        );
         assert_eq!(reasons(&p), vec!["PolicyNotFound"]);
         let status = p.status.unwrap();
         assert_eq!(status.phase, Some(BatchPhase::Pending));
@@ -616,5 +719,63 @@ mod tests {
         // Without our finalizer there is nothing to do.
         done.has_finalizer = false;
         assert!(plan(&done).steps.is_empty());
+    }
+
+    #[test]
+    fn a_stale_status_never_enqueues_a_planned_batch_again() {
+        // The catalog says processing; the status read from a stale cache
+        // says nothing was enqueued yet.
+        let mut o = observed(Phase::Processing, 4, T0 + 10);
+        o.status = UploadBatchStatus::default();
+        let p = plan(&o);
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert!(p.status.unwrap().enqueued);
+    }
+
+    #[test]
+    fn a_batch_without_progress_and_an_empty_queue_is_planned_again() {
+        let mut o = observed(Phase::Processing, 2, T0 + 1_000_000);
+        o.status.counts = Some(BatchCounts {
+            total: 4,
+            accepted: 2,
+            pending: 2,
+            ..BatchCounts::default()
+        });
+        o.status.last_progress_time = Some(to_time(T0));
+        // Tasks still queued: it is just waiting its turn.
+        assert!(plan(&o).steps.is_empty());
+        o.queue_idle = true;
+        let p = plan(&o);
+        assert_eq!(p.steps, vec![Step::Enqueue]);
+        assert_eq!(reasons(&p), vec!["Replanned"]);
+        // Progress resets the clock.
+        o.status.counts.as_mut().unwrap().pending = 3;
+        assert!(plan(&o).steps.is_empty());
+    }
+
+    #[test]
+    fn a_spec_that_never_became_valid_expires_at_the_deadline_then_goes() {
+        let mut o = observed(Phase::Received, 4, T0 + 7 * DAY);
+        o.catalog = None;
+        o.policy_found = false;
+        let p = plan(&o);
+        assert!(p.steps.is_empty());
+        assert_eq!(p.status.clone().unwrap().phase, Some(BatchPhase::Expired));
+        assert_eq!(reasons(&p), vec!["Expired"]);
+        assert_eq!(p.requeue_ms, Some(DAY));
+        // Before the deadline it waits at most until the deadline.
+        o.now = T0 + 7 * DAY - 5;
+        assert_eq!(plan(&o).requeue_ms, Some(5));
+    }
+
+    #[test]
+    fn a_hand_applied_batch_may_not_point_into_the_staging_area() {
+        let mut o = observed(Phase::Received, 4, T0 + 10);
+        o.catalog = None;
+        o.spec.source.key = Some("staging/someone-elses.zip".into());
+        o.source = SourceState::Present { bytes: 10 };
+        let p = plan(&o);
+        assert!(p.steps.is_empty());
+        assert_eq!(reasons(&p), vec!["ReservedSource"]);
     }
 }

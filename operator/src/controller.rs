@@ -42,8 +42,26 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
     let ub: UploadBatch = match serde_json::to_value(obj).and_then(serde_json::from_value) {
         Ok(ub) => ub,
         Err(e) => {
-            // Nothing can be done with it until someone fixes it.
+            // Nothing can be done with it until someone fixes it; but a
+            // deletion must not hang on our finalizer.
             tracing::warn!(name = obj.name_any(), error = %e, "malformed UploadBatch");
+            if obj.meta().deletion_timestamp.is_some()
+                && obj.finalizers().iter().any(|f| f == FINALIZER)
+            {
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    ctx.client.clone(),
+                    &obj.namespace().unwrap_or_default(),
+                    &ar,
+                );
+                let patch = serde_json::json!({
+                    "apiVersion": "picsift.io/v1alpha1",
+                    "kind": "UploadBatch",
+                    "metadata": {"name": obj.name_any(), "finalizers": []},
+                });
+                api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(&patch))
+                    .await?;
+                return Ok(Action::await_change());
+            }
             publish(
                 ctx,
                 &reference,
@@ -131,6 +149,8 @@ async fn observe(ctx: &Context, ub: &UploadBatch, ns: &str) -> Result<Observatio
             catalog,
             source,
             ttl_ms: ctx.ttl_ms,
+            queue_idle: matches!(ctx.backends.queue.backlog().await, Ok(0)),
+            stall_ms: ctx.stall_ms,
             now: now_ms(),
         },
         policy,

@@ -49,6 +49,9 @@ pub struct Context {
     pub namespace: String,
     /// How long a finished UploadBatch is kept.
     pub ttl_ms: Millis,
+    /// How long a processing batch may go without progress, with the queue
+    /// idle, before it is planned again.
+    pub stall_ms: Millis,
     /// Publishes events.
     pub recorder: kube::runtime::events::Recorder,
     /// Prometheus metrics.

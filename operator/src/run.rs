@@ -25,6 +25,9 @@ pub struct OperatorConfig {
     pub namespace: String,
     /// How long a finished UploadBatch is kept.
     pub ttl_ms: Millis,
+    /// How long a processing batch may go without progress, with the queue
+    /// idle, before it is planned again.
+    pub stall_ms: Millis,
     /// Address of /metrics, /livez and /readyz.
     pub metrics_listen: SocketAddr,
     /// The Lease's name.
@@ -97,6 +100,7 @@ pub async fn run(
         chunk_limits: cfg.chunk_limits,
         namespace: cfg.namespace.clone(),
         ttl_ms: cfg.ttl_ms,
+        stall_ms: cfg.stall_ms,
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -148,6 +152,10 @@ async fn batch_controller(client: kube::Client, ctx: Arc<Context>, stop: Cancell
             .map(|o| ObjectRef::from_obj_with(o.as_ref(), ar.clone()))
             .collect::<Vec<_>>()
     })
+    // Status writes wake the controller too; while counts change, at most
+    // one reconcile per batch every two seconds (the requeue timers do the
+    // rest).
+    .with_config(controller_config())
     .graceful_shutdown_on(stop.cancelled_owned())
     .run(controller::reconcile, controller::error_policy, ctx)
     .for_each(|_| async {})
@@ -162,12 +170,25 @@ async fn pool_controller(
 ) {
     let pools: Api<WorkerPool> = Api::all(client.clone());
     let jobs: Api<Job> = Api::namespaced(client, &namespace);
+    // Pools are cluster-scoped and their Jobs namespaced: the owner lookup
+    // of `owns` would miss, so Jobs map to their pool by label.
     Controller::new(pools, watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels(POOL_LABEL))
+        .watches(jobs, watcher::Config::default().labels(POOL_LABEL), |job| {
+            job.labels()
+                .get(POOL_LABEL)
+                .map(|pool| ObjectRef::<WorkerPool>::new(pool))
+        })
+        .with_config(controller_config())
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(pool::reconcile, pool::error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default()
+        .debounce(std::time::Duration::from_secs(2))
+        .concurrency(16)
 }
 
 async fn serve_http(

@@ -143,6 +143,7 @@ fn context(client: kube::Client, backends: Backends) -> Arc<Context> {
         },
         namespace: "picsift".into(),
         ttl_ms: 3_600_000,
+        stall_ms: 600_000,
         recorder: Recorder::new(
             client,
             Reporter {
@@ -298,7 +299,9 @@ async fn an_unknown_policy_sets_a_condition_and_a_warning_and_waits() {
     let action = controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
         .await
         .unwrap();
-    assert_eq!(action, Action::await_change());
+    // No hot loop: a change to the policy wakes it (the controller watches
+    // policies), else an hour.
+    assert_eq!(action, Action::requeue(Duration::from_secs(3600)));
     let calls = calls.lock().unwrap().clone();
     let status = &find(&calls, "PATCH", "/uploadbatches/nopolicy/status")[0].body["status"];
     assert_eq!(status["phase"], "Pending");
@@ -331,6 +334,25 @@ async fn a_malformed_object_gets_a_warning_not_a_stuck_controller() {
     assert_eq!(calls[0].method, "POST");
     assert_eq!(calls[0].body["reason"], "Malformed");
     assert_eq!(calls[0].body["type"], "Warning");
+}
+
+#[tokio::test]
+async fn a_malformed_object_being_deleted_loses_the_finalizer() {
+    let f = backends().await;
+    let ub = upload_batch(
+        "broken",
+        json!({"owner": 7}),
+        json!({"finalizers": ["picsift.io/cleanup"], "deletionTimestamp": "2026-11-26T11:00:00Z"}),
+    );
+    let (client, calls) = mock_client(server(ub.clone(), true));
+    controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
+        .await
+        .unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].method, "PATCH");
+    assert_applied_by_operator(&calls[0]);
+    assert_eq!(calls[0].body["metadata"]["finalizers"], json!([]));
 }
 
 async fn received_batch(f: &Fixture, id: &str, entries: u32) {

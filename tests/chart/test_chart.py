@@ -363,6 +363,7 @@ def test_rbac_is_least_privilege():
         | grants(GROUP, "validationpolicies", "get list watch")
         | grants(GROUP, "workerpools", "get list watch")
         | grants(GROUP, "workerpools/status", "get patch update")
+        | grants(GROUP, "workerpools/finalizers", "update")
         | grants("events.k8s.io", "events", "create patch")
     )
     election = rendered.one("Role", f"{FULLNAME}-operator-leader-election", NAMESPACE)

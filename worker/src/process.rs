@@ -506,10 +506,19 @@ pub async fn run_workers(
         let activity = activity.clone();
         handles.push(tokio::spawn(async move {
             loop {
-                let lease = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    l = b.queue.dequeue(1000) => l,
-                };
+                if stop.is_cancelled() {
+                    return;
+                }
+                // Not raced against `stop`: a dequeue dropped midway may
+                // leave a task handed to this consumer, stranded until the
+                // visibility timeout. A task taken as we stop goes back.
+                let lease = b.queue.dequeue(1000).await;
+                if stop.is_cancelled() {
+                    if let Ok(Some(l)) = &lease {
+                        let _ = b.queue.release(l).await;
+                    }
+                    return;
+                }
                 let lease = match lease {
                     Ok(Some(l)) => l,
                     Ok(None) => continue,
