@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use picsift_core::model::{image_key, is_image_id};
+use picsift_core::model::{ImageRecord, image_key, is_image_id};
 use serde::Deserialize;
 use std::ops::Range;
 
@@ -157,17 +157,32 @@ pub async fn list(
     let next = (images.len() as u32 == limit)
         .then(|| images.last().map(|i| i.entry_index.to_string()))
         .flatten();
-    let items: Vec<_> = images
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "id": i.id, "format": i.format, "width": i.width, "height": i.height, "size": i.size,
-                "orientation": i.orientation, "pdq": i.pdq, "pdq_quality": i.pdq_quality, "entry": i.entry_name, "entry_index": i.entry_index,
-                "url": format!("/v1/images/{}", i.id),
-            })
-        })
-        .collect();
+    let items: Vec<_> = images.iter().map(image_json).collect();
     Ok(Json(serde_json::json!({ "images": items, "next": next })))
+}
+
+/// What the API shows of a stored image.
+pub fn image_json(i: &ImageRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": i.id, "format": i.format, "width": i.width, "height": i.height, "size": i.size,
+        "orientation": i.orientation, "pdq": i.pdq, "pdq_quality": i.pdq_quality,
+        "batch": i.batch_id, "entry": i.entry_name, "entry_index": i.entry_index,
+        "created_at": picsift_core::time::rfc3339(i.created_ms),
+        "url": format!("/v1/images/{}", i.id),
+    })
+}
+
+/// `GET /v1/images/{id}/metadata`: the catalog's record of an image.
+pub async fn metadata(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let image = match is_image_id(&id) {
+        true => s.catalog.image(&id).await?,
+        false => None,
+    };
+    let image = image.ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
+    Ok(Json(image_json(&image)))
 }
 
 #[cfg(test)]

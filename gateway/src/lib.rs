@@ -5,6 +5,7 @@
 mod batches;
 mod images;
 mod problem;
+mod search;
 mod upload;
 
 pub use problem::Problem;
@@ -38,6 +39,7 @@ async fn live() -> axum::Json<serde_json::Value> {
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     let upload_limit = usize::try_from(state.policy.max_upload_bytes).unwrap_or(usize::MAX);
+    let search_limit = usize::try_from(state.policy.max_entry_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route(
             "/v1/batches",
@@ -47,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batches/{id}/report", get(batches::report))
         .route("/v1/images", get(images::list))
         .route("/v1/images/{id}", get(images::download))
+        .route("/v1/images/{id}/metadata", get(images::metadata))
+        .route(
+            "/v1/search/similar",
+            post(search::similar).layer(DefaultBodyLimit::max(search_limit)),
+        )
         // `/livez` is the Kubernetes convention; `/healthz` stays for compatibility.
         .route("/healthz", get(live))
         .route("/livez", get(live))

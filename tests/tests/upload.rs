@@ -540,4 +540,41 @@ async fn edits_of_a_stored_photo_are_near_duplicates_naming_it_and_the_distance(
         assert!((1..=31).contains(&d), "{edit}: distance {d}");
     }
     assert_eq!(line(&report, "other.jpg")["verdict"], "accepted");
+
+    // Similar-image search finds the original from an edit sent as the
+    // body, and nothing else; by id it finds no other stored image.
+    let http = reqwest::Client::new();
+    let by_body: serde_json::Value = http
+        .post(server.url("/v1/search/similar"))
+        .header("content-type", "image/jpeg")
+        .body(picsift_tests::encode_jpeg(&resized, 70))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let matches = by_body["matches"].as_array().expect(&by_body.to_string());
+    assert_eq!(matches.len(), 1, "{by_body}");
+    assert_eq!(matches[0]["image_id"], original_id.as_str());
+    assert!(matches[0]["distance"].as_u64().unwrap() <= 31);
+    let by_id: serde_json::Value = http
+        .post(server.url("/v1/search/similar"))
+        .json(&serde_json::json!({"image_id": original_id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_id["matches"], serde_json::json!([]), "{by_id}");
+    let meta = server
+        .get_json(&format!("/v1/images/{original_id}/metadata"))
+        .await;
+    assert_eq!(meta["entry"], "original.jpg");
+    assert_eq!(meta["batch"], first.as_str());
+    assert!(
+        meta["pdq"].is_string() && meta["pdq_quality"].as_u64() >= Some(50),
+        "{meta}"
+    );
 }

@@ -1,0 +1,92 @@
+//! `POST /v1/search/similar`: stored images that are the same picture as
+//! a stored image or an uploaded one, by PDQ perceptual hash.
+
+use crate::{AppState, Problem};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use picsift_core::model::is_image_id;
+use picsift_core::pdq::{Hash, MATCH_DISTANCE};
+use picsift_core::pdq_index::MAX_SEARCH_DISTANCE;
+use serde::Deserialize;
+
+/// Search options, in the query string (for an image body) or the JSON body.
+#[derive(Deserialize, Default)]
+pub struct SimilarQuery {
+    /// A stored image to search from (JSON body).
+    image_id: Option<String>,
+    /// Most bits apart (default 31, at most 31).
+    max_distance: Option<u32>,
+    /// Most matches (default 20, at most 1000).
+    limit: Option<u32>,
+}
+
+/// Either `{"image_id": "..."}` as JSON, or the image itself as the body
+/// (any `image/*` or `application/octet-stream` type).
+pub async fn similar(
+    State(s): State<AppState>,
+    Query(q): Query<SimilarQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (q, query_hash, exclude) = if content_type.starts_with("application/json") {
+        let q: SimilarQuery = serde_json::from_slice(&body)
+            .map_err(|e| Problem::bad_request(format!("the JSON body is not a search: {e}")))?;
+        let id = q
+            .image_id
+            .clone()
+            .ok_or_else(|| Problem::bad_request("give image_id, or send an image as the body"))?;
+        let image = match is_image_id(&id) {
+            true => s.catalog.image(&id).await?,
+            false => None,
+        };
+        let image = image.ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
+        let hash = image.pdq.as_deref().and_then(|h| h.parse::<Hash>().ok());
+        let quality = image.pdq_quality.unwrap_or(0);
+        (q, hash.map(|h| (h, quality)), Some(id))
+    } else {
+        if body.is_empty() {
+            return Err(Problem::bad_request(
+                "send an image as the body, or {\"image_id\": ...} as JSON",
+            ));
+        }
+        let policy = s.policy.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || picsift_core::pipeline::prepare(&body, &policy))
+                .await
+                .map_err(|e| Problem::bad_request(format!("the image could not be checked: {e}")))?
+                .map_err(|r| {
+                    Problem::bad_request(format!(
+                        "the image was refused ({}): {}",
+                        r.reason.code(),
+                        r.detail
+                    ))
+                })?;
+        (q, prepared.pdq.map(|p| (p.hash, p.quality)), None)
+    };
+    let max = q
+        .max_distance
+        .unwrap_or(MATCH_DISTANCE)
+        .min(MAX_SEARCH_DISTANCE);
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    let Some((hash, quality)) = query_hash else {
+        return Ok(Json(
+            serde_json::json!({"pdq": null, "quality": null, "matches": []}),
+        ));
+    };
+    let mut found = s.catalog.similar(&hash, max, limit + 1).await?;
+    found.retain(|m| Some(&m.image_id) != exclude.as_ref());
+    found.truncate(limit as usize);
+    Ok(Json(serde_json::json!({
+        "pdq": hash.to_string(),
+        "quality": quality,
+        "max_distance": max,
+        "matches": found,
+    })))
+}
