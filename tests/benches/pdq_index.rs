@@ -1,0 +1,199 @@
+//! The PDQ near-duplicate index (multi-index hashing in the SQLite
+//! catalog) next to a brute-force scan of the same hashes in memory, in
+//! the same run: query latency p50 and p99, and recall of planted
+//! neighbours at distances 0 to 31.
+//!
+//! Run: `cargo bench -p picsift-tests --bench pdq_index`
+//! Size: PICSIFT_BENCH_HASHES (default 1000000), PICSIFT_BENCH_QUERIES (default 256).
+
+use picsift_core::Result;
+use picsift_core::embedded::SqliteCatalog;
+use picsift_core::pdq::Hash;
+use picsift_core::pdq_index;
+use picsift_core::store::Catalog;
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: deterministic random hashes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn hash(&mut self) -> Hash {
+        let mut b = [0u8; 32];
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next().to_le_bytes());
+        }
+        Hash::from_bytes(b)
+    }
+
+    /// `h` with exactly `d` distinct bits flipped.
+    fn neighbour(&mut self, h: &Hash, d: u32) -> Hash {
+        let mut b = h.to_bytes();
+        let mut flipped = std::collections::BTreeSet::new();
+        while flipped.len() < d as usize {
+            flipped.insert((self.next() % 256) as usize);
+        }
+        for k in flipped {
+            b[k / 8] ^= 1 << (k % 8);
+        }
+        Hash::from_bytes(b)
+    }
+}
+
+fn id(i: u64) -> String {
+    format!("{i:064x}")
+}
+
+fn percentile(xs: &mut [Duration], p: f64) -> Duration {
+    xs.sort();
+    xs[((xs.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn words(h: &Hash) -> [u64; 4] {
+    let b = h.to_bytes();
+    std::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8])))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return Ok(()); // `cargo test --benches` probes bench binaries this way.
+    }
+    let n = env_num("PICSIFT_BENCH_HASHES", 1_000_000);
+    let queries = env_num("PICSIFT_BENCH_QUERIES", 256);
+    let dir = tempfile::tempdir().map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+    let path = dir.path().join("catalog.db");
+    let catalog = SqliteCatalog::open(&path).await?;
+
+    // Bulk load through a connection of our own: the catalog's
+    // insert_image is one transaction per image, too slow for millions.
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut all: Vec<(String, Hash)> = Vec::with_capacity((n + queries) as usize);
+    for i in 0..n {
+        all.push((id(i), rng.hash()));
+    }
+    let mut probes = Vec::new();
+    for q in 0..queries {
+        let query = rng.hash();
+        let d = (q % 32) as u32;
+        let planted = (id(n + q), rng.neighbour(&query, d));
+        probes.push((query, planted.0.clone(), d));
+        all.push(planted);
+    }
+    eprintln!("loading {} hashes into SQLite ...", all.len());
+    let load = Instant::now();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+    // A thousand images per statement, through json_each.
+    for (c, chunk) in all.chunks(1000).enumerate() {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (image_id, hash))| {
+                serde_json::json!([image_id, c * 1000 + i, hash.to_string()])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
+             SELECT json_extract(value, '$[0]'), 'jpeg', 1, 1, 1, NULL, 'bench', json_extract(value, '$[1]'), 'x.jpg', 0, json_extract(value, '$[2]'), 90
+             FROM json_each(?)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+        let keys: Vec<serde_json::Value> = chunk
+            .iter()
+            .flat_map(|(image_id, hash)| {
+                pdq_index::keys(hash)
+                    .into_iter()
+                    .map(move |k| serde_json::json!([k, image_id]))
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO pdq_mih (k, image_id)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
+        )
+        .bind(serde_json::Value::Array(keys).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+    let db_mb = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) / (1 << 20);
+    eprintln!(
+        "loaded in {:.1} s ({db_mb} MiB)",
+        load.elapsed().as_secs_f64()
+    );
+
+    // Brute force: every hash in memory, popcount of the XOR.
+    let flat: Vec<[u64; 4]> = all.iter().map(|(_, h)| words(h)).collect();
+    let (mut mih_t, mut brute_t) = (Vec::new(), Vec::new());
+    let (mut mih_found, mut brute_found) = (0u32, 0u32);
+    let mut missed_at = Vec::new();
+    for (query, planted, d) in &probes {
+        let t = Instant::now();
+        let hits = catalog.similar(query, 31, 10).await?;
+        mih_t.push(t.elapsed());
+        if hits.iter().any(|h| &h.image_id == planted) {
+            mih_found += 1;
+        } else {
+            missed_at.push(*d);
+        }
+        let q = words(query);
+        let t = Instant::now();
+        let brute: Vec<usize> = flat
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| (0..4).map(|i| (w[i] ^ q[i]).count_ones()).sum::<u32>() <= 31)
+            .map(|(i, _)| i)
+            .collect();
+        brute_t.push(t.elapsed());
+        if brute.iter().any(|&i| &all[i].0 == planted) {
+            brute_found += 1;
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "hashes: {} (+{} planted neighbours at distances 0..31)",
+        n, queries
+    );
+    println!(
+        "MIH (SQLite):  p50 {:.2} ms  p99 {:.2} ms  recall {}/{}",
+        ms(percentile(&mut mih_t, 0.5)),
+        ms(percentile(&mut mih_t, 0.99)),
+        mih_found,
+        queries
+    );
+    println!(
+        "brute force (in memory, one core):  p50 {:.2} ms  p99 {:.2} ms  recall {}/{}",
+        ms(percentile(&mut brute_t, 0.5)),
+        ms(percentile(&mut brute_t, 0.99)),
+        brute_found,
+        queries
+    );
+    if !missed_at.is_empty() {
+        println!("MIH missed planted neighbours at distances {missed_at:?}");
+    }
+    Ok(())
+}
