@@ -177,12 +177,16 @@ pub async fn metadata(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let image = match is_image_id(&id) {
-        true => s.catalog.image(&id).await?,
+    Ok(Json(image_json(&stored_image(&s, &id).await?)))
+}
+
+/// A stored image's record, or 404.
+pub async fn stored_image(s: &AppState, id: &str) -> Result<ImageRecord, Problem> {
+    let image = match is_image_id(id) {
+        true => s.catalog.image(id).await?,
         false => None,
     };
-    let image = image.ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
-    Ok(Json(image_json(&image)))
+    image.ok_or_else(|| Problem::not_found(&format!("image {id}")))
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
-use picsift_core::model::is_image_id;
 use picsift_core::pdq::{Hash, MATCH_DISTANCE};
 use picsift_core::pdq_index::MAX_SEARCH_DISTANCE;
 use serde::Deserialize;
@@ -42,11 +41,7 @@ pub async fn similar(
             .image_id
             .clone()
             .ok_or_else(|| Problem::bad_request("give image_id, or send an image as the body"))?;
-        let image = match is_image_id(&id) {
-            true => s.catalog.image(&id).await?,
-            false => None,
-        };
-        let image = image.ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
+        let image = crate::images::stored_image(&s, &id).await?;
         let hash = image.pdq.as_deref().and_then(|h| h.parse::<Hash>().ok());
         let quality = image.pdq_quality.unwrap_or(0);
         (q, hash.map(|h| (h, quality)), Some(id))

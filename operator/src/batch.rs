@@ -154,18 +154,6 @@ pub fn plan(o: &Observed) -> Plan {
     status.observed_generation = o.generation;
     let deadline = deadline(&o.spec, o.created_at);
     status.deadline = Some(to_time(deadline));
-    let generation = o.generation;
-    let ready = |status: &mut UploadBatchStatus, ok: bool, reason: &'static str, msg: String| {
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            ok,
-            reason,
-            &msg,
-            generation,
-            o.now,
-        )
-    };
 
     let Some((batch, counts)) = &o.catalog else {
         // Not in the catalog yet: an UploadBatch applied by hand.
@@ -188,10 +176,7 @@ pub fn plan(o: &Observed) -> Plan {
             );
         }
         if !o.policy_found {
-            let msg = format!(
-                "ValidationPolicy {:?} does not exist in this namespace; create it or change spec.policyRef",
-                o.spec.policy_ref.name
-            );
+            let msg = policy_not_found(o);
             return invalid(
                 o,
                 plan,
@@ -205,27 +190,9 @@ pub fn plan(o: &Observed) -> Plan {
             SourceState::Present { bytes } => {
                 plan.steps.push(Step::CreateRecord { bytes });
                 plan.steps.push(Step::Enqueue);
-                status.enqueued = true;
                 status.last_progress_time = Some(to_time(o.now));
-                status.phase = Some(BatchPhase::Processing);
-                ready(
-                    &mut status,
-                    true,
-                    "Accepted",
-                    "the source was found and planned".into(),
-                );
-                set_finished(
-                    &mut status,
-                    false,
-                    "InProgress",
-                    "entries are being checked",
-                    o,
-                );
-                plan.events.push(Note {
-                    warning: false,
-                    reason: "Planned",
-                    message: "chunk tasks enqueued".into(),
-                });
+                mark_processing(&mut status, o);
+                plan.events.push(planned());
                 plan.requeue_ms = Some(PROGRESS_INTERVAL_MS.min((deadline - o.now).max(1)));
                 plan.status = Some(status);
                 plan
@@ -260,10 +227,7 @@ pub fn plan(o: &Observed) -> Plan {
         return finish(o, plan, status, batch, Phase::Expired);
     }
     if !o.policy_found && batch.phase == Phase::Received {
-        let msg = format!(
-            "ValidationPolicy {:?} does not exist in this namespace; create it or change spec.policyRef",
-            o.spec.policy_ref.name
-        );
+        let msg = policy_not_found(o);
         return invalid(
             o,
             plan,
@@ -279,11 +243,7 @@ pub fn plan(o: &Observed) -> Plan {
     let pending_before = o.status.counts.map(|c| c.pending);
     if batch.phase == Phase::Received {
         plan.steps.push(Step::Enqueue);
-        plan.events.push(Note {
-            warning: false,
-            reason: "Planned",
-            message: "chunk tasks enqueued".into(),
-        });
+        plan.events.push(planned());
         status.last_progress_time = Some(to_time(o.now));
     } else if pending_before != Some(counts.pending as i64) || status.last_progress_time.is_none() {
         status.last_progress_time = Some(to_time(o.now));
@@ -307,21 +267,7 @@ pub fn plan(o: &Observed) -> Plan {
         });
         status.last_progress_time = Some(to_time(o.now));
     }
-    status.enqueued = true;
-    status.phase = Some(BatchPhase::Processing);
-    ready(
-        &mut status,
-        true,
-        "Accepted",
-        "the source was found and planned".into(),
-    );
-    set_finished(
-        &mut status,
-        false,
-        "InProgress",
-        "entries are being checked",
-        o,
-    );
+    mark_processing(&mut status, o);
     plan.requeue_ms = Some(PROGRESS_INTERVAL_MS.min(deadline - o.now));
     plan.status = Some(status);
     plan
@@ -460,6 +406,38 @@ fn finish(
     }
     plan.status = Some(status);
     plan
+}
+
+/// A batch being processed: planned, its spec accepted, not finished.
+fn mark_processing(status: &mut UploadBatchStatus, o: &Observed) {
+    status.enqueued = true;
+    status.phase = Some(BatchPhase::Processing);
+    let msg = "the source was found and planned";
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        true,
+        "Accepted",
+        msg,
+        o.generation,
+        o.now,
+    );
+    set_finished(status, false, "InProgress", "entries are being checked", o);
+}
+
+fn planned() -> Note {
+    Note {
+        warning: false,
+        reason: "Planned",
+        message: "chunk tasks enqueued".into(),
+    }
+}
+
+fn policy_not_found(o: &Observed) -> String {
+    format!(
+        "ValidationPolicy {:?} does not exist in this namespace; create it or change spec.policyRef",
+        o.spec.policy_ref.name
+    )
 }
 
 fn set_finished(status: &mut UploadBatchStatus, done: bool, reason: &str, msg: &str, o: &Observed) {
