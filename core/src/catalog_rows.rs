@@ -198,3 +198,77 @@ pub(crate) fn rank_similar(
     out.truncate(limit as usize);
     out
 }
+
+/// A bind value of a built query.
+pub(crate) enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// The SQL of an image search for either catalog (`dollar`: PostgreSQL's
+/// `$n` placeholders, else SQLite's `?`), with its bind values in order.
+pub(crate) fn image_search_sql(
+    f: &crate::model::ImageFilter,
+    sort: crate::model::ImageSort,
+    after: Option<&crate::model::ImageCursor>,
+    limit: u32,
+    dollar: bool,
+) -> (String, Vec<Arg>) {
+    let mut args = Vec::new();
+    let mut conds: Vec<String> = Vec::new();
+    let ph = |a: Arg, args: &mut Vec<Arg>| {
+        args.push(a);
+        if dollar {
+            format!("${}", args.len())
+        } else {
+            "?".to_string()
+        }
+    };
+    if let Some(b) = &f.batch {
+        conds.push(format!(
+            "batch_id = {}",
+            ph(Arg::Text(b.clone()), &mut args)
+        ));
+    }
+    if let Some(fmt) = f.format {
+        conds.push(format!(
+            "format = {}",
+            ph(Arg::Text(fmt.as_str().into()), &mut args)
+        ));
+    }
+    let ints: [(&str, &str, Option<i64>); 6] = [
+        ("created_at", ">=", f.created_from),
+        ("created_at", "<", f.created_to),
+        ("width", ">=", f.min_width.map(i64::from)),
+        ("width", "<=", f.max_width.map(i64::from)),
+        ("height", ">=", f.min_height.map(i64::from)),
+        ("height", "<=", f.max_height.map(i64::from)),
+    ];
+    for (col, op, v) in ints {
+        if let Some(v) = v {
+            conds.push(format!("{col} {op} {}", ph(Arg::Int(v), &mut args)));
+        }
+    }
+    let (col, cmp, dir) = if sort.descending() {
+        (sort.column(), "<", "DESC")
+    } else {
+        (sort.column(), ">", "ASC")
+    };
+    if let Some(c) = after {
+        let k = ph(Arg::Int(c.key), &mut args);
+        let i = ph(Arg::Text(c.id.clone()), &mut args);
+        conds.push(format!("({col}, id) {cmp} ({k}, {i})"));
+    }
+    let lim = ph(Arg::Int(i64::from(limit)), &mut args);
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    (
+        format!(
+            "SELECT {IMAGE_COLUMNS} FROM images {filter} ORDER BY {col} {dir}, id {dir} LIMIT {lim}"
+        ),
+        args,
+    )
+}

@@ -337,3 +337,120 @@ pub fn is_image_id(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+/// Filters of an image search (`GET /v1/images`); unset fields match all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageFilter {
+    /// Stored by this batch.
+    pub batch: Option<String>,
+    /// Of this format.
+    pub format: Option<Format>,
+    /// Stored at or after (ms).
+    pub created_from: Option<Millis>,
+    /// Stored before (ms).
+    pub created_to: Option<Millis>,
+    /// At least this wide.
+    pub min_width: Option<u32>,
+    /// At most this wide.
+    pub max_width: Option<u32>,
+    /// At least this tall.
+    pub min_height: Option<u32>,
+    /// At most this tall.
+    pub max_height: Option<u32>,
+}
+
+impl ImageFilter {
+    /// Whether `i` passes (the catalogs answer the same in SQL).
+    pub fn matches(&self, i: &ImageRecord) -> bool {
+        let within = |v: u32, lo: Option<u32>, hi: Option<u32>| {
+            lo.is_none_or(|lo| v >= lo) && hi.is_none_or(|hi| v <= hi)
+        };
+        self.batch.as_ref().is_none_or(|b| &i.batch_id == b)
+            && self.format.is_none_or(|f| i.format == f)
+            && self.created_from.is_none_or(|t| i.created_ms >= t)
+            && self.created_to.is_none_or(|t| i.created_ms < t)
+            && within(i.width, self.min_width, self.max_width)
+            && within(i.height, self.min_height, self.max_height)
+    }
+}
+
+/// The order of an image search; ties go by id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageSort {
+    /// Most recently stored first.
+    #[default]
+    NewestFirst,
+    /// Oldest first.
+    OldestFirst,
+    /// Most bytes first.
+    LargestFirst,
+    /// Fewest bytes first.
+    SmallestFirst,
+}
+
+impl ImageSort {
+    /// Parses `-created`, `created`, `-size`, `size`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "-created" => Self::NewestFirst,
+            "created" => Self::OldestFirst,
+            "-size" => Self::LargestFirst,
+            "size" => Self::SmallestFirst,
+            _ => return None,
+        })
+    }
+
+    /// The column sorted on.
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::NewestFirst | Self::OldestFirst => "created_at",
+            Self::LargestFirst | Self::SmallestFirst => "size",
+        }
+    }
+
+    /// Whether larger values come first.
+    pub fn descending(self) -> bool {
+        matches!(self, Self::NewestFirst | Self::LargestFirst)
+    }
+
+    /// The sort key of an image.
+    pub fn key(self, i: &ImageRecord) -> i64 {
+        match self {
+            Self::NewestFirst | Self::OldestFirst => i.created_ms,
+            Self::LargestFirst | Self::SmallestFirst => i64::try_from(i.size).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// Where a page of an image search ended: its last image's sort key and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageCursor {
+    /// The sort key.
+    pub key: i64,
+    /// The id.
+    pub id: String,
+}
+
+impl ImageCursor {
+    /// The cursor after `i` under `sort`.
+    pub fn after(sort: ImageSort, i: &ImageRecord) -> Self {
+        Self {
+            key: sort.key(i),
+            id: i.id.clone(),
+        }
+    }
+
+    /// `KEY.ID`, as the API hands it out.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.key, self.id)
+    }
+
+    /// Parses [`Self::encode`].
+    pub fn decode(s: &str) -> Option<Self> {
+        let (key, id) = s.split_once('.')?;
+        Some(Self {
+            key: key.parse().ok()?,
+            id: is_image_id(id).then(|| id.to_string())?,
+        })
+    }
+}

@@ -5,7 +5,10 @@
 use crate::Result;
 use crate::chunk::ChunkTask;
 use crate::dedup::{ClaimOutcome, CommitOutcome};
-use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
+use crate::model::{
+    BatchRecord, Counts, EntryPlan, ImageCursor, ImageFilter, ImageRecord, ImageSort, Phase,
+    ReportEntry,
+};
 use crate::pdq::Hash;
 use crate::policy::Policy;
 use crate::time::Millis;
@@ -134,6 +137,14 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<ImageRecord>>;
     /// Every image id (to rebuild indexes and check stores).
     async fn image_ids(&self) -> Result<Vec<String>>;
+    /// Stored images passing `filter`, in `sort` order, after `after`, at most `limit`.
+    async fn search_images(
+        &self,
+        filter: &ImageFilter,
+        sort: ImageSort,
+        after: Option<&ImageCursor>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>>;
     /// Stored images whose PDQ hash is within `max_distance` (at most
     /// [`crate::pdq_index::MAX_SEARCH_DISTANCE`]) of `hash`, nearest first,
     /// at most `limit`. Only hashes of quality 50 or more are indexed.

@@ -19,3 +19,11 @@ pub fn rfc3339(ms: Millis) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// Parses RFC 3339 text (as [`rfc3339`] writes it, or with another
+/// precision or a `Z` offset) back to milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    let d = t.duration_since(UNIX_EPOCH).ok()?;
+    Millis::try_from(d.as_millis()).ok()
+}

@@ -6,7 +6,11 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use picsift_core::model::{ImageRecord, image_key, is_image_id};
+use picsift_core::format::Format;
+use picsift_core::model::{
+    ImageCursor, ImageFilter, ImageRecord, ImageSort, image_key, is_image_id,
+};
+use picsift_core::time::parse_rfc3339;
 use serde::Deserialize;
 use std::ops::Range;
 
@@ -127,24 +131,92 @@ pub async fn download(
 }
 
 /// Listing filters.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct ListQuery {
-    /// The batch whose accepted images to list.
+    /// Images stored by this batch.
     batch: Option<String>,
+    /// Of this format (`jpeg`, `png`, `webp`).
+    format: Option<String>,
+    /// Stored at or after this time (RFC 3339).
+    from: Option<String>,
+    /// Stored before this time (RFC 3339).
+    to: Option<String>,
+    /// Width at least.
+    min_width: Option<u32>,
+    /// Width at most.
+    max_width: Option<u32>,
+    /// Height at least.
+    min_height: Option<u32>,
+    /// Height at most.
+    max_height: Option<u32>,
+    /// `-created` (default), `created`, `-size` or `size`.
+    sort: Option<String>,
     /// The `next` cursor of the previous page.
     after: Option<String>,
     /// Images per page (default 100, at most 1000).
     limit: Option<u32>,
 }
 
-/// `GET /v1/images?batch=ID`: a batch's accepted images.
+impl ListQuery {
+    /// Only `batch` (and paging): a batch's images in entry order.
+    fn is_batch_listing(&self) -> bool {
+        self.batch.is_some()
+            && self.format.is_none()
+            && self.from.is_none()
+            && self.to.is_none()
+            && self.min_width.is_none()
+            && self.max_width.is_none()
+            && self.min_height.is_none()
+            && self.max_height.is_none()
+            && self.sort.is_none()
+    }
+
+    fn filter(&self) -> Result<ImageFilter, Problem> {
+        let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, Problem> {
+            v.as_deref()
+                .map(|t| {
+                    parse_rfc3339(t).ok_or_else(|| {
+                        Problem::bad_request(format!(
+                            "{name}={t:?} is not an RFC 3339 time (2026-11-26T10:00:00Z)"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let format = self
+            .format
+            .as_deref()
+            .map(|f| {
+                Format::parse(f).ok_or_else(|| {
+                    Problem::bad_request(format!("format={f:?}: use jpeg, png or webp"))
+                })
+            })
+            .transpose()?;
+        Ok(ImageFilter {
+            batch: self.batch.clone(),
+            format,
+            created_from: time("from", &self.from)?,
+            created_to: time("to", &self.to)?,
+            min_width: self.min_width,
+            max_width: self.max_width,
+            min_height: self.min_height,
+            max_height: self.max_height,
+        })
+    }
+}
+
+/// `GET /v1/images`: stored images by filters, sorted, with cursor
+/// pagination. With only `batch`, a batch's images in entry order.
 pub async fn list(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
+    if !q.is_batch_listing() {
+        return search(&s, &q).await;
+    }
     let Some(batch) = q.batch else {
         return Err(Problem::bad_request(
-            "the batch query parameter is required (GET /v1/images?batch=ID)",
+            "the batch query parameter is required",
         ));
     };
     s.catalog
@@ -156,6 +228,35 @@ pub async fn list(
     let images = s.catalog.batch_images(&batch, after, limit).await?;
     let next = (images.len() as u32 == limit)
         .then(|| images.last().map(|i| i.entry_index.to_string()))
+        .flatten();
+    let items: Vec<_> = images.iter().map(image_json).collect();
+    Ok(Json(serde_json::json!({ "images": items, "next": next })))
+}
+
+async fn search(s: &AppState, q: &ListQuery) -> Result<Json<serde_json::Value>, Problem> {
+    let filter = q.filter()?;
+    let sort = match q.sort.as_deref() {
+        None => ImageSort::default(),
+        Some(v) => ImageSort::parse(v).ok_or_else(|| {
+            Problem::bad_request(format!("sort={v:?}: use -created, created, -size or size"))
+        })?,
+    };
+    let after = q
+        .after
+        .as_deref()
+        .map(|c| {
+            ImageCursor::decode(c).ok_or_else(|| {
+                Problem::bad_request(format!("after={c:?} is not a cursor this API gave out"))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let images = s
+        .catalog
+        .search_images(&filter, sort, after.as_ref(), limit)
+        .await?;
+    let next = (images.len() as u32 == limit)
+        .then(|| images.last().map(|i| ImageCursor::after(sort, i).encode()))
         .flatten();
     let items: Vec<_> = images.iter().map(image_json).collect();
     Ok(Json(serde_json::json!({ "images": items, "next": next })))

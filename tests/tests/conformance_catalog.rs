@@ -412,6 +412,78 @@ async fn similar_finds_every_indexed_neighbour_within_the_distance_nearest_first
     assert!(c.similar(&far, 31, 10).await.unwrap().is_empty());
 }
 
+async fn image_search_filters_sorts_and_pages_like_the_model(c: Arc<dyn Catalog>) {
+    use picsift_core::model::{ImageCursor, ImageFilter, ImageSort};
+    let mut all = Vec::new();
+    for i in 0..40u32 {
+        let mut img = image(
+            &image_id(&format!("s{i:02}")),
+            ["b1", "b2", "b3"][i as usize % 3],
+            i,
+        );
+        img.format = if i % 4 == 0 {
+            Format::Png
+        } else {
+            Format::Jpeg
+        };
+        img.width = 100 + (i * 37) % 900;
+        img.height = 80 + (i * 53) % 700;
+        img.size = u64::from(1000 + (i * 7919) % 5000);
+        img.created_ms = T0 + i64::from(i / 2) * 1000; // ties in pairs
+        c.insert_image(&img).await.unwrap();
+        all.push(img);
+    }
+    let filters = [
+        ImageFilter::default(),
+        ImageFilter {
+            batch: Some("b2".into()),
+            ..ImageFilter::default()
+        },
+        ImageFilter {
+            format: Some(Format::Png),
+            ..ImageFilter::default()
+        },
+        ImageFilter {
+            created_from: Some(T0 + 5000),
+            created_to: Some(T0 + 15000),
+            min_width: Some(300),
+            max_height: Some(600),
+            ..ImageFilter::default()
+        },
+        ImageFilter {
+            min_width: Some(2000),
+            ..ImageFilter::default()
+        },
+    ];
+    let sorts = [
+        ImageSort::NewestFirst,
+        ImageSort::OldestFirst,
+        ImageSort::LargestFirst,
+        ImageSort::SmallestFirst,
+    ];
+    for f in &filters {
+        for sort in sorts {
+            let mut want: Vec<&ImageRecord> = all.iter().filter(|i| f.matches(i)).collect();
+            want.sort_by(|a, b| {
+                let o = sort.key(a).cmp(&sort.key(b)).then_with(|| a.id.cmp(&b.id));
+                if sort.descending() { o.reverse() } else { o }
+            });
+            let mut got: Vec<String> = Vec::new();
+            let mut after: Option<ImageCursor> = None;
+            loop {
+                let page = c.search_images(f, sort, after.as_ref(), 7).await.unwrap();
+                got.extend(page.iter().map(|i| i.id.clone()));
+                match page.last() {
+                    Some(last) if page.len() == 7 => after = Some(ImageCursor::after(sort, last)),
+                    _ => break,
+                }
+            }
+            let want: Vec<String> = want.iter().map(|i| i.id.clone()).collect();
+            assert_eq!(got, want, "{f:?} {sort:?}");
+        }
+    }
+}
+
 async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     let first = Verdict::accepted(image_id("a1"));
@@ -944,4 +1016,5 @@ catalog_conforms! {
     a_failed_delivery_with_a_retry_time_falls_due_again_then,
     a_failed_delivery_without_a_retry_time_gives_up,
     similar_finds_every_indexed_neighbour_within_the_distance_nearest_first,
+    image_search_filters_sorts_and_pages_like_the_model,
 }

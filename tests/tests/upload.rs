@@ -578,3 +578,62 @@ async fn edits_of_a_stored_photo_are_near_duplicates_naming_it_and_the_distance(
         "{meta}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_search_filters_sorts_and_pages_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let sizes = [
+        (640, 480),
+        (1024, 768),
+        (320, 240),
+        (1600, 1200),
+        (800, 600),
+    ];
+    let mut zip = ZipBuilder::new();
+    for (i, (w, h)) in sizes.iter().enumerate() {
+        zip = zip.stored(&format!("p{i}.jpg"), &jpeg(200 + i as u64, *w, *h));
+    }
+    let id = server.upload_ok(zip.finish()).await;
+    server.wait_done(&id).await;
+
+    // Wider than 700, largest file first, one per page.
+    let mut widths = Vec::new();
+    let mut sizes_seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let cursor = next
+            .as_ref()
+            .map(|c| format!("&after={c}"))
+            .unwrap_or_default();
+        let page = server
+            .get_json(&format!(
+                "/v1/images?min_width=700&sort=-size&limit=1{cursor}"
+            ))
+            .await;
+        for img in page["images"].as_array().unwrap() {
+            widths.push(img["width"].as_u64().unwrap());
+            sizes_seen.push(img["size"].as_u64().unwrap());
+        }
+        match page["next"].as_str() {
+            Some(c) => next = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut sorted_widths = widths.clone();
+    sorted_widths.sort();
+    assert_eq!(sorted_widths, vec![800, 1024, 1600]);
+    assert!(
+        sizes_seen.windows(2).all(|w| w[0] >= w[1]),
+        "{sizes_seen:?}"
+    );
+
+    let none = server
+        .get_json("/v1/images?from=2099-01-01T00:00:00Z")
+        .await;
+    assert_eq!(none["images"], serde_json::json!([]));
+    let bad = reqwest::get(server.url("/v1/images?sort=sideways"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

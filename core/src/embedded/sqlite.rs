@@ -2,11 +2,15 @@
 
 use crate::Result;
 use crate::catalog_rows::{
-    IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
-    index_from_row, mih_keys, pending_from_row, rank_similar, report_entry_from_row,
+    Arg, IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
+    image_search_sql, index_from_row, mih_keys, pending_from_row, rank_similar,
+    report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
-use crate::model::{BatchRecord, Counts, EntryPlan, ImageRecord, Phase, ReportEntry};
+use crate::model::{
+    BatchRecord, Counts, EntryPlan, ImageCursor, ImageFilter, ImageRecord, ImageSort, Phase,
+    ReportEntry,
+};
 use crate::pdq::Hash;
 use crate::pdq_index;
 use crate::store::{Catalog, DedupIndex, Delivery, NewBatch, Similar};
@@ -255,6 +259,25 @@ impl Catalog for SqliteCatalog {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        rows.iter().map(image_from_row).collect()
+    }
+
+    async fn search_images(
+        &self,
+        filter: &ImageFilter,
+        sort: ImageSort,
+        after: Option<&ImageCursor>,
+        limit: u32,
+    ) -> Result<Vec<ImageRecord>> {
+        let (sql, args) = image_search_sql(filter, sort, after, limit, false);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for a in args {
+            q = match a {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(t) => q.bind(t),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(image_from_row).collect()
     }
 
