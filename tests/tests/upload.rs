@@ -554,7 +554,9 @@ async fn edits_of_a_stored_photo_are_near_duplicates_naming_it_and_the_distance(
         .json()
         .await
         .unwrap();
-    let matches = by_body["matches"].as_array().expect(&by_body.to_string());
+    let matches = by_body["matches"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{by_body}"));
     assert_eq!(matches.len(), 1, "{by_body}");
     assert_eq!(matches[0]["image_id"], original_id.as_str());
     assert!(matches[0]["distance"].as_u64().unwrap() <= 31);
