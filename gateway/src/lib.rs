@@ -32,6 +32,16 @@ pub struct AppState {
     pub queue: Option<Arc<dyn WorkQueue>>,
 }
 
+/// The OpenAPI document of every route below (a test keeps them in step).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
 async fn live() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
@@ -58,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(live))
         .route("/livez", get(live))
         .route("/readyz", get(batches::ready))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async {
             Problem::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -67,4 +78,24 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route of the router is in the OpenAPI document, and every
+    /// documented path is routed.
+    #[test]
+    fn openapi_covers_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let documented: std::collections::BTreeSet<String> =
+            doc["paths"].as_object().unwrap().keys().cloned().collect();
+        let source = include_str!("lib.rs");
+        let source = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let routed: std::collections::BTreeSet<String> = source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|r| r.split('"').nth(1).map(str::to_string))
+            .collect();
+        assert_eq!(routed, documented);
+    }
 }
