@@ -85,10 +85,25 @@ pub async fn download(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
+    // Stored images never change: when they were stored is when they last did.
+    let stored = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(image.created_ms / 1000).unwrap_or(0));
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(stored)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
     let inm = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+    let not_modified = match inm {
+        Some(v) => v.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
+        // If-Modified-Since counts only without If-None-Match (RFC 9110 13.1.3).
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| stored <= since),
+    };
+    if not_modified {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {

@@ -50,6 +50,7 @@ async fn good_batch_is_accepted_stored_and_downloadable() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "image/jpeg");
         assert_eq!(r.headers()["etag"], format!("\"{image_id}\"").as_str());
+        let stored = r.headers()["last-modified"].to_str().unwrap().to_string();
         let bytes = r.bytes().await.unwrap();
         assert_eq!(
             sha256_hex(&bytes),
@@ -90,6 +91,21 @@ async fn good_batch_is_accepted_stored_and_downloadable() {
             .await
             .unwrap();
         assert_eq!(cached.status(), 304);
+        // Last-Modified is when it was stored; asking since then is a 304,
+        // since long before is the image.
+        let since = |date: &str| {
+            http.get(server.url(&format!("/v1/images/{image_id}")))
+                .header("if-modified-since", date.to_string())
+                .send()
+        };
+        assert_eq!(since(&stored).await.unwrap().status(), 304);
+        assert_eq!(
+            since("Mon, 01 Jan 2001 00:00:00 GMT")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     let unknown = http
         .get(server.url(&format!("/v1/images/{}", "0".repeat(64))))
