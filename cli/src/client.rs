@@ -39,7 +39,7 @@ const ZIP_ENTRY_OVERHEAD: u64 = 128;
 const ZIP64_THRESHOLD: u64 = u32::MAX as u64;
 /// Limit on the small JSON requests; uploads and the NDJSON report have none
 /// because their length is the user's data, not the server's health.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Report entries asked for per page.
 const REPORT_PAGE: &str = "1000";
@@ -48,7 +48,7 @@ const MAX_POLL_FAILURES: u32 = 10;
 
 /// Where the server is; every client command takes it.
 #[derive(clap::Args)]
-struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Base URL of the picsift server.
     #[arg(
         long,
@@ -56,7 +56,7 @@ struct ServerArgs {
         default_value = "http://127.0.0.1:8080",
         value_name = "URL"
     )]
-    server: Url,
+    pub(crate) server: Url,
 }
 
 /// Options of `picsift upload`.
@@ -262,13 +262,13 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
 // ---------------------------------------------------------------- HTTP
 
 /// The server's base URL and a client for it.
-struct Api {
-    http: Client,
+pub(crate) struct Api {
+    pub(crate) http: Client,
     base: Url,
 }
 
 impl Api {
-    fn new(base: Url) -> anyhow::Result<Self> {
+    pub(crate) fn new(base: Url) -> anyhow::Result<Self> {
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             bail!("--server {base} is not an http(s) URL like http://127.0.0.1:8080");
         }
@@ -282,7 +282,7 @@ impl Api {
 
     /// `base` + segments, each percent-encoded, so an odd batch id cannot
     /// reach another endpoint.
-    fn url(&self, segments: &[&str]) -> anyhow::Result<Url> {
+    pub(crate) fn url(&self, segments: &[&str]) -> anyhow::Result<Url> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| anyhow!("--server {} cannot take a path", self.base))?
@@ -291,7 +291,7 @@ impl Api {
         Ok(url)
     }
 
-    async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
         request.send().await.map_err(|e| self.transport_error(e))
     }
 
@@ -310,7 +310,11 @@ impl Api {
 
     /// Passes a 2xx response through; turns anything else into an error
     /// saying what the server said. `batch` names the batch a 404 is about.
-    async fn check(&self, response: Response, batch: Option<&str>) -> anyhow::Result<Response> {
+    pub(crate) async fn check(
+        &self,
+        response: Response,
+        batch: Option<&str>,
+    ) -> anyhow::Result<Response> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -652,7 +656,7 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-fn style(template: &str, fallback: fn() -> ProgressStyle) -> ProgressStyle {
+pub(crate) fn style(template: &str, fallback: fn() -> ProgressStyle) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| fallback())

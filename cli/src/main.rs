@@ -4,6 +4,7 @@ mod client;
 mod cluster;
 mod config;
 mod crd;
+mod download;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Status(client::StatusArgs),
     /// Print a batch's verdicts as a table.
     Report(client::ReportArgs),
+    /// Download stored images by id, by batch or by search, each checked against its id.
+    Download(download::DownloadArgs),
     /// Print the CustomResourceDefinitions, or write them into a checkout.
     Crd(crd::CrdArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::Upload(args) => client::upload(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Report(args) => client::report(args).await,
+            Command::Download(args) => download::download(args).await,
             Command::Crd(args) => crd::run(args),
         }
     })

@@ -246,4 +246,48 @@ async fn cli_uploads_a_folder_follows_the_batch_and_prints_the_report() {
     let missing = cli(&server, &["status", "no-such-batch"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+
+    // Download what the batch stored: each file is named for its id and
+    // hashes to it; a second run finds them there and fetches nothing.
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    let down = cli(&server, &["download", "--batch", &id, "--out", out_dir]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let files = files_under(out.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let name = f.file_stem().unwrap().to_str().unwrap();
+        assert_eq!(sha256_hex(&std::fs::read(f).unwrap()), name);
+        assert_eq!(f.extension().unwrap(), "jpg");
+    }
+    let again = cli(&server, &["download", "--batch", &id, "--out", out_dir]);
+    assert!(again.status.success());
+    assert!(again.stdout.is_empty(), "nothing new written");
+    let by_search = tempfile::tempdir().unwrap();
+    let searched = cli(
+        &server,
+        &[
+            "download",
+            "--search",
+            "min_width=600",
+            "--out",
+            by_search.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        searched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&searched.stderr)
+    );
+    assert_eq!(
+        files_under(by_search.path()).len(),
+        1,
+        "only hills.jpg is 640 wide"
+    );
+    let nothing = cli(&server, &["download", "--out", out_dir]);
+    assert!(!nothing.status.success());
 }

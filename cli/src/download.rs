@@ -1,0 +1,156 @@
+//! `picsift download`: stored images by id, by batch, or by search, each
+//! checked against its id (the SHA-256 of its bytes) before it is kept.
+
+use crate::client::{Api, REQUEST_TIMEOUT, ServerArgs, style};
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Options of `picsift download`.
+#[derive(clap::Args)]
+pub struct DownloadArgs {
+    /// Image ids to download.
+    ids: Vec<String>,
+    /// Every image a batch stored.
+    #[arg(long, value_name = "ID")]
+    batch: Option<String>,
+    /// Every image a search finds: the query of `GET /v1/images`, such as
+    /// `format=jpeg&min_width=1000&from=2026-11-01T00:00:00Z`.
+    #[arg(long, value_name = "QUERY")]
+    search: Option<String>,
+    /// Where the files go (`<id>.<ext>`); created if missing.
+    #[arg(long, short, default_value = ".", value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    images: Vec<Listed>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    id: String,
+    format: String,
+    size: u64,
+}
+
+/// Downloads every image the arguments name, skipping files already there
+/// whole, and prints each file written.
+pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
+    let api = Api::new(args.server.server)?;
+    let mut wanted: Vec<Listed> = Vec::new();
+    for id in &args.ids {
+        let meta = api.url(&["v1", "images", id, "metadata"])?;
+        let r = api
+            .check(
+                api.send(api.http.get(meta).timeout(REQUEST_TIMEOUT))
+                    .await?,
+                None,
+            )
+            .await
+            .with_context(|| format!("image {id}"))?;
+        wanted.push(
+            r.json()
+                .await
+                .context("the image metadata is not the expected JSON")?,
+        );
+    }
+    let query = match (&args.batch, &args.search) {
+        (Some(b), None) => Some(format!("batch={b}")),
+        (None, Some(q)) => Some(q.trim_start_matches('?').to_string()),
+        (None, None) => None,
+        (Some(_), Some(_)) => bail!("give --batch or --search, not both"),
+    };
+    if let Some(query) = query {
+        list(&api, &query, &mut wanted).await?;
+    }
+    if wanted.is_empty() {
+        bail!("nothing to download: give image ids, --batch ID or --search QUERY");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let total: u64 = wanted.iter().map(|i| i.size).sum();
+    let bar = ProgressBar::new(total).with_style(style(
+        "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+        ProgressStyle::default_bar,
+    ));
+    for (n, image) in wanted.iter().enumerate() {
+        bar.set_message(format!("{}/{}", n + 1, wanted.len()));
+        let path = args
+            .out
+            .join(format!("{}.{}", image.id, extension(&image.format)));
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == image.size) {
+            bar.inc(image.size);
+            continue;
+        }
+        fetch(&api, image, &path, &bar).await?;
+        bar.suspend(|| println!("{}", path.display()));
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Every page of `GET /v1/images?QUERY`.
+async fn list(api: &Api, query: &str, out: &mut Vec<Listed>) -> anyhow::Result<()> {
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = api.url(&["v1", "images"])?;
+        url.set_query(Some(query));
+        let mut request = api.http.get(url).timeout(REQUEST_TIMEOUT);
+        if let Some(a) = &after {
+            request = request.query(&[("after", a.as_str())]);
+        }
+        let page: Page = api
+            .check(api.send(request).await?, None)
+            .await?
+            .json()
+            .await
+            .context("the image list is not the expected JSON")?;
+        out.extend(page.images);
+        match page.next {
+            Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Streams one image to a temporary file, checks its hash, then renames it.
+async fn fetch(api: &Api, image: &Listed, path: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
+    let url = api.url(&["v1", "images", &image.id])?;
+    let response = api.check(api.send(api.http.get(url)).await?, None).await?;
+    let tmp = path.with_extension("part");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut hasher = Sha256::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.with_context(|| format!("downloading {} failed", image.id))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        bar.inc(chunk.len() as u64);
+    }
+    file.sync_all()?;
+    let got = hex::encode(hasher.finalize());
+    if got != image.id {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("image {} arrived with SHA-256 {got}; not kept", image.id);
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn extension(format: &str) -> &str {
+    match format {
+        "jpeg" => "jpg",
+        other => other,
+    }
+}
