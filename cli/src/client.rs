@@ -67,6 +67,10 @@ pub struct UploadArgs {
     /// URL the server POSTs the final batch status to when the batch is finished.
     #[arg(long, value_name = "URL")]
     callback: Option<Url>,
+    /// Send a folder's files even when the server already has them (by
+    /// default they are left out after asking `POST /v1/images/lookup`).
+    #[arg(long)]
+    send_known: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -127,7 +131,15 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        Source::Folder(listing.files)
+        let files = crate::lookup::leave_out_known(&api, listing.files, args.send_known).await?;
+        if files.is_empty() {
+            eprintln!(
+                "every file of {} is already stored; nothing to upload",
+                path.display()
+            );
+            return Ok(());
+        }
+        Source::Folder(files)
     } else if meta.is_file() {
         Source::ZipFile {
             path,
@@ -701,11 +713,11 @@ impl Source {
 }
 
 /// A regular file found in the uploaded folder.
-struct FolderFile {
+pub(crate) struct FolderFile {
     /// Where it is on disk.
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its name in the zip: relative to the folder, `/`-separated.
-    name: String,
+    pub(crate) name: String,
     /// Its size when the folder was walked.
     len: u64,
 }

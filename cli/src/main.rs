@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod crd;
 mod download;
+mod lookup;
 mod serve;
 
 use clap::{Parser, Subcommand};

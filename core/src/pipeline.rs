@@ -15,6 +15,9 @@ pub struct Prepared {
     pub bytes: Vec<u8>,
     /// SHA-256 of `bytes`, lower-case hex: the image id.
     pub id: String,
+    /// SHA-256 of the entry as uploaded (before sanitising): what a client
+    /// can compute to ask whether a file is already known.
+    pub source_sha256: String,
     /// The true format.
     pub format: Format,
     /// Width in pixels.
@@ -42,7 +45,7 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
             return Err(Rejection::new(
                 Reason::FormatNotAllowed,
                 format!(
-                    "the bytes are {}; the policy allows {} (ValidationPolicy.allowedFormats)",
+                    "the bytes are {}; the policy allows {} (ValidationPolicy.formats)",
                     f.as_str(),
                     allowed.join(", ")
                 ),
@@ -79,6 +82,7 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
     });
     Ok(Prepared {
         id: sha256_hex(&bytes),
+        source_sha256: sha256_hex(data),
         bytes,
         format,
         width,

@@ -137,6 +137,11 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<ImageRecord>>;
     /// Every image id (to rebuild indexes and check stores).
     async fn image_ids(&self) -> Result<Vec<String>>;
+    /// Records that the file with SHA-256 `sha256` (as uploaded) is stored
+    /// as, or is a duplicate of, `image_id`; the first record stays.
+    async fn record_original(&self, sha256: &str, image_id: &str) -> Result<()>;
+    /// Of `sha256s` (files as uploaded), those already known, with their image.
+    async fn known_originals(&self, sha256s: &[String]) -> Result<Vec<(String, String)>>;
     /// Stored images passing `filter`, in `sort` order, after `after`, at most `limit`.
     async fn search_images(
         &self,

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images", get(images::list))
         .route("/v1/images/{id}", get(images::download))
         .route("/v1/images/{id}/metadata", get(images::metadata))
+        .route("/v1/images/lookup", post(search::lookup))
         .route(
             "/v1/search/similar",
             post(search::similar).layer(DefaultBodyLimit::max(search_limit)),

@@ -85,3 +85,46 @@ pub async fn similar(
         "matches": found,
     })))
 }
+
+/// `POST /v1/images/lookup` body: SHA-256 values of files as uploaded.
+#[derive(Deserialize)]
+pub struct LookupRequest {
+    sha256: Vec<String>,
+}
+
+/// Most hashes one lookup may ask about.
+const MAX_LOOKUP: usize = 10_000;
+
+/// `POST /v1/images/lookup`: which of these files (by the SHA-256 of the
+/// file as the client has it) picsift already stored or found duplicate,
+/// so a client can leave them out of its next zip.
+pub async fn lookup(
+    State(s): State<AppState>,
+    body: Result<Json<LookupRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let Json(req) = body.map_err(|e| {
+        Problem::bad_request(format!("send {{\"sha256\": [hex, ...]}} as JSON: {e}"))
+    })?;
+    if req.sha256.len() > MAX_LOOKUP {
+        return Err(Problem::bad_request(format!(
+            "{} hashes; ask about at most {MAX_LOOKUP} at a time",
+            req.sha256.len()
+        )));
+    }
+    let mut hashes = Vec::with_capacity(req.sha256.len());
+    for h in req.sha256 {
+        let h = h.to_ascii_lowercase();
+        if !picsift_core::model::is_image_id(&h) {
+            return Err(Problem::bad_request(format!(
+                "{h:?} is not a SHA-256 in hex (64 characters)"
+            )));
+        }
+        hashes.push(h);
+    }
+    let known = s.catalog.known_originals(&hashes).await?;
+    let known: Vec<_> = known
+        .into_iter()
+        .map(|(sha256, image_id)| serde_json::json!({"sha256": sha256, "image_id": image_id}))
+        .collect();
+    Ok(Json(serde_json::json!({ "known": known })))
+}

@@ -484,6 +484,21 @@ async fn image_search_filters_sorts_and_pages_like_the_model(c: Arc<dyn Catalog>
     }
 }
 
+async fn known_originals_answer_from_the_first_record_of_each_file(c: Arc<dyn Catalog>) {
+    let (f1, f2, f3) = (image_id("f1"), image_id("f2"), image_id("f3"));
+    c.record_original(&f1, &image_id("img1")).await.unwrap();
+    c.record_original(&f2, &image_id("img1")).await.unwrap();
+    c.record_original(&f1, &image_id("other")).await.unwrap();
+    let known = c
+        .known_originals(&[f3.clone(), f2.clone(), f1.clone()])
+        .await
+        .unwrap();
+    let mut want = vec![(f1, image_id("img1")), (f2, image_id("img1"))];
+    want.sort();
+    assert_eq!(known, want);
+    assert!(c.known_originals(&[]).await.unwrap().is_empty());
+}
+
 async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     let first = Verdict::accepted(image_id("a1"));
@@ -1017,4 +1032,5 @@ catalog_conforms! {
     a_failed_delivery_without_a_retry_time_gives_up,
     similar_finds_every_indexed_neighbour_within_the_distance_nearest_first,
     image_search_filters_sorts_and_pages_like_the_model,
+    known_originals_answer_from_the_first_record_of_each_file,
 }

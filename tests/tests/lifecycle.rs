@@ -290,4 +290,20 @@ async fn cli_uploads_a_folder_follows_the_batch_and_prints_the_report() {
     );
     let nothing = cli(&server, &["download", "--out", out_dir]);
     assert!(!nothing.status.success());
+    // Uploading the folder again with one new photo sends only what the
+    // server does not have: the new photo and the text file it refused.
+    std::fs::write(folder.path().join("new.jpg"), jpeg(82, 300, 200)).unwrap();
+    let again = cli(&server, &["upload", folder.path().to_str().unwrap()]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let note = String::from_utf8_lossy(&again.stderr);
+    assert!(note.contains("leaving out 3 of 5 files"), "{note}");
+    let second = String::from_utf8(again.stdout).unwrap().trim().to_string();
+    server.wait_done(&second).await;
+    let lines = server.report(&second).await;
+    let names: Vec<&str> = lines.iter().map(|l| l["entry"].as_str().unwrap()).collect();
+    assert_eq!(names, ["new.jpg", "readme.txt"]);
 }

@@ -92,8 +92,16 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
             let verdict = match checked.outcome {
                 Err(rejection) => rejection.into(),
                 Ok(prepared) => {
+                    let source = prepared.source_sha256.clone();
                     let entry = (batch.id.as_str(), checked.index, checked.name.as_str());
-                    store_once(b, cfg, entry, near, prepared).await?
+                    let verdict = store_once(b, cfg, entry, near, prepared).await?;
+                    // The pre-upload lookup learns this file (before the
+                    // verdict is recorded: a retried chunk records it again).
+                    if let Some(image) = verdict.image_id.as_ref().or(verdict.duplicate_of.as_ref())
+                    {
+                        b.catalog.record_original(&source, image).await?;
+                    }
+                    verdict
                 }
             };
             b.catalog

@@ -296,6 +296,35 @@ impl Catalog for PgCatalog {
         rows.iter().map(image_from_row).collect()
     }
 
+    async fn record_original(&self, sha256: &str, image_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO originals (sha256, image_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(image_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn known_originals(&self, sha256s: &[String]) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT sha256, image_id FROM originals WHERE sha256 = ANY($1) ORDER BY sha256",
+        )
+        .bind(sha256s)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    sqlx::Row::try_get(r, "sha256")?,
+                    sqlx::Row::try_get(r, "image_id")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     async fn search_images(
         &self,
         filter: &ImageFilter,

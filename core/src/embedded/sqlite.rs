@@ -262,6 +262,31 @@ impl Catalog for SqliteCatalog {
         rows.iter().map(image_from_row).collect()
     }
 
+    async fn record_original(&self, sha256: &str, image_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO originals (sha256, image_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(image_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn known_originals(&self, sha256s: &[String]) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT sha256, image_id FROM originals
+             WHERE sha256 IN (SELECT value FROM json_each(?)) ORDER BY sha256",
+        )
+        .bind(serde_json::to_string(sha256s).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("sha256")?, r.try_get("image_id")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     async fn search_images(
         &self,
         filter: &ImageFilter,
