@@ -655,3 +655,43 @@ async fn image_search_filters_sorts_and_pages_over_http() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+/// The PDQ reference corpus's edits of one photo (blur, sharpen, contrast,
+/// saturation, shrink, squares) are near duplicates of it once it is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reference_corpus_edits_are_near_duplicates_of_their_original() {
+    let corpus = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/pdq/bridge-mods"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let original = std::fs::read(corpus.join("aaa-orig.jpg")).unwrap();
+    let first = server
+        .upload_ok(ZipBuilder::new().stored("aaa-orig.jpg", &original).finish())
+        .await;
+    server.wait_done(&first).await;
+    let original_id = line(&server.report(&first).await, "aaa-orig.jpg")["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut zip = ZipBuilder::new();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name != "aaa-orig.jpg" {
+            zip = zip.stored(&name, &std::fs::read(&path).unwrap());
+            names.push(name);
+        }
+    }
+    let second = server.upload_ok(zip.finish()).await;
+    server.wait_done(&second).await;
+    let report = server.report(&second).await;
+    for name in &names {
+        let l = line(&report, name);
+        assert_eq!(l["verdict"], "duplicate", "{l}");
+        assert_eq!(l["duplicate_of"], original_id.as_str(), "{l}");
+    }
+    assert_eq!(names.len(), 11);
+}
