@@ -5,6 +5,7 @@ use crate::client::{Api, REQUEST_TIMEOUT, ServerArgs, style};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use picsift_core::model::is_image_id;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -48,23 +49,29 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
     let api = Api::new(args.server.server)?;
     let mut wanted: Vec<Listed> = Vec::new();
     for id in &args.ids {
+        if !is_image_id(id) {
+            bail!("{id:?} is not an image id (64 lower-case hex characters)");
+        }
         let meta = api.url(&["v1", "images", id, "metadata"])?;
-        let r = api
-            .check(
-                api.send(api.http.get(meta).timeout(REQUEST_TIMEOUT))
-                    .await?,
-                None,
-            )
+        let request = api.http.get(meta).timeout(REQUEST_TIMEOUT);
+        let listed: Listed = api
+            .check(api.send(request).await?, None)
             .await
-            .with_context(|| format!("image {id}"))?;
-        wanted.push(
-            r.json()
-                .await
-                .context("the image metadata is not the expected JSON")?,
-        );
+            .with_context(|| format!("image {id}"))?
+            .json()
+            .await
+            .context("the image metadata is not the expected JSON")?;
+        if &listed.id != id {
+            bail!("asked for image {id}, the server described {}", listed.id);
+        }
+        wanted.push(listed);
     }
     let query = match (&args.batch, &args.search) {
-        (Some(b), None) => Some(format!("batch={b}")),
+        (Some(b), None) => {
+            let mut u = api.url(&["v1", "images"])?;
+            u.query_pairs_mut().append_pair("batch", b);
+            u.query().map(str::to_string)
+        }
         (None, Some(q)) => Some(q.trim_start_matches('?').to_string()),
         (None, None) => None,
         (Some(_), Some(_)) => bail!("give --batch or --search, not both"),
@@ -74,6 +81,13 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
     }
     if wanted.is_empty() {
         bail!("nothing to download: give image ids, --batch ID or --search QUERY");
+    }
+    // Names on disk come from ids: only real ids, whatever the server says.
+    if let Some(bad) = wanted.iter().find(|i| !is_image_id(&i.id)) {
+        bail!(
+            "the server listed {:?}, which is not an image id; stopping",
+            bad.id
+        );
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -87,7 +101,9 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
         let path = args
             .out
             .join(format!("{}.{}", image.id, extension(&image.format)));
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == image.size) {
+        let whole = std::fs::metadata(&path).is_ok_and(|m| m.len() == image.size)
+            && file_sha256(&path).is_ok_and(|h| h == image.id);
+        if whole {
             bar.inc(image.size);
             continue;
         }
@@ -122,13 +138,29 @@ async fn list(api: &Api, query: &str, out: &mut Vec<Listed>) -> anyhow::Result<(
     }
 }
 
-/// Streams one image to a temporary file, checks its hash, then renames it.
+/// Streams one image to a temporary file, checks its hash, then renames
+/// it; the temporary file goes on any failure.
 async fn fetch(api: &Api, image: &Listed, path: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
     let url = api.url(&["v1", "images", &image.id])?;
     let response = api.check(api.send(api.http.get(url)).await?, None).await?;
     let tmp = path.with_extension("part");
+    let result = stream_to(response, &tmp, image, bar).await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes the body to `tmp` and checks that it hashes to the image's id.
+async fn stream_to(
+    response: reqwest::Response,
+    tmp: &Path,
+    image: &Listed,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
     let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::File::create(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     let mut hasher = Sha256::new();
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -141,16 +173,32 @@ async fn fetch(api: &Api, image: &Listed, path: &Path, bar: &ProgressBar) -> any
     file.sync_all()?;
     let got = hex::encode(hasher.finalize());
     if got != image.id {
-        let _ = std::fs::remove_file(&tmp);
         bail!("image {} arrived with SHA-256 {got}; not kept", image.id);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
-fn extension(format: &str) -> &str {
+/// The file extension of a format the server names; anything else is `.bin`.
+fn extension(format: &str) -> &'static str {
     match format {
         "jpeg" => "jpg",
-        other => other,
+        "png" => "png",
+        "webp" => "webp",
+        _ => "bin",
+    }
+}
+
+/// Lower-case hex SHA-256 of a file.
+pub(crate) fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
     }
 }

@@ -4,9 +4,7 @@
 use crate::client::{Api, FolderFile, REQUEST_TIMEOUT};
 use anyhow::Context;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::io::Read;
 
 /// Hashes asked about per request (the server's limit).
 const PER_REQUEST: usize = 10_000;
@@ -36,7 +34,7 @@ pub async fn leave_out_known(
     let hashes = tokio::task::spawn_blocking(move || {
         paths
             .iter()
-            .map(|p| file_sha256(p))
+            .map(|p| crate::download::file_sha256(p))
             .collect::<std::io::Result<Vec<_>>>()
     })
     .await
@@ -50,7 +48,12 @@ pub async fn leave_out_known(
             .timeout(REQUEST_TIMEOUT)
             .json(&serde_json::json!({ "sha256": chunk }));
         let response = api.send(request).await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
+        // A server without the lookup answers 404, or 405 (its
+        // `/v1/images/{id}` route takes only GET).
+        if matches!(
+            response.status(),
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
+        ) {
             return Ok(files);
         }
         let answer: Known = api
@@ -75,17 +78,4 @@ pub async fn leave_out_known(
         );
     }
     Ok(left)
-}
-
-fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
 }

@@ -440,14 +440,16 @@ impl ImageCursor {
         }
     }
 
-    /// `KEY.ID`, as the API hands it out.
-    pub fn encode(&self) -> String {
-        format!("{}.{}", self.key, self.id)
+    /// `COLUMN.KEY.ID`, as the API hands it out for `sort`.
+    pub fn encode(&self, sort: ImageSort) -> String {
+        format!("{}.{}.{}", sort.column(), self.key, self.id)
     }
 
-    /// Parses [`Self::encode`].
-    pub fn decode(s: &str) -> Option<Self> {
-        let (key, id) = s.split_once('.')?;
+    /// Parses [`Self::encode`]; `None` for a cursor of another sort order.
+    pub fn decode(s: &str, sort: ImageSort) -> Option<Self> {
+        let (column, rest) = s.split_once('.')?;
+        let (key, id) = rest.split_once('.')?;
+        (column == sort.column()).then_some(())?;
         Some(Self {
             key: key.parse().ok()?,
             id: is_image_id(id).then(|| id.to_string())?,

@@ -132,6 +132,11 @@ pub async fn download(
         None => StatusCode::OK,
     };
     if let Some(url) = s.blobs.presigned_get(&key).await? {
+        // The presigned URL expires: the redirect must not be cached as
+        // the image is.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.remove(header::CONTENT_RANGE);
+        h.remove(header::LAST_MODIFIED);
         h.insert(
             header::LOCATION,
             HeaderValue::from_str(&url)
@@ -260,8 +265,10 @@ async fn search(s: &AppState, q: &ListQuery) -> Result<Json<serde_json::Value>, 
         .after
         .as_deref()
         .map(|c| {
-            ImageCursor::decode(c).ok_or_else(|| {
-                Problem::bad_request(format!("after={c:?} is not a cursor this API gave out"))
+            ImageCursor::decode(c, sort).ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "after={c:?} is not a cursor this API gave out for this sort order"
+                ))
             })
         })
         .transpose()?;
@@ -271,7 +278,11 @@ async fn search(s: &AppState, q: &ListQuery) -> Result<Json<serde_json::Value>, 
         .search_images(&filter, sort, after.as_ref(), limit)
         .await?;
     let next = (images.len() as u32 == limit)
-        .then(|| images.last().map(|i| ImageCursor::after(sort, i).encode()))
+        .then(|| {
+            images
+                .last()
+                .map(|i| ImageCursor::after(sort, i).encode(sort))
+        })
         .flatten();
     let items: Vec<_> = images.iter().map(image_json).collect();
     Ok(Json(serde_json::json!({ "images": items, "next": next })))

@@ -21,6 +21,9 @@ pub struct SimilarQuery {
     limit: Option<u32>,
 }
 
+/// Image searches decoding at once in this process.
+static DECODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Either `{"image_id": "..."}` as JSON, or the image itself as the body
 /// (any `image/*` or `application/octet-stream` type).
 pub async fn similar(
@@ -35,8 +38,14 @@ pub async fn similar(
         .unwrap_or("")
         .to_ascii_lowercase();
     let (q, query_hash, exclude) = if content_type.starts_with("application/json") {
-        let q: SimilarQuery = serde_json::from_slice(&body)
+        let json: SimilarQuery = serde_json::from_slice(&body)
             .map_err(|e| Problem::bad_request(format!("the JSON body is not a search: {e}")))?;
+        // The JSON's options win over the query string's.
+        let q = SimilarQuery {
+            image_id: json.image_id,
+            max_distance: json.max_distance.or(q.max_distance),
+            limit: json.limit.or(q.limit),
+        };
         let id = q
             .image_id
             .clone()
@@ -51,6 +60,11 @@ pub async fn similar(
                 "send an image as the body, or {\"image_id\": ...} as JSON",
             ));
         }
+        // Each image search decodes a whole image in the gateway: a few at
+        // a time, the rest are told to come back.
+        let _permit = DECODES.try_acquire().map_err(|_| {
+            Problem::unavailable("too many image searches at once; retry in a moment")
+        })?;
         let policy = s.policy.clone();
         let prepared =
             tokio::task::spawn_blocking(move || picsift_core::pipeline::prepare(&body, &policy))

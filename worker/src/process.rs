@@ -9,7 +9,7 @@ use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
 use picsift_core::model::{ImageRecord, image_key, owns_source};
 use picsift_core::pipeline::{self, Prepared};
 use picsift_core::time::now_ms;
-use picsift_core::verdict::{Reason, Rejection, Verdict};
+use picsift_core::verdict::{DuplicateKind, Reason, Rejection, Verdict};
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -97,8 +97,11 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
                     let verdict = store_once(b, cfg, entry, near, prepared).await?;
                     // The pre-upload lookup learns this file (before the
                     // verdict is recorded: a retried chunk records it again).
-                    if let Some(image) = verdict.image_id.as_ref().or(verdict.duplicate_of.as_ref())
-                    {
+                    // Near duplicates are left out: whether a file is one
+                    // depends on the policy of the batch it comes in.
+                    let exact = verdict.duplicate_kind == Some(DuplicateKind::Exact);
+                    let dup_of = verdict.duplicate_of.as_ref().filter(|_| exact);
+                    if let Some(image) = verdict.image_id.as_ref().or(dup_of) {
                         b.catalog.record_original(&source, image).await?;
                     }
                     verdict
@@ -310,7 +313,12 @@ async fn store_once(
     near: Option<u32>,
     mut p: Prepared,
 ) -> Result<Verdict> {
-    if let Some(verdict) = near_duplicate(b, near, &p).await? {
+    // An image already stored under this very id (identical bytes, or this
+    // entry's own earlier attempt) is the exact-dedup claim's business;
+    // only a new image is checked for near duplicates.
+    if b.catalog.image(&p.id).await?.is_none()
+        && let Some(verdict) = near_duplicate(b, near, &p).await?
+    {
         return Ok(verdict);
     }
     let owner = format!("{batch_id}:{index}");
