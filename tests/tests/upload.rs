@@ -654,6 +654,13 @@ async fn image_search_filters_sorts_and_pages_over_http() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    // A cursor only continues the sort order it came from.
+    let first = server.get_json("/v1/images?sort=-size&limit=1").await;
+    let cursor = first["next"].as_str().unwrap();
+    let mixed = reqwest::get(server.url(&format!("/v1/images?sort=created&after={cursor}")))
+        .await
+        .unwrap();
+    assert_eq!(mixed.status(), 400);
 }
 
 /// The PDQ reference corpus's edits of one photo (blur, sharpen, contrast,
