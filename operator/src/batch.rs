@@ -330,13 +330,7 @@ fn expire_unrecorded(o: &Observed, mut plan: Plan, mut status: UploadBatchStatus
     status.message = Some(message.clone());
     status.completed_at = Some(to_time(ended));
     set_finished(&mut status, true, "Expired", &message, o);
-    let delete_at = ended.saturating_add(o.ttl_ms);
-    if o.now >= delete_at {
-        plan.steps.push(Step::Delete);
-        plan.requeue_ms = None;
-    } else {
-        plan.requeue_ms = Some(delete_at - o.now);
-    }
+    delete_after_ttl(&mut plan, ended, o);
     plan.status = Some(status);
     plan
 }
@@ -397,6 +391,13 @@ fn finish(
     };
     status.completed_at = Some(to_time(ended));
     set_finished(&mut status, true, reason, &message, o);
+    delete_after_ttl(&mut plan, ended, o);
+    plan.status = Some(status);
+    plan
+}
+
+/// A finished batch goes `ttl_ms` after it ended.
+fn delete_after_ttl(plan: &mut Plan, ended: Millis, o: &Observed) {
     let delete_at = ended.saturating_add(o.ttl_ms);
     if o.now >= delete_at {
         plan.steps.push(Step::Delete);
@@ -404,8 +405,6 @@ fn finish(
     } else {
         plan.requeue_ms = Some(delete_at - o.now);
     }
-    plan.status = Some(status);
-    plan
 }
 
 /// A batch being processed: planned, its spec accepted, not finished.
