@@ -165,13 +165,15 @@ pub(crate) fn counts_from_rows<R: CatalogRow>(rows: &[R]) -> Result<Counts> {
 /// The multi-index-hashing keys an image is indexed under: none unless its
 /// PDQ hash is good enough to match.
 pub(crate) fn mih_keys(i: &ImageRecord) -> Vec<i64> {
+    matchable_hash(i).map_or_else(Vec::new, |h| crate::pdq_index::keys(&h).to_vec())
+}
+
+/// An image's PDQ hash, when it is good enough to match.
+pub(crate) fn matchable_hash(i: &ImageRecord) -> Option<crate::pdq::Hash> {
     let quality_ok = i
         .pdq_quality
         .is_some_and(|q| q >= crate::pdq::MIN_MATCH_QUALITY);
-    match i.pdq.as_deref().map(str::parse::<crate::pdq::Hash>) {
-        Some(Ok(hash)) if quality_ok => crate::pdq_index::keys(&hash).to_vec(),
-        _ => Vec::new(),
-    }
+    quality_ok.then(|| i.pdq.as_deref()?.parse().ok()).flatten()
 }
 
 /// Candidates `(id, pdq)` from the index, checked exactly and ranked.

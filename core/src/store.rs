@@ -126,6 +126,15 @@ pub trait Catalog: Send + Sync {
     ) -> Result<bool>;
     /// Records a stored image; a second insert of the same id changes nothing.
     async fn insert_image(&self, image: &ImageRecord) -> Result<()>;
+    /// Records `image` unless a stored image other than itself is within
+    /// `max_distance` of its PDQ hash, which is returned instead. The check
+    /// and the insert are one serialized step, so of two near duplicates
+    /// inserted at once, one is recorded and the other told about it.
+    async fn insert_image_unless_near(
+        &self,
+        image: &ImageRecord,
+        max_distance: u32,
+    ) -> Result<Option<Similar>>;
     /// An image, if stored.
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>>;
     /// Images accepted in a batch, by entry index, after `after`, at most `limit`.

@@ -499,6 +499,58 @@ async fn known_originals_answer_from_the_first_record_of_each_file(c: Arc<dyn Ca
     assert!(c.known_originals(&[]).await.unwrap().is_empty());
 }
 
+async fn of_near_duplicates_inserted_at_once_exactly_one_is_recorded(c: Arc<dyn Catalog>) {
+    // Several rounds, each of 16 near duplicates released at once.
+    let mut last_recorded = String::new();
+    for round in 0..4u8 {
+        let base = picsift_core::pdq::Hash::from_bytes([round.wrapping_mul(37) ^ 0x5a; 32]);
+        let start = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16usize)
+            .map(|i| {
+                let (c, start) = (c.clone(), start.clone());
+                let mut img = image(&image_id(&format!("near{round}-{i}")), "b", i as u32);
+                img.pdq = Some(pdq_flipped(&base, i).to_string());
+                img.pdq_quality = Some(80);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let told = c.insert_image_unless_near(&img, 31).await.unwrap();
+                    (img.id.clone(), told)
+                })
+            })
+            .collect();
+        let mut recorded = Vec::new();
+        let mut told = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (id, None) => recorded.push(id),
+                (id, Some(m)) => told.push((id, m)),
+            }
+        }
+        assert_eq!(recorded.len(), 1, "round {round}: recorded {recorded:?}");
+        for (id, m) in &told {
+            assert_eq!(
+                &m.image_id, &recorded[0],
+                "{id} was told about another image"
+            );
+            assert!(
+                c.image(id).await.unwrap().is_none(),
+                "{id} was not recorded"
+            );
+        }
+        last_recorded = recorded[0].clone();
+    }
+    let recorded = [last_recorded];
+    // Inserting the recorded image again is not a near duplicate of itself.
+    let again = c.image(&recorded[0]).await.unwrap().unwrap();
+    assert_eq!(c.insert_image_unless_near(&again, 31).await.unwrap(), None);
+    // A far image goes in.
+    let mut far = image(&image_id("far"), "b", 99);
+    far.pdq = Some("a5".repeat(32));
+    far.pdq_quality = Some(80);
+    assert_eq!(c.insert_image_unless_near(&far, 31).await.unwrap(), None);
+    assert!(c.image(&far.id).await.unwrap().is_some());
+}
+
 async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     let first = Verdict::accepted(image_id("a1"));
@@ -1033,4 +1085,5 @@ catalog_conforms! {
     similar_finds_every_indexed_neighbour_within_the_distance_nearest_first,
     image_search_filters_sorts_and_pages_like_the_model,
     known_originals_answer_from_the_first_record_of_each_file,
+    of_near_duplicates_inserted_at_once_exactly_one_is_recorded,
 }

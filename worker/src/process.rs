@@ -7,6 +7,7 @@ use picsift_core::blob_reader::BlobReader;
 use picsift_core::chunk::ChunkTask;
 use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
 use picsift_core::model::{ImageRecord, image_key, owns_source};
+use picsift_core::pdq::MIN_MATCH_QUALITY;
 use picsift_core::pipeline::{self, Prepared};
 use picsift_core::time::now_ms;
 use picsift_core::verdict::{DuplicateKind, Reason, Rejection, Verdict};
@@ -355,7 +356,21 @@ async fn store_once(
                     pdq_quality: p.pdq.map(|h| h.quality),
                     created_ms: now_ms(),
                 };
-                b.catalog.insert_image(&record).await?;
+                // The near-duplicate check above may have raced another
+                // worker storing the same picture: the catalog checks again
+                // and inserts in one serialized step, and the loser steps back.
+                let matchable = p.pdq.is_some_and(|h| h.quality >= MIN_MATCH_QUALITY);
+                match near.filter(|_| matchable) {
+                    None => b.catalog.insert_image(&record).await?,
+                    Some(max) => {
+                        if let Some(m) = b.catalog.insert_image_unless_near(&record, max).await? {
+                            // Our claim stays pending and lapses with its
+                            // lease; nothing refers to these bytes.
+                            let _ = b.blobs.delete(&image_key(&p.id)).await;
+                            return Ok(Verdict::near_duplicate(m.image_id, m.distance));
+                        }
+                    }
+                }
                 match b.dedup.commit(&p.id, &owner, &p.id).await? {
                     CommitOutcome::Committed => return Ok(Verdict::accepted(p.id)),
                     // Our lease ran out and someone else took over: ask again.
@@ -372,7 +387,7 @@ async fn near_duplicate(b: &Backends, near: Option<u32>, p: &Prepared) -> Result
     let (Some(max), Some(pdq)) = (near, p.pdq) else {
         return Ok(None);
     };
-    if pdq.quality < picsift_core::pdq::MIN_MATCH_QUALITY {
+    if pdq.quality < MIN_MATCH_QUALITY {
         return Ok(None);
     }
     let found = b.catalog.similar(&pdq.hash, max, 2).await?;

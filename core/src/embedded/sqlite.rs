@@ -3,7 +3,7 @@
 use crate::Result;
 use crate::catalog_rows::{
     Arg, IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
-    image_search_sql, index_from_row, mih_keys, pending_from_row, rank_similar,
+    image_search_sql, index_from_row, matchable_hash, mih_keys, pending_from_row, rank_similar,
     report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
@@ -192,49 +192,34 @@ impl Catalog for SqliteCatalog {
 
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&i.id)
-        .bind(i.format.as_str())
-        .bind(i64::from(i.width))
-        .bind(i64::from(i.height))
-        .bind(i.size as i64)
-        .bind(i.orientation.map(i64::from))
-        .bind(&i.batch_id)
-        .bind(i64::from(i.entry_index))
-        .bind(&i.entry_name)
-        .bind(i.created_ms)
-        .bind(&i.pdq)
-        .bind(i.pdq_quality.map(i64::from))
-        .execute(&mut *tx)
-        .await?;
-        for k in mih_keys(i) {
-            sqlx::query("INSERT INTO pdq_mih (k, image_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(k)
-                .bind(&i.id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        insert_image_on(&mut tx, i).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    async fn insert_image_unless_near(
+        &self,
+        i: &ImageRecord,
+        max_distance: u32,
+    ) -> Result<Option<Similar>> {
+        // IMMEDIATE takes the write lock first: the check and the insert
+        // are one step among all writers of this file.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(hash) = matchable_hash(i) {
+            let found = similar_on(&mut tx, &hash, max_distance, 2).await?;
+            if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
+                tx.rollback().await?;
+                return Ok(Some(m));
+            }
+        }
+        insert_image_on(&mut tx, i).await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
     async fn similar(&self, hash: &Hash, max_distance: u32, limit: u32) -> Result<Vec<Similar>> {
-        let probes = pdq_index::probes(hash, max_distance);
-        let rows = sqlx::query(
-            "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
-             WHERE m.k IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&probes).unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
-        let candidates = rows
-            .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("pdq")?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(rank_similar(hash, max_distance, limit, candidates))
+        let mut conn = self.pool.acquire().await?;
+        similar_on(&mut conn, hash, max_distance, limit).await
     }
 
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>> {
@@ -461,4 +446,54 @@ impl DedupIndex for SqliteCatalog {
             .await?;
         Ok(n as u64)
     }
+}
+
+async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&i.id)
+    .bind(i.format.as_str())
+    .bind(i64::from(i.width))
+    .bind(i64::from(i.height))
+    .bind(i.size as i64)
+    .bind(i.orientation.map(i64::from))
+    .bind(&i.batch_id)
+    .bind(i64::from(i.entry_index))
+    .bind(&i.entry_name)
+    .bind(i.created_ms)
+    .bind(&i.pdq)
+    .bind(i.pdq_quality.map(i64::from))
+    .execute(&mut *conn)
+    .await?;
+    for k in mih_keys(i) {
+        sqlx::query("INSERT INTO pdq_mih (k, image_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(k)
+            .bind(&i.id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn similar_on(
+    conn: &mut sqlx::SqliteConnection,
+    hash: &Hash,
+    max_distance: u32,
+    limit: u32,
+) -> Result<Vec<Similar>> {
+    let probes = pdq_index::probes(hash, max_distance);
+    let rows = sqlx::query(
+        "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
+         WHERE m.k IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(&probes).unwrap_or_default())
+    .fetch_all(&mut *conn)
+    .await?;
+    let candidates = rows
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("pdq")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(rank_similar(hash, max_distance, limit, candidates))
 }
