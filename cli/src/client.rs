@@ -463,6 +463,7 @@ struct ReportEntry {
     image_id: Option<String>,
     duplicate_of: Option<String>,
     duplicate_kind: Option<String>,
+    distance: Option<u32>,
 }
 
 // ---------------------------------------------------------------- status
@@ -555,9 +556,10 @@ const DETAIL_WIDTH: usize = 80;
 fn row_cells(e: &ReportEntry) -> [String; 5] {
     let detail = match (e.verdict.as_str(), &e.image_id, &e.duplicate_of) {
         ("accepted", Some(image), _) => image.clone(),
-        ("duplicate", _, Some(original)) => match &e.duplicate_kind {
-            Some(kind) => format!("dup of {original} ({kind})"),
-            None => format!("dup of {original}"),
+        ("duplicate", _, Some(original)) => match (&e.duplicate_kind, e.distance) {
+            (Some(kind), Some(d)) => format!("{kind} dup ({d} bits) of {original}"),
+            (Some(kind), None) => format!("{kind} dup of {original}"),
+            _ => format!("dup of {original}"),
         },
         _ => e.detail.clone().unwrap_or_else(|| "-".into()),
     };

@@ -309,8 +309,11 @@ pub fn demo_zip() -> Vec<u8> {
         }
         z = z.stored(&format!("photos/img_{i:02}_{w}x{h}.jpg"), &j);
     }
+    // The same picture as img_02, smaller and recompressed: a near duplicate.
+    let smaller = encode_jpeg(&photo(102, 512, 384), 70);
     z.stored("photos/copy_of_img_00.jpg", &first)
         .stored("photos/img_00_from_phone.jpg", &with_metadata(&first, 6))
+        .stored("photos/img_02_small.jpg", &smaller)
         .stored("notes.jpg", b"this is a text file with a .jpg name\n")
         .stored("cut_off.jpg", &truncated(&jpeg(900, 800, 600)))
         .stored("screenshot.png", &png(901, 320, 200))
