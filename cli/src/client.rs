@@ -1050,6 +1050,7 @@ mod tests {
             image_id: image.map(String::from),
             duplicate_of: dup.map(String::from),
             duplicate_kind: dup.map(|_| "exact".into()),
+            distance: None,
         };
         assert_eq!(
             row_cells(&entry("accepted", Some("img1"), None, None))[4],
@@ -1057,8 +1058,12 @@ mod tests {
         );
         assert_eq!(
             row_cells(&entry("duplicate", None, Some("img1"), None))[4],
-            "dup of img1 (exact)"
+            "exact dup of img1"
         );
+        let mut near = entry("duplicate", None, Some("img2"), None);
+        near.duplicate_kind = Some("near".into());
+        near.distance = Some(12);
+        assert_eq!(row_cells(&near)[4], "near dup (12 bits) of img2");
         let rejected = row_cells(&entry("rejected", None, None, Some("file ends early")));
         assert_eq!(
             rejected,
