@@ -184,6 +184,9 @@ pub trait DedupIndex: Send + Sync {
     ) -> Result<ClaimOutcome>;
     /// Commits `owner`'s claim of `key` to `image_id`.
     async fn commit(&self, key: &str, owner: &str, image_id: &str) -> Result<CommitOutcome>;
+    /// Drops `owner`'s pending claim of `key` (it stored nothing after
+    /// all); a committed claim, or another owner's, stays.
+    async fn release(&self, key: &str, owner: &str) -> Result<()>;
     /// Claims still pending (none should remain when all batches are done).
     async fn pending_claims(&self) -> Result<u64>;
     /// Writes a committed claim as found in the catalog (`picsift reindex`):

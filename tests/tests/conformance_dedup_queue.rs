@@ -151,6 +151,22 @@ async fn dedup_conforms(d: Arc<dyn DedupIndex>) -> Res {
         d.claim("k4", "x", T0, LEASE).await?,
         committed("img-4", false)
     );
+
+    // A released pending claim frees the key at once; releasing someone
+    // else's claim, or a committed one, changes nothing.
+    assert_eq!(d.claim("r1", "a", T0, LEASE).await?, New);
+    d.release("r1", "b").await?;
+    assert!(matches!(
+        d.claim("r1", "b", T0 + 1, LEASE).await?,
+        PendingOther { .. }
+    ));
+    d.release("r1", "a").await?;
+    assert_eq!(d.claim("r1", "b", T0 + 2, LEASE).await?, New);
+    d.release("k4", "r").await?;
+    assert_eq!(
+        d.claim("k4", "x", T0, LEASE).await?,
+        committed("img-4", false)
+    );
     Ok(())
 }
 

@@ -364,9 +364,11 @@ async fn store_once(
                     None => b.catalog.insert_image(&record).await?,
                     Some(max) => {
                         if let Some(m) = b.catalog.insert_image_unless_near(&record, max).await? {
-                            // Our claim stays pending and lapses with its
-                            // lease; nothing refers to these bytes.
+                            // Nothing refers to these bytes: they go, and so
+                            // does our claim (an entry with the same bytes
+                            // then finds the near duplicate too).
                             let _ = b.blobs.delete(&image_key(&p.id)).await;
+                            b.dedup.release(&p.id, &owner).await?;
                             return Ok(Verdict::near_duplicate(m.image_id, m.distance));
                         }
                     }

@@ -122,6 +122,19 @@ return 'committed'
     )
 });
 
+/// Drops a pending claim of its owner. KEYS[1]: the claim. ARGV[1]: owner.
+static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local h = redis.call('HMGET', KEYS[1], 'owner', 'image_id')
+if h[1] == ARGV[1] and not h[2] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+",
+    )
+});
+
 /// Dedup claims in Redis: the cluster [`DedupIndex`].
 #[derive(Clone, Debug)]
 pub struct RedisDedup {
@@ -194,6 +207,15 @@ impl DedupIndex for RedisDedup {
                 "dedup commit script replied {reply:?}"
             ))),
         }
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<()> {
+        let _: i64 = RELEASE_CLAIM
+            .key(self.key(key))
+            .arg(owner)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     async fn pending_claims(&self) -> Result<u64> {

@@ -440,6 +440,15 @@ impl DedupIndex for SqliteCatalog {
         Self::write_claim(&mut conn, key, &rec).await
     }
 
+    async fn release(&self, key: &str, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM dedup_claims WHERE key = ? AND owner = ? AND image_id IS NULL")
+            .bind(key)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn pending_claims(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dedup_claims WHERE image_id IS NULL")
             .fetch_one(&self.pool)
