@@ -78,18 +78,22 @@ pub async fn run(
         .build()
         .await
         .map_err(|e| RunError::Lease(e.to_string()))?;
-    let (mut leading, lease_task) = manager.watch().await;
     tracing::info!(
         identity = cfg.identity,
         lease = cfg.lease_name,
         "waiting for leadership"
     );
-    while !*leading.borrow_and_update() {
+    loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            changed = leading.changed() => {
-                changed.map_err(|_| RunError::Lease("the lease manager stopped".into()))?;
-            }
+            changed = manager.changed() => match changed {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            },
         }
     }
     tracing::info!(identity = cfg.identity, "leading: reconciling");
@@ -116,17 +120,23 @@ pub async fn run(
         batch_controller(client.clone(), ctx.clone(), work.clone()),
         pool_controller(client, ctx, cfg.namespace.clone(), work.clone()),
     );
+    // `changed` renews the Lease while it waits. Any answer means this
+    // replica can no longer be sure it leads: a lost Lease, or a renewal
+    // that failed (the API server unreachable, so another replica may take
+    // over once the Lease expires). Either way it stops working.
     let outcome = tokio::select! {
         _ = controllers => Ok(()),
         _ = stop.cancelled() => Ok(()),
-        _ = leading.wait_for(|l| !*l) => Err(RunError::Lease("leadership lost".into())),
+        lost = manager.changed() => Err(RunError::Lease(match lost {
+            Ok(_) => "leadership lost".into(),
+            Err(e) => format!("renewing the Lease failed: {e}"),
+        })),
     };
     work.cancel();
     for task in extra {
         let _ = task.await;
     }
-    drop(leading);
-    let _ = lease_task.await;
+    let _ = manager.release().await;
     outcome
 }
 
