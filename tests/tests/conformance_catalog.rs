@@ -508,7 +508,7 @@ async fn of_near_duplicates_inserted_at_once_exactly_one_is_recorded(c: Arc<dyn 
         let tasks: Vec<_> = (0..16usize)
             .map(|i| {
                 let (c, start) = (c.clone(), start.clone());
-                let mut img = image(&image_id(&format!("near{round}-{i}")), "b", i as u32);
+                let mut img = image(&image_id(&format!("near{round}-{i:02}-")), "b", i as u32);
                 img.pdq = Some(pdq_flipped(&base, i).to_string());
                 img.pdq_quality = Some(80);
                 tokio::spawn(async move {
