@@ -28,6 +28,8 @@ pub struct WorkerJob {
     pub slot: u32,
     /// Its state.
     pub state: JobState,
+    /// Made from the pool's current template (image, resources, ...).
+    pub current: bool,
 }
 
 /// The autoscaler's decision.
@@ -56,8 +58,24 @@ pub fn desired_workers(spec: &WorkerPoolSpec, backlog: u64) -> i32 {
 
 /// Decides which Jobs to create and delete.
 pub fn decide(spec: &WorkerPoolSpec, backlog: u64, jobs: &[WorkerJob]) -> Scale {
+    // Jobs from an older template (the pool's spec changed): pending ones
+    // go at once, running ones one per round (a rolling update that costs
+    // at most one worker's capacity; its chunk comes back through the
+    // queue). Both are replaced like any missing worker.
+    let mut retired: Vec<u32> = jobs
+        .iter()
+        .filter(|j| !j.current && j.state == JobState::Pending)
+        .map(|j| j.slot)
+        .collect();
+    retired.extend(
+        jobs.iter()
+            .filter(|j| !j.current && j.state == JobState::Running)
+            .map(|j| j.slot)
+            .min(),
+    );
+    let live = |j: &&WorkerJob| !retired.contains(&j.slot);
+    let count = |s: JobState| jobs.iter().filter(live).filter(|j| j.state == s).count() as i32;
     let desired = desired_workers(spec, backlog);
-    let count = |s: JobState| jobs.iter().filter(|j| j.state == s).count() as i32;
     let (running, pending) = (count(JobState::Running), count(JobState::Pending));
     let mut scale = Scale {
         desired,
@@ -69,11 +87,12 @@ pub fn decide(spec: &WorkerPoolSpec, backlog: u64, jobs: &[WorkerJob]) -> Scale 
         .iter()
         .filter(|j| j.state == JobState::Finished)
         .map(|j| j.slot)
+        .chain(retired.iter().copied())
         .collect();
     let active = running + pending;
     if desired > active {
-        // A finished Job still holds its name until it is deleted, so its
-        // slot is taken this round and free the next.
+        // A deleted Job still holds its name until it is gone, so its slot
+        // is taken this round and free the next.
         let taken: Vec<u32> = jobs.iter().map(|j| j.slot).collect();
         scale.create = (0..u32::try_from(spec.max_workers.max(0)).unwrap_or(0))
             .filter(|s| !taken.contains(s))
@@ -82,6 +101,7 @@ pub fn decide(spec: &WorkerPoolSpec, backlog: u64, jobs: &[WorkerJob]) -> Scale 
     } else if desired < active {
         let mut surplus: Vec<u32> = jobs
             .iter()
+            .filter(live)
             .filter(|j| j.state == JobState::Pending)
             .map(|j| j.slot)
             .collect();
@@ -90,6 +110,7 @@ pub fn decide(spec: &WorkerPoolSpec, backlog: u64, jobs: &[WorkerJob]) -> Scale 
         scale.delete.extend(surplus);
     }
     scale.delete.sort_unstable();
+    scale.delete.dedup();
     scale
 }
 
@@ -109,7 +130,11 @@ mod tests {
     fn jobs(states: &[(u32, JobState)]) -> Vec<WorkerJob> {
         states
             .iter()
-            .map(|&(slot, state)| WorkerJob { slot, state })
+            .map(|&(slot, state)| WorkerJob {
+                slot,
+                state,
+                current: true,
+            })
             .collect()
     }
 
@@ -198,5 +223,28 @@ mod tests {
     fn min_workers_are_kept_and_replaced() {
         let s = decide(&spec(2, 5, 4), 0, &jobs(&[(0, Running), (1, Finished)]));
         assert_eq!((s.desired, s.create, s.delete), (2, vec![2], vec![1]));
+    }
+
+    #[test]
+    fn a_changed_template_replaces_pending_jobs_and_rolls_running_ones_one_at_a_time() {
+        let mut js = jobs(&[(0, Running), (1, Running), (2, Pending), (3, Running)]);
+        for j in &mut js {
+            j.current = false;
+        }
+        js[3].current = true;
+        let s = decide(&spec(0, 10, 1), 4, &js);
+        // Slot 2 (pending, stale) and slot 0 (the first stale running) go;
+        // two replacements start in free slots.
+        assert_eq!(s.delete, vec![0, 2]);
+        assert_eq!((s.running, s.pending), (2, 0));
+        assert_eq!(s.create, vec![4, 5]);
+    }
+
+    #[test]
+    fn kept_workers_below_min_are_rolled_too() {
+        let mut js = jobs(&[(0, Running)]);
+        js[0].current = false;
+        let s = decide(&spec(1, 5, 4), 0, &js);
+        assert_eq!((s.delete, s.create), (vec![0], vec![1]));
     }
 }

@@ -86,7 +86,7 @@ pub fn worker_job(
         }),
         ..Container::default()
     };
-    Job {
+    let mut job = Job {
         metadata: ObjectMeta {
             name: Some(job_name(pool, slot)),
             namespace: Some(namespace.into()),
@@ -137,7 +137,29 @@ pub fn worker_job(
             ..JobSpec::default()
         }),
         status: None,
+    };
+    // The template's fingerprint: a Job whose label differs was made from
+    // an older pool spec and is replaced.
+    let fingerprint = template_hash(&job);
+    if let Some(labels) = job.metadata.labels.as_mut() {
+        labels.insert(TEMPLATE_LABEL.to_string(), fingerprint);
     }
+    job
+}
+
+/// Label of worker Jobs: the fingerprint of the template they were made from.
+pub const TEMPLATE_LABEL: &str = "picsift.io/template";
+
+fn template_hash(job: &Job) -> String {
+    use sha2::Digest;
+    let spec = serde_json::to_vec(&job.spec).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(&spec)[..8])
+}
+
+/// Whether `job` was made from the template `expected` would be.
+pub fn is_current(job: &Job, expected: &Job) -> bool {
+    let label = |j: &Job| j.metadata.labels.as_ref()?.get(TEMPLATE_LABEL).cloned();
+    label(job).is_some() && label(job) == label(expected)
 }
 
 #[cfg(test)]
@@ -206,5 +228,23 @@ mod tests {
         spec.resources = None;
         let v = serde_json::to_value(worker_job("cpu", "u", &spec, 0, "ns")).unwrap();
         assert!(v["spec"]["template"]["spec"]["containers"][0]["resources"].is_null());
+    }
+
+    #[test]
+    fn the_template_label_tells_jobs_of_an_older_spec() {
+        let spec = pool();
+        let job = worker_job("gpu", "u", &spec, 2, "ns");
+        assert!(is_current(&job, &worker_job("gpu", "u", &spec, 2, "ns")));
+        let mut newer = spec.clone();
+        newer.image = "ghcr.io/picsift/picsift:2".into();
+        assert!(!is_current(&job, &worker_job("gpu", "u", &newer, 2, "ns")));
+        // Lowering minWorkers turns a kept slot into one that times out.
+        let kept = worker_job("gpu", "u", &spec, 0, "ns");
+        let mut fewer = spec.clone();
+        fewer.min_workers = 0;
+        assert!(!is_current(&kept, &worker_job("gpu", "u", &fewer, 0, "ns")));
+        let mut unlabelled = job.clone();
+        unlabelled.metadata.labels = None;
+        assert!(!is_current(&unlabelled, &job));
     }
 }

@@ -44,7 +44,18 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
     let selector = ListParams::default().labels(&format!("{POOL_LABEL}={name}"));
     let jobs = jobs_api.list(&selector).await?.items;
     let pods = pods_api.list(&selector).await?.items;
-    let workers: Vec<WorkerJob> = jobs.iter().filter_map(|j| worker_state(j, &pods)).collect();
+    let workers: Vec<WorkerJob> = jobs
+        .iter()
+        .filter_map(|j| worker_state(j, &pods))
+        .map(|mut w| {
+            let expected = worker_job(&name, &uid, &pool.spec, w.slot, &ns);
+            let job = jobs
+                .iter()
+                .find(|j| j.metadata.name.as_deref() == Some(job_name(&name, w.slot).as_str()));
+            w.current = job.is_some_and(|j| crate::jobs::is_current(j, &expected));
+            w
+        })
+        .collect();
     let backlog = ctx.backends.queue.backlog().await?;
     let scale = autoscale::decide(&pool.spec, backlog, &workers);
     for &slot in &scale.create {
@@ -114,7 +125,11 @@ fn worker_state(job: &Job, pods: &[Pod]) -> Option<WorkerJob> {
     } else {
         JobState::Pending
     };
-    Some(WorkerJob { slot, state })
+    Some(WorkerJob {
+        slot,
+        state,
+        current: true,
+    })
 }
 
 async fn record_metrics(ctx: &Context, pool: &str, status: &WorkerPoolStatus) {
