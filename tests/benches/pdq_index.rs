@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench -p picsift-tests --bench pdq_index`
 //! Size: PICSIFT_BENCH_HASHES (default 1000000), PICSIFT_BENCH_QUERIES (default 256).
+//! PICSIFT_BENCH_POSTGRES=1 also times the PostgreSQL catalog (a server is
+//! started as in the tests).
 
 use picsift_core::Result;
 use picsift_core::embedded::SqliteCatalog;
@@ -65,6 +67,41 @@ fn percentile(xs: &mut [Duration], p: f64) -> Duration {
 fn words(h: &Hash) -> [u64; 4] {
     let b = h.to_bytes();
     std::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8])))
+}
+
+fn backend(e: impl std::fmt::Display) -> picsift_core::Error {
+    picsift_core::Error::Backend(e.to_string())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Times `similar` for every probe and counts the planted neighbours found.
+async fn report(what: &str, catalog: &dyn Catalog, probes: &[(Hash, String, u32)]) -> Result<()> {
+    let mut times = Vec::new();
+    let mut found = 0;
+    let mut missed_at = Vec::new();
+    for (query, planted, d) in probes {
+        let t = Instant::now();
+        let hits = catalog.similar(query, 31, 10).await?;
+        times.push(t.elapsed());
+        if hits.iter().any(|h| &h.image_id == planted) {
+            found += 1;
+        } else {
+            missed_at.push(*d);
+        }
+    }
+    println!(
+        "{what}:  p50 {:.2} ms  p99 {:.2} ms  recall {found}/{}",
+        ms(percentile(&mut times, 0.5)),
+        ms(percentile(&mut times, 0.99)),
+        probes.len()
+    );
+    if !missed_at.is_empty() {
+        println!("{what} missed planted neighbours at distances {missed_at:?}");
+    }
+    Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -148,18 +185,9 @@ async fn main() -> Result<()> {
 
     // Brute force: every hash in memory, popcount of the XOR.
     let flat: Vec<[u64; 4]> = all.iter().map(|(_, h)| words(h)).collect();
-    let (mut mih_t, mut brute_t) = (Vec::new(), Vec::new());
-    let (mut mih_found, mut brute_found) = (0u32, 0u32);
-    let mut missed_at = Vec::new();
-    for (query, planted, d) in &probes {
-        let t = Instant::now();
-        let hits = catalog.similar(query, 31, 10).await?;
-        mih_t.push(t.elapsed());
-        if hits.iter().any(|h| &h.image_id == planted) {
-            mih_found += 1;
-        } else {
-            missed_at.push(*d);
-        }
+    let mut brute_t = Vec::new();
+    let mut brute_found = 0u32;
+    for (query, planted, _) in &probes {
         let q = words(query);
         let t = Instant::now();
         let brute: Vec<usize> = flat
@@ -173,18 +201,8 @@ async fn main() -> Result<()> {
             brute_found += 1;
         }
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "hashes: {} (+{} planted neighbours at distances 0..31)",
-        n, queries
-    );
-    println!(
-        "MIH (SQLite):  p50 {:.2} ms  p99 {:.2} ms  recall {}/{}",
-        ms(percentile(&mut mih_t, 0.5)),
-        ms(percentile(&mut mih_t, 0.99)),
-        mih_found,
-        queries
-    );
+    println!("hashes: {n} (+{queries} planted neighbours at distances 0..31)");
+    report("MIH (SQLite)", &catalog, &probes).await?;
     println!(
         "brute force (in memory, one core):  p50 {:.2} ms  p99 {:.2} ms  recall {}/{}",
         ms(percentile(&mut brute_t, 0.5)),
@@ -192,8 +210,48 @@ async fn main() -> Result<()> {
         brute_found,
         queries
     );
-    if !missed_at.is_empty() {
-        println!("MIH missed planted neighbours at distances {missed_at:?}");
+    if std::env::var_os("PICSIFT_BENCH_POSTGRES").is_some() {
+        let pg = picsift_tests::services::postgres::Postgres::start();
+        let catalog = picsift_core::cluster::PgCatalog::connect(&pg.url, 4).await?;
+        let pool = sqlx::PgPool::connect(&pg.url).await.map_err(backend)?;
+        let load = Instant::now();
+        for chunk in all.chunks(1000) {
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|(image_id, hash)| serde_json::json!([image_id, hash.to_string()]))
+                .collect();
+            sqlx::query(
+                "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
+                 SELECT x->>0, 'jpeg', 1, 1, 1, NULL, 'bench', 0, 'x.jpg', 0, x->>1, 90
+                 FROM jsonb_array_elements($1::jsonb) AS x",
+            )
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&pool)
+            .await
+            .map_err(backend)?;
+            let keys: Vec<serde_json::Value> = chunk
+                .iter()
+                .flat_map(|(image_id, hash)| {
+                    pdq_index::keys(hash)
+                        .into_iter()
+                        .map(move |k| serde_json::json!([k, image_id]))
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO pdq_mih (k, image_id)
+                 SELECT (x->>0)::BIGINT, x->>1 FROM jsonb_array_elements($1::jsonb) AS x",
+            )
+            .bind(serde_json::Value::Array(keys).to_string())
+            .execute(&pool)
+            .await
+            .map_err(backend)?;
+        }
+        sqlx::query("ANALYZE")
+            .execute(&pool)
+            .await
+            .map_err(backend)?;
+        eprintln!("PostgreSQL loaded in {:.1} s", load.elapsed().as_secs_f64());
+        report("MIH (PostgreSQL)", &catalog, &probes).await?;
     }
     Ok(())
 }
