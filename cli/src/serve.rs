@@ -40,6 +40,24 @@ pub struct ServeArgs {
     /// Chunks processed at once (default: one per core).
     #[arg(long, env = "PICSIFT_WORKERS")]
     pub workers: Option<usize>,
+    /// Most PDQ bits apart that count as the same picture (a near
+    /// duplicate); 0–31, or `off` to store near duplicates.
+    #[arg(long, env = "PICSIFT_NEAR_DISTANCE", default_value = "31", value_parser = parse_near)]
+    pub near_distance: NearDistance,
+}
+
+/// `--near-distance`: bits, or `None` for off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NearDistance(pub Option<u32>);
+
+fn parse_near(s: &str) -> Result<NearDistance, String> {
+    match s {
+        "off" => Ok(NearDistance(None)),
+        n => match n.parse::<u32>() {
+            Ok(d) if d <= 31 => Ok(NearDistance(Some(d))),
+            _ => Err(format!("{n:?}: give 0 to 31, or off")),
+        },
+    }
 }
 
 /// Reads the webhook secret from `DATA/webhook.secret`, creating it (mode 0600) on first start.
@@ -77,6 +95,7 @@ fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
     if let Some(n) = args.max_upload_bytes {
         policy.max_upload_bytes = n;
     }
+    policy.near_duplicate_distance = args.near_distance.0;
     Ok(policy)
 }
 
@@ -176,4 +195,29 @@ pub(crate) async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn near_distance_takes_a_number_or_off() {
+        let parse = |v: &[&str]| {
+            let mut args = vec!["picsift"];
+            args.extend(v);
+            Cli::try_parse_from(args).map(|c| c.serve.near_distance.0)
+        };
+        assert_eq!(parse(&[]).unwrap(), Some(31));
+        assert_eq!(parse(&["--near-distance", "12"]).unwrap(), Some(12));
+        assert_eq!(parse(&["--near-distance", "off"]).unwrap(), None);
+        assert!(parse(&["--near-distance", "40"]).is_err());
+    }
 }
