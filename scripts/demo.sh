@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# libtorch (torch from PyPI, once) for the ML checks, and the demo models.
+source scripts/torch-env.sh
+./scripts/models.sh
 
 LISTEN=${PICSIFT_LISTEN:-127.0.0.1:8080}
 DATA=${PICSIFT_DATA:-.data/demo}
@@ -13,7 +16,8 @@ BIN=target/debug
 
 mkdir -p "$DATA"
 "$BIN/picsift-fixtures" demo "$DATA/demo.zip"
-"$BIN/picsift" serve --data "$DATA" --listen "$LISTEN" &
+# The demo policy: quality checks, the two demo classifiers and NudeNet.
+"$BIN/picsift" serve --data "$DATA" --listen "$LISTEN" --policy policies/demo.toml &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
 for _ in $(seq 100); do

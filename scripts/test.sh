@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# libtorch for tch (torch 2.13.0 from PyPI, installed once and reused), and
+# the models the ML tests load (trained or converted once, then cached).
+source scripts/torch-env.sh
+./scripts/models.sh
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo fmt --all --check

@@ -107,6 +107,7 @@ fn worker_config(cfg: &Config) -> anyhow::Result<WorkerConfig> {
         max_deliveries: cfg.worker.max_deliveries.max(1),
         idle_timeout: (cfg.worker.idle_timeout_secs > 0)
             .then(|| Duration::from_secs(cfg.worker.idle_timeout_secs)),
+        ml: Arc::new(cfg.ml.runtime()?),
     })
 }
 
@@ -167,6 +168,9 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
     let cfg = load(&args)?;
     let wcfg = worker_config(&cfg)?;
     let b = backends(&cfg, &consumer_name()).await;
+    picsift_worker::checks::start_checks(&b, &wcfg)
+        .await
+        .context("the policy's quality and ML checks cannot run")?;
     let stop = CancellationToken::new();
     let standalone = !cfg.kubernetes.enabled;
     let secret = standalone.then(|| Secret::parse(&cfg.webhook_secret));

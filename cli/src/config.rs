@@ -6,7 +6,7 @@
 use anyhow::Context;
 use picsift_core::cluster::S3Config;
 use picsift_core::format::Format;
-use picsift_core::policy::Policy;
+use picsift_core::policy::{AuditPolicy, ModelSpec, Policy, QualityPolicy};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -33,6 +33,8 @@ pub struct Config {
     pub kubernetes: KubernetesSection,
     /// `[operator]`: `picsift operator`.
     pub operator: OperatorSection,
+    /// `[ml]`: the quality and ML checks' device and batching.
+    pub ml: MlSection,
 }
 
 /// `[policy]`: what is accepted.
@@ -53,6 +55,71 @@ pub struct PolicyConfig {
     pub near_duplicates: bool,
     /// Most PDQ bits apart that count as the same picture (at most 31).
     pub near_distance: u32,
+    /// `[policy.quality]`: quality thresholds (0 turns a minimum off, 1 a maximum).
+    pub quality: QualityPolicy,
+    /// `[[policy.models]]`: TorchScript models every image must pass.
+    pub models: Vec<ModelSpec>,
+    /// Fraction of each batch's entries copied to the audit area.
+    pub audit_sample_rate: f64,
+}
+
+/// A policy file for `picsift serve --policy`: a `[policy]` table's keys
+/// at the top level. Relative model paths are taken from the file's folder.
+pub fn policy_file(path: &std::path::Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the policy file {}", path.display()))?;
+    let mut section: PolicyConfig = toml::from_str(&text).with_context(|| {
+        format!(
+            "invalid policy file {} (see docs/configuration.md)",
+            path.display()
+        )
+    })?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    for model in &mut section.models {
+        if !model.source.starts_with("blob:") && std::path::Path::new(&model.source).is_relative() {
+            model.source = dir.join(&model.source).to_string_lossy().into_owned();
+        }
+    }
+    Config {
+        policy: section,
+        ..Config::default()
+    }
+    .policy()
+}
+
+/// `[ml]`: where and how the models run.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlSection {
+    /// `auto` (a CUDA GPU when there is one), `cpu` or `cuda`.
+    pub device: String,
+    /// Most images per forward pass.
+    pub batch_size: usize,
+    /// Milliseconds a partial batch waits for more images.
+    pub max_wait_ms: u64,
+}
+
+impl Default for MlSection {
+    fn default() -> Self {
+        let o = picsift_ml::Options::default();
+        Self {
+            device: "auto".into(),
+            batch_size: o.batch_size,
+            max_wait_ms: o.max_wait.as_millis() as u64,
+        }
+    }
+}
+
+impl MlSection {
+    /// The runtime these settings describe (nothing is loaded yet).
+    pub fn runtime(&self) -> anyhow::Result<picsift_ml::Runtime> {
+        let device = self.device.parse().map_err(anyhow::Error::msg)?;
+        Ok(picsift_ml::Runtime::new(picsift_ml::Options {
+            device,
+            batch_size: self.batch_size,
+            max_wait: std::time::Duration::from_millis(self.max_wait_ms),
+        })?)
+    }
 }
 
 /// `[s3]`: see [`S3Config`].
@@ -184,6 +251,7 @@ impl Default for Config {
             worker: WorkerSection::default(),
             kubernetes: KubernetesSection::default(),
             operator: OperatorSection::default(),
+            ml: MlSection::default(),
         }
     }
 }
@@ -203,6 +271,9 @@ impl Default for PolicyConfig {
             max_pixels: p.max_pixels,
             near_duplicates: p.near_duplicate_distance.is_some(),
             near_distance: p.near_duplicate_distance.unwrap_or(31),
+            quality: p.quality,
+            models: p.models,
+            audit_sample_rate: p.audit.sample_rate,
         }
     }
 }
@@ -316,6 +387,7 @@ impl Config {
                 })
             })
             .collect::<anyhow::Result<_>>()?;
+        let q = &self.policy.quality;
         Ok(Policy {
             allowed_formats,
             max_upload_bytes: self.policy.max_upload_bytes,
@@ -326,6 +398,16 @@ impl Config {
                 .policy
                 .near_duplicates
                 .then_some(self.policy.near_distance.min(31)),
+            quality: QualityPolicy {
+                min_contrast: q.min_contrast.filter(|v| *v > 0.0),
+                min_sharpness: q.min_sharpness.filter(|v| *v > 0.0),
+                max_overexposed: q.max_overexposed.filter(|v| *v < 1.0),
+                max_underexposed: q.max_underexposed.filter(|v| *v < 1.0),
+            },
+            models: self.policy.models.clone(),
+            audit: AuditPolicy {
+                sample_rate: self.policy.audit_sample_rate.clamp(0.0, 1.0),
+            },
             ..Policy::default()
         })
     }
@@ -356,6 +438,11 @@ fn env_value(text: &str, like: &toml::Value) -> toml::Value {
             .trim()
             .parse()
             .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(text.into())),
+        toml::Value::Float(_) => text
+            .trim()
+            .parse()
+            .map(toml::Value::Float)
             .unwrap_or_else(|_| toml::Value::String(text.into())),
         toml::Value::Boolean(_) => text
             .trim()

@@ -26,14 +26,15 @@ pub struct ServeArgs {
     /// one in DATA/webhook.secret, created on first start.
     #[arg(long, env = "PICSIFT_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
-    /// Image formats accepted, comma-separated: jpeg, png, webp.
-    #[arg(
-        long,
-        env = "PICSIFT_FORMATS",
-        default_value = "jpeg",
-        value_delimiter = ','
-    )]
-    pub formats: Vec<String>,
+    /// A TOML file with the validation policy: the keys of a config file's
+    /// `[policy]` table (formats, limits, `[quality]`, `[[models]]`,
+    /// audit_sample_rate; see docs/configuration.md). Relative model paths
+    /// are read from the file's folder. The options below override it.
+    #[arg(long, env = "PICSIFT_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Image formats accepted, comma-separated: jpeg, png, webp (default jpeg).
+    #[arg(long, env = "PICSIFT_FORMATS", value_delimiter = ',')]
+    pub formats: Option<Vec<String>>,
     /// Largest upload in bytes.
     #[arg(long, env = "PICSIFT_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
@@ -42,8 +43,16 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
     /// Most PDQ bits apart that count as the same picture (a near
     /// duplicate); 0–31, or `off` to store near duplicates.
-    #[arg(long, env = "PICSIFT_NEAR_DISTANCE", default_value = "31", value_parser = parse_near)]
-    pub near_distance: NearDistance,
+    /// (default 31)
+    #[arg(long, env = "PICSIFT_NEAR_DISTANCE", value_parser = parse_near)]
+    pub near_distance: Option<NearDistance>,
+    /// Where the quality and ML checks run: auto (a CUDA GPU when there is
+    /// one), cpu or cuda.
+    #[arg(long, env = "PICSIFT_ML_DEVICE", default_value = "auto")]
+    pub ml_device: picsift_ml::DeviceChoice,
+    /// Most images per forward pass of a model.
+    #[arg(long, env = "PICSIFT_ML_BATCH", default_value_t = picsift_ml::Options::default().batch_size)]
+    pub ml_batch: usize,
 }
 
 /// `--near-distance`: bits, or `None` for off.
@@ -80,22 +89,25 @@ fn webhook_secret(data: &Path) -> anyhow::Result<String> {
 }
 
 fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
-    let allowed_formats = args
-        .formats
-        .iter()
-        .map(|f| {
-            Format::parse(f.trim())
-                .with_context(|| format!("unknown format {f:?}: use jpeg, png or webp"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let mut policy = Policy {
-        allowed_formats,
-        ..Policy::default()
+    let mut policy = match &args.policy {
+        None => Policy::default(),
+        Some(path) => crate::config::policy_file(path)?,
     };
+    if let Some(formats) = &args.formats {
+        policy.allowed_formats = formats
+            .iter()
+            .map(|f| {
+                Format::parse(f.trim())
+                    .with_context(|| format!("unknown format {f:?}: use jpeg, png or webp"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
     if let Some(n) = args.max_upload_bytes {
         policy.max_upload_bytes = n;
     }
-    policy.near_duplicate_distance = args.near_distance.0;
+    if let Some(near) = args.near_distance {
+        policy.near_duplicate_distance = near.0;
+    }
     Ok(policy)
 }
 
@@ -125,13 +137,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dedup: catalog.clone(),
         queue: Arc::new(MemQueue::new()),
     };
+    let ml = picsift_ml::Runtime::new(picsift_ml::Options {
+        device: args.ml_device,
+        batch_size: args.ml_batch,
+        ..picsift_ml::Options::default()
+    })?;
     let mut config = WorkerConfig {
         policy: policy.clone(),
+        ml: Arc::new(ml),
         ..WorkerConfig::default()
     };
     if let Some(n) = args.workers {
         config.concurrency = n.max(1);
     }
+    picsift_worker::checks::start_checks(&backends, &config)
+        .await
+        .context("the policy's quality and ML checks cannot run")?;
 
     let resumed = picsift_worker::resume(&backends, &config)
         .await
@@ -213,7 +234,7 @@ mod tests {
         let parse = |v: &[&str]| {
             let mut args = vec!["picsift"];
             args.extend(v);
-            Cli::try_parse_from(args).map(|c| c.serve.near_distance.0)
+            Cli::try_parse_from(args).map(|c| policy(&c.serve).unwrap().near_duplicate_distance)
         };
         assert_eq!(parse(&[]).unwrap(), Some(31));
         assert_eq!(parse(&["--near-distance", "12"]).unwrap(), Some(12));

@@ -112,7 +112,21 @@ fn verdict_from_row(r: &impl CatalogRow) -> Result<Option<Verdict>> {
             _ => DuplicateKind::Exact,
         }),
         distance: r.opt_int("distance")?.map(|d| d.clamp(0, 256) as u32),
+        checks: match r.opt_text("checks")? {
+            Some(json) => Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| Error::Corrupt(format!("entry checks: {e}")))?,
+            ),
+            None => None,
+        },
     }))
+}
+
+/// The `checks` column of a verdict: its measurements as JSON.
+pub(crate) fn checks_json(v: &Verdict) -> Option<String> {
+    v.checks
+        .as_ref()
+        .map(|c| serde_json::to_string(c).expect("checks serialise"))
 }
 
 /// The text stored for a duplicate kind.

@@ -239,6 +239,9 @@ pub struct ReportEntry {
     /// PDQ distance to the original (near duplicates).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distance: Option<u32>,
+    /// Quality measurements and every model's scores, when checks ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<crate::verdict::Checks>,
 }
 
 impl ReportEntry {
@@ -255,6 +258,7 @@ impl ReportEntry {
                 duplicate_of: None,
                 duplicate_kind: None,
                 distance: None,
+                checks: None,
             },
             Some(v) => Self {
                 index,
@@ -266,6 +270,7 @@ impl ReportEntry {
                 duplicate_of: v.duplicate_of,
                 duplicate_kind: v.duplicate_kind,
                 distance: v.distance,
+                checks: v.checks,
             },
         }
     }
@@ -329,6 +334,18 @@ pub const STAGING_PREFIX: &str = "staging/";
 /// applied by hand points at belongs to its user and is never deleted.
 pub fn owns_source(key: &str) -> bool {
     key.starts_with(STAGING_PREFIX) && !key.ends_with('/')
+}
+
+/// Where a batch's audit sample is kept: `{index:08}.json` (the report
+/// line, with every score) and `{index:08}.data` (the entry as uploaded).
+/// Apart from `images/`: audit copies are never stored images.
+pub fn audit_prefix(batch_id: &str) -> String {
+    format!("audit/{batch_id}/")
+}
+
+/// Key of one audit record (`ext` = `json`) or its entry's bytes (`data`).
+pub fn audit_key(batch_id: &str, index: u32, ext: &str) -> String {
+    format!("{}{index:08}.{ext}", audit_prefix(batch_id))
 }
 
 /// Whether `s` looks like an image id (64 lower-case hex digits).

@@ -38,6 +38,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Runs every step on one entry's bytes.
 pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
+    prepare_with_pixels(data, policy).map(|(prepared, _)| prepared)
+}
+
+/// [`prepare`], also giving the decoded pixels, upright (EXIF orientation
+/// applied), for the quality and ML checks; `None` for CMYK JPEGs.
+pub fn prepare_with_pixels(
+    data: &[u8],
+    policy: &Policy,
+) -> Result<(Prepared, Option<image::RgbImage>), Rejection> {
     let format = match format::sniff(&data[..data.len().min(512)]) {
         Sniffed::Image(f) if policy.allows(f) => f,
         Sniffed::Image(f) => {
@@ -74,13 +83,9 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
     };
-    let pdq = pixels.map(|rgb| {
-        crate::pdq::hash(&crate::pdq::apply_orientation(
-            rgb,
-            orientation.unwrap_or(1),
-        ))
-    });
-    Ok(Prepared {
+    let upright = pixels.map(|rgb| crate::pdq::apply_orientation(rgb, orientation.unwrap_or(1)));
+    let pdq = upright.as_ref().map(crate::pdq::hash);
+    let prepared = Prepared {
         id: sha256_hex(&bytes),
         source_sha256: sha256_hex(data),
         bytes,
@@ -89,7 +94,8 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
         height,
         orientation,
         pdq,
-    })
+    };
+    Ok((prepared, upright))
 }
 
 /// Refuses dimensions over the policy's budget, before any pixel allocation.

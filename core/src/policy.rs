@@ -28,6 +28,153 @@ pub struct Policy {
     /// stored image's is a near duplicate of it; `None` turns near
     /// duplicates off. Hashes of quality 49 or less never match.
     pub near_duplicate_distance: Option<u32>,
+    /// Quality checks: blank, blur, exposure.
+    pub quality: QualityPolicy,
+    /// TorchScript models every image must pass (all of them).
+    pub models: Vec<ModelSpec>,
+    /// The audit sample copied for review.
+    pub audit: AuditPolicy,
+}
+
+/// Thresholds of the quality checks, measured on a 256×256 grey thumbnail
+/// (0–255 levels). `None` turns a check off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct QualityPolicy {
+    /// Reject as `blank` below this standard deviation of grey levels.
+    pub min_contrast: Option<f32>,
+    /// Reject as `blurry` below this variance of the Laplacian.
+    pub min_sharpness: Option<f32>,
+    /// Reject as `overexposed` when more than this fraction of pixels is at 250 or above.
+    pub max_overexposed: Option<f32>,
+    /// Reject as `underexposed` when more than this fraction of pixels is at 5 or below.
+    pub max_underexposed: Option<f32>,
+}
+
+impl Default for QualityPolicy {
+    fn default() -> Self {
+        Self {
+            min_contrast: Some(2.0),
+            // Off by default: how sharp a good picture is depends on what
+            // it shows (a misty landscape, a studio backdrop).
+            min_sharpness: None,
+            max_overexposed: Some(0.9),
+            max_underexposed: Some(0.9),
+        }
+    }
+}
+
+impl QualityPolicy {
+    /// Whether any quality check is on.
+    pub fn any(&self) -> bool {
+        self.min_contrast.is_some()
+            || self.min_sharpness.is_some()
+            || self.max_overexposed.is_some()
+            || self.max_underexposed.is_some()
+    }
+
+    /// Every check off.
+    pub fn off() -> Self {
+        Self {
+            min_contrast: None,
+            min_sharpness: None,
+            max_overexposed: None,
+            max_underexposed: None,
+        }
+    }
+}
+
+/// A TorchScript classifier and the rules by which it rejects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Names the model in scores and rejections.
+    pub name: String,
+    /// Where the TorchScript file is: a file path, or `blob:KEY` for an
+    /// object in the blob store (the S3 bucket in the cluster).
+    pub source: String,
+    /// Input size in pixels (RGB, channels first).
+    pub width: u32,
+    /// Input height in pixels.
+    pub height: u32,
+    /// Per-channel mean subtracted after scaling pixels to 0–1.
+    #[serde(default = "zero3")]
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by after the mean.
+    #[serde(default = "one3")]
+    pub std: [f32; 3],
+    /// How the image is fitted to the input size.
+    #[serde(default)]
+    pub fit: Fit,
+    /// What the model's output `[batch, labels]` means.
+    pub output: Output,
+    /// The output's labels, in order.
+    pub labels: Vec<String>,
+    /// Reject when any of these labels scores at or above its threshold.
+    #[serde(default)]
+    pub reject: Vec<RejectRule>,
+    /// The only batch size the model runs at (a trace that fixed it);
+    /// smaller batches are padded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_batch: Option<usize>,
+}
+
+fn zero3() -> [f32; 3] {
+    [0.0; 3]
+}
+
+fn one3() -> [f32; 3] {
+    [1.0; 3]
+}
+
+/// How an image is fitted to a model's input size.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    /// Resized to exactly the input size (aspect ratio not kept).
+    #[default]
+    Stretch,
+    /// Resized to fit inside, keeping the aspect ratio, and padded with black.
+    Pad,
+}
+
+/// What a model's raw output is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// Independent logits per label: scores are their sigmoids.
+    Sigmoid,
+    /// Logits of mutually exclusive classes: scores are their softmax.
+    Softmax,
+    /// Scores already between 0 and 1.
+    Probabilities,
+}
+
+/// Reject when `label` scores at least `at_least`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectRule {
+    /// One of the model's labels.
+    pub label: String,
+    /// The threshold, 0–1.
+    pub at_least: f32,
+}
+
+/// Which entries are copied to the audit area for review.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuditPolicy {
+    /// Fraction of each batch's entries (0–1), picked deterministically from
+    /// the batch id and entry index, whatever their verdict.
+    pub sample_rate: f64,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        Self { sample_rate: 0.1 }
+    }
 }
 
 impl Default for Policy {
@@ -42,6 +189,9 @@ impl Default for Policy {
             max_dimension: 16_384,
             max_pixels: 50_000_000,
             near_duplicate_distance: Some(crate::pdq::MATCH_DISTANCE),
+            quality: QualityPolicy::default(),
+            models: Vec::new(),
+            audit: AuditPolicy::default(),
         }
     }
 }
@@ -50,5 +200,10 @@ impl Policy {
     /// Whether `format` may be stored.
     pub fn allows(&self, format: Format) -> bool {
         self.allowed_formats.contains(&format)
+    }
+
+    /// Whether images need their pixels checked beyond decoding (quality or models).
+    pub fn has_checks(&self) -> bool {
+        self.quality.any() || !self.models.is_empty()
     }
 }

@@ -113,6 +113,18 @@ reasons! {
     TrailingData = "trailing_data", Rejected, "Remove what follows the image, or re-export it.";
     /// The full decode failed.
     DecodeError = "decode_error", Rejected, "Re-export the image with a standard tool.";
+    /// The image is blank or almost uniform (grey-level contrast below the policy's minimum).
+    Blank = "blank", Rejected, "Upload a picture with content; this one is (nearly) a single colour.";
+    /// The image is blurred (variance of the Laplacian below the policy's minimum).
+    Blurry = "blurry", Rejected, "Upload a sharper picture.";
+    /// Too many pixels are blown out to white.
+    Overexposed = "overexposed", Rejected, "Upload a correctly exposed picture.";
+    /// Too many pixels are crushed to black.
+    Underexposed = "underexposed", Rejected, "Upload a correctly exposed picture.";
+    /// A model of the policy scored one of its reject labels at or above the threshold.
+    ModelRejected = "model_rejected", Rejected, "The content is not allowed by the policy's models; the detail names the model, label, score and threshold.";
+    /// The policy has ML models and the image's colour space (CMYK) cannot be checked.
+    Uncheckable = "uncheckable", Rejected, "Convert the image to RGB (sRGB) so its content can be checked.";
     /// Processing the entry failed inside picsift; retrying may help.
     InternalError = "internal_error", Failed, "Upload the image again; report the batch id if it keeps failing.";
     /// The entry's chunk failed on every delivery and was dead-lettered.
@@ -143,6 +155,34 @@ pub struct Verdict {
     /// PDQ distance to the original, for near duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance: Option<u32>,
+    /// What the quality and ML checks measured (every score, whether the
+    /// entry passed or not); absent when the checks did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+}
+
+/// The measurements of the quality and ML checks for one image.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checks {
+    /// The quality measurements (`None` when the policy turns them off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+    /// Every model's score for every label: model name → label → score.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub scores: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f32>>,
+}
+
+/// Quality measurements, taken on a 256×256 grey thumbnail (0–255 scale).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// Standard deviation of the grey levels: near 0 for a blank image.
+    pub contrast: f32,
+    /// Variance of the Laplacian: low for a blurred image.
+    pub sharpness: f32,
+    /// Fraction of pixels at 250 or above.
+    pub overexposed: f32,
+    /// Fraction of pixels at 5 or below.
+    pub underexposed: f32,
 }
 
 impl Verdict {
@@ -156,6 +196,7 @@ impl Verdict {
             duplicate_of: None,
             duplicate_kind: None,
             distance: None,
+            checks: None,
         }
     }
 
@@ -169,6 +210,7 @@ impl Verdict {
             duplicate_of: Some(original),
             duplicate_kind: Some(DuplicateKind::Exact),
             distance: None,
+            checks: None,
         }
     }
 
@@ -184,6 +226,7 @@ impl Verdict {
             duplicate_of: Some(original),
             duplicate_kind: Some(DuplicateKind::Near),
             distance: Some(distance),
+            checks: None,
         }
     }
 
@@ -197,6 +240,7 @@ impl Verdict {
             duplicate_of: None,
             duplicate_kind: None,
             distance: None,
+            checks: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use kube::{CustomResource, KubeSchema};
 use picsift_core::format::Format;
-use picsift_core::policy::Policy;
+use picsift_core::policy::{AuditPolicy, ModelSpec, Policy, QualityPolicy};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,20 @@ pub struct ValidationPolicySpec {
     /// picsift's stored images).
     #[serde(default)]
     pub near_duplicates: NearDuplicates,
+    /// Quality checks on a 256×256 grey thumbnail: blank (minContrast),
+    /// blur (minSharpness), over- and under-exposure. An unset threshold
+    /// turns its check off; defaults: minContrast 2, maxOverexposed 0.9,
+    /// maxUnderexposed 0.9, blur off.
+    #[serde(default)]
+    pub quality: QualityPolicy,
+    /// TorchScript models every image must pass. Sources are `blob:KEY`
+    /// (an object in picsift's bucket) or a path inside the worker pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelSpec>,
+    /// The audit sample: the fraction of each batch's entries copied, with
+    /// their verdicts and scores, for review. Default 0.1.
+    #[serde(default)]
+    pub audit: AuditPolicy,
 }
 
 /// Near-duplicate matching: an image whose PDQ hash is within
@@ -155,6 +169,9 @@ impl ValidationPolicySpec {
                 .near_duplicates
                 .enabled
                 .then(|| self.near_duplicates.max_distance.clamp(0, 31) as u32),
+            quality: self.quality.clone(),
+            models: self.models.clone(),
+            audit: self.audit.clone(),
         }
     }
 }

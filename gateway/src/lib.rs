@@ -2,6 +2,7 @@
 //! image downloads. The same router serves the standalone server and the
 //! cluster gateway; only the backends behind [`AppState`] differ.
 
+mod audit;
 mod batches;
 mod images;
 mod problem;
@@ -61,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images/{id}", get(images::download))
         .route("/v1/images/{id}/metadata", get(images::metadata))
         .route("/v1/images/lookup", post(search::lookup))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/{batch}/{index}/content", get(audit::content))
         .route(
             "/v1/search/similar",
             post(search::similar).layer(DefaultBodyLimit::max(search_limit)),

@@ -3,6 +3,7 @@
 //! entry, claims, stores and commits, records verdicts, completes batches
 //! and delivers their webhooks.
 
+pub mod checks;
 mod notify;
 mod plan;
 mod process;
@@ -45,6 +46,8 @@ pub struct WorkerConfig {
     /// With no task for this long, the workers stop (a worker Job's pod
     /// exits and the pool scales down); `None`: run until stopped.
     pub idle_timeout: Option<std::time::Duration>,
+    /// The quality and ML checks' models and threads (one per process).
+    pub ml: Arc<picsift_ml::Runtime>,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +59,10 @@ impl Default for WorkerConfig {
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_deliveries: 5,
             idle_timeout: None,
+            ml: Arc::new(
+                picsift_ml::Runtime::new(picsift_ml::Options::default())
+                    .expect("the default ML options are valid"),
+            ),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Processing chunk tasks: one entry at a time through the pipeline, then
 //! claim, store, commit and record the verdict.
 
-use crate::{Backends, Result, WorkerConfig};
+use crate::{Backends, Result, WorkerConfig, checks};
 use picsift_core::archive::{self, EntryMeta};
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::chunk::ChunkTask;
@@ -24,6 +24,64 @@ struct Checked {
     index: u32,
     name: String,
     outcome: Result<Prepared, Rejection>,
+    /// The quality and ML checks under way, when the policy has any.
+    pending: Option<picsift_ml::Pending>,
+    /// The entry's bytes as uploaded, kept only for the audit sample.
+    audit: Option<Vec<u8>>,
+}
+
+impl Checked {
+    fn refused(index: u32, name: String, rejection: Rejection) -> Self {
+        Self {
+            index,
+            name,
+            outcome: Err(rejection),
+            pending: None,
+            audit: None,
+        }
+    }
+}
+
+/// What the pipeline's producers need besides the entries.
+#[derive(Clone)]
+struct Checking {
+    policy: Arc<picsift_core::policy::Policy>,
+    checker: Option<picsift_ml::Checker>,
+    batch_id: Arc<str>,
+}
+
+impl Checking {
+    fn audited(&self, index: u32) -> bool {
+        checks::audited(&self.batch_id, index, self.policy.audit.sample_rate)
+    }
+
+    /// The pure pipeline on one entry's bytes, then its checks queued.
+    fn run(&self, index: u32, name: String, bytes: Vec<u8>) -> Checked {
+        let audit = self.audited(index).then(|| bytes.clone());
+        let (outcome, pending) = match pipeline::prepare_with_pixels(&bytes, &self.policy) {
+            Err(r) => (Err(r), None),
+            Ok((p, pixels)) => match (&self.checker, pixels) {
+                (Some(c), Some(rgb)) => (Ok(p), Some(c.submit(c.inputs(&rgb)))),
+                // Quality alone is a courtesy; models are a gate that an
+                // image without RGB pixels must not slip past.
+                (Some(c), None) if c.has_models() => (
+                    Err(Rejection::new(
+                        Reason::Uncheckable,
+                        "the image is CMYK; the policy's models need RGB pixels",
+                    )),
+                    None,
+                ),
+                _ => (Ok(p), None),
+            },
+        };
+        Checked {
+            index,
+            name,
+            outcome,
+            pending,
+            audit,
+        }
+    }
 }
 
 /// Processes one chunk. Entries that already have a verdict are skipped,
@@ -54,9 +112,21 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
     if !todo.is_empty() {
         let policy = task.policy.clone().unwrap_or_else(|| cfg.policy.clone());
         let near = policy.near_duplicate_distance;
-        // The pure pipeline runs on a blocking thread, one entry ahead of
-        // the async side (channel of one: at most two entries in memory).
-        let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(1);
+        let checker = checks::checker(b, &cfg.ml, &policy).await?;
+        // The pure pipeline runs on a blocking thread, ahead of the async
+        // side: one entry without checks (at most two in memory), a batch's
+        // worth with them, so the models see full batches.
+        let depth = if checker.is_some() {
+            cfg.ml.batch_size().clamp(1, 32)
+        } else {
+            1
+        };
+        let checking = Checking {
+            policy: Arc::new(policy),
+            checker,
+            batch_id: batch.id.as_str().into(),
+        };
+        let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(depth);
         let producer = if is_prefix(&batch.staged_key) {
             let names = entry_names(b, &batch.id, first, last).await?;
             tokio::spawn(check_objects(
@@ -64,7 +134,7 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
                 batch.staged_key.clone(),
                 names,
                 todo,
-                policy,
+                checking.clone(),
                 tx,
             ))
         } else {
@@ -84,14 +154,29 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
                 len,
                 tokio::runtime::Handle::current(),
             );
-            tokio::task::spawn_blocking(move || check_entries(reader, &todo, &policy, &tx))
+            let checking = checking.clone();
+            tokio::task::spawn_blocking(move || check_entries(reader, &todo, &checking, &tx))
         };
         while let Some(checked) = rx.recv().await {
             let checked = checked.map_err(|f| {
                 picsift_core::Error::Backend(format!("reading the batch's source failed: {f}"))
             })?;
+            let checks = match checked.pending {
+                Some(pending) => Some(pending.wait().await.map_err(|e| {
+                    picsift_core::Error::Backend(format!(
+                        "the quality and ML checks failed to run: {e}"
+                    ))
+                })?),
+                None => None,
+            };
             let verdict = match checked.outcome {
                 Err(rejection) => rejection.into(),
+                Ok(_) if checks.as_ref().is_some_and(|c| c.rejection.is_some()) => {
+                    let outcome = checks.expect("checked above");
+                    let mut verdict: Verdict = outcome.rejection.expect("checked above").into();
+                    verdict.checks = Some(outcome.checks);
+                    verdict
+                }
                 Ok(prepared) => {
                     let source = prepared.source_sha256.clone();
                     let entry = (batch.id.as_str(), checked.index, checked.name.as_str());
@@ -105,9 +190,25 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
                     if let Some(image) = verdict.image_id.as_ref().or(dup_of) {
                         b.catalog.record_original(&source, image).await?;
                     }
-                    verdict
+                    Verdict {
+                        checks: checks.map(|c| c.checks),
+                        ..verdict
+                    }
                 }
             };
+            // Before the verdict: a chunk retried after a crash here
+            // writes the same copy again.
+            if checking.audited(checked.index) {
+                checks::write_audit(
+                    b,
+                    &batch.id,
+                    checked.index,
+                    &checked.name,
+                    &verdict,
+                    checked.audit,
+                )
+                .await;
+            }
             b.catalog
                 .record_verdict(&batch.id, checked.index, &verdict, now_ms())
                 .await?;
@@ -158,58 +259,50 @@ async fn check_objects(
     prefix: String,
     names: std::collections::HashMap<u32, String>,
     todo: Vec<u32>,
-    policy: picsift_core::policy::Policy,
+    checking: Checking,
     tx: mpsc::Sender<Result<Checked, String>>,
 ) {
-    let policy = Arc::new(policy);
     for index in todo {
         let name = names.get(&index).cloned().unwrap_or_default();
         let key = format!("{prefix}{name}");
-        let limit = policy.max_entry_bytes;
-        let outcome = match b.blobs.get_range(&key, 0..limit.saturating_add(1)).await {
-            Err(picsift_core::Error::NotFound(_)) => Err(Rejection::new(
-                Reason::StorageError,
-                format!("{key} was deleted before it was checked"),
-            )),
+        let limit = checking.policy.max_entry_bytes;
+        let checked = match b.blobs.get_range(&key, 0..limit.saturating_add(1)).await {
+            Err(picsift_core::Error::NotFound(_)) => Checked::refused(
+                index,
+                name,
+                Rejection::new(
+                    Reason::StorageError,
+                    format!("{key} was deleted before it was checked"),
+                ),
+            ),
             Err(e) => {
                 let _ = tx.send(Err(e.to_string())).await;
                 return;
             }
-            Ok(bytes) if bytes.len() as u64 > limit => Err(Rejection::new(
-                Reason::EntryTooLarge,
-                format!(
-                    "{key} is larger than {limit} bytes (ValidationPolicy.limits.maxEntryBytes)"
-                ),
-            )),
-            Ok(bytes) => {
-                let policy = policy.clone();
-                tokio::task::spawn_blocking(move || {
-                    catch_unwind(AssertUnwindSafe(|| pipeline::prepare(&bytes, &policy)))
-                        .unwrap_or_else(|_| {
-                            Err(Rejection::new(
-                                Reason::InternalError,
-                                "processing this entry crashed; the rest of the batch goes on",
-                            ))
-                        })
-                })
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Rejection::new(
-                        Reason::InternalError,
-                        "processing this entry failed",
-                    ))
-                })
-            }
-        };
-        if tx
-            .send(Ok(Checked {
+            Ok(bytes) if bytes.len() as u64 > limit => Checked::refused(
                 index,
                 name,
-                outcome,
-            }))
-            .await
-            .is_err()
-        {
+                Rejection::new(
+                    Reason::EntryTooLarge,
+                    format!(
+                        "{key} is larger than {limit} bytes (ValidationPolicy.limits.maxEntryBytes)"
+                    ),
+                ),
+            ),
+            Ok(bytes) => {
+                let checking = checking.clone();
+                let named = name.clone();
+                tokio::task::spawn_blocking(move || {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        checking.run(index, named.clone(), bytes.to_vec())
+                    }))
+                    .unwrap_or_else(|_| crashed(index, named))
+                })
+                .await
+                .unwrap_or_else(|_| crashed(index, name))
+            }
+        };
+        if tx.send(Ok(checked)).await.is_err() {
             return;
         }
     }
@@ -222,7 +315,7 @@ async fn check_objects(
 fn check_entries(
     reader: BlobReader,
     todo: &[u32],
-    policy: &picsift_core::policy::Policy,
+    checking: &Checking,
     tx: &mpsc::Sender<Result<Checked, String>>,
 ) {
     let failure = reader.failure();
@@ -239,16 +332,13 @@ fn check_entries(
     };
     for &index in todo {
         let checked = match archive.as_mut() {
-            None => Checked {
+            None => Checked::refused(
                 index,
-                name: String::new(),
-                outcome: Err(Rejection::new(
-                    Reason::InternalError,
-                    "the staged archive cannot be read",
-                )),
-            },
+                String::new(),
+                Rejection::new(Reason::InternalError, "the staged archive cannot be read"),
+            ),
             Some(a) => {
-                let run = catch_unwind(AssertUnwindSafe(|| check_one(a, index, policy)));
+                let run = catch_unwind(AssertUnwindSafe(|| check_one(a, index, checking)));
                 run.unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
@@ -256,14 +346,7 @@ fn check_entries(
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     tracing::error!(index, panic = what, "pipeline panicked on an entry");
-                    Checked {
-                        index,
-                        name: String::new(),
-                        outcome: Err(Rejection::new(
-                            Reason::InternalError,
-                            "processing this entry crashed; the rest of the batch goes on",
-                        )),
-                    }
+                    crashed(index, String::new())
                 })
             }
         };
@@ -277,31 +360,39 @@ fn check_entries(
     }
 }
 
+/// The verdict of an entry whose processing panicked.
+fn crashed(index: u32, name: String) -> Checked {
+    Checked::refused(
+        index,
+        name,
+        Rejection::new(
+            Reason::InternalError,
+            "processing this entry crashed; the rest of the batch goes on",
+        ),
+    )
+}
+
 fn check_one<R: std::io::Read + std::io::Seek>(
     a: &mut ZipArchive<R>,
     index: u32,
-    policy: &picsift_core::policy::Policy,
+    checking: &Checking,
 ) -> Checked {
     let meta = match EntryMeta::read(a, index as usize) {
         Ok(m) => m,
         Err(e) => {
-            return Checked {
+            return Checked::refused(
                 index,
-                name: String::new(),
-                outcome: Err(Rejection::new(
-                    Reason::DecodeError,
-                    format!("entry header unreadable: {e}"),
-                )),
-            };
+                String::new(),
+                Rejection::new(Reason::DecodeError, format!("entry header unreadable: {e}")),
+            );
         }
     };
-    let outcome = archive::check_entry(&meta, policy)
+    let policy = &checking.policy;
+    match archive::check_entry(&meta, policy)
         .and_then(|()| archive::read_entry(a, index as usize, &meta, policy))
-        .and_then(|bytes| pipeline::prepare(&bytes, policy));
-    Checked {
-        index,
-        name: meta.name,
-        outcome,
+    {
+        Ok(bytes) => checking.run(index, meta.name, bytes),
+        Err(r) => Checked::refused(index, meta.name, r),
     }
 }
 

@@ -12,9 +12,9 @@
 
 use crate::Result;
 use crate::catalog_rows::{
-    Arg, IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
-    image_search_sql, index_from_row, matchable_hash, mih_keys, pending_from_row, rank_similar,
-    report_entry_from_row,
+    Arg, IMAGE_COLUMNS, batch_from_row, checks_json, counts_from_rows, duplicate_kind_code,
+    image_from_row, image_search_sql, index_from_row, matchable_hash, mih_keys, pending_from_row,
+    rank_similar, report_entry_from_row,
 };
 use crate::model::{
     BatchRecord, Counts, EntryPlan, ImageCursor, ImageFilter, ImageRecord, ImageSort, Phase,
@@ -202,7 +202,7 @@ impl Catalog for PgCatalog {
         // A concurrent writer of the same entry blocks on its row lock and
         // then re-checks `verdict IS NULL` on the committed row: one wins.
         let done = sqlx::query(
-            "UPDATE entries SET verdict = $1, reason = $2, detail = $3, image_id = $4, duplicate_of = $5, duplicate_kind = $6, decided_at = $7, distance = $10
+            "UPDATE entries SET verdict = $1, reason = $2, detail = $3, image_id = $4, duplicate_of = $5, duplicate_kind = $6, decided_at = $7, distance = $10, checks = $11
              WHERE batch_id = $8 AND idx = $9 AND verdict IS NULL",
         )
         .bind(v.kind.as_str())
@@ -215,6 +215,7 @@ impl Catalog for PgCatalog {
         .bind(id)
         .bind(i64::from(index))
         .bind(v.distance.map(i64::from))
+        .bind(checks_json(v))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -347,7 +347,7 @@ pub struct RedisQueue {
 /// What one read of the stream found.
 enum Read {
     /// A task to hand out.
-    Lease(Lease),
+    Lease(Box<Lease>),
     /// An entry that is not a task; it was dead-lettered. Look again.
     Skipped,
     /// Nothing.
@@ -529,11 +529,11 @@ impl RedisQueue {
     /// instead, so it cannot come back after every visibility timeout.
     async fn lease(&self, id: String, task: &str, deliveries: u32) -> Result<Read> {
         match parse_task(task) {
-            Ok(task) => Ok(Read::Lease(Lease {
+            Ok(task) => Ok(Read::Lease(Box::new(Lease {
                 task,
                 receipt: id,
                 deliveries,
-            })),
+            }))),
             Err(e) => {
                 tracing::warn!(entry = %id, error = %e, "dead-lettering an unreadable queue entry");
                 self.bury(&id, task, &format!("unreadable task: {e}"), deliveries)
@@ -597,12 +597,12 @@ impl WorkQueue for RedisQueue {
         loop {
             // Redelivery first: a task whose worker died has waited longest.
             match self.reclaim().await? {
-                Read::Lease(lease) => return Ok(Some(lease)),
+                Read::Lease(lease) => return Ok(Some(*lease)),
                 Read::Skipped => continue,
                 Read::Empty => {}
             }
             match self.read_new(deadline).await? {
-                Read::Lease(lease) => return Ok(Some(lease)),
+                Read::Lease(lease) => return Ok(Some(*lease)),
                 Read::Skipped => continue,
                 Read::Empty => return Ok(None),
             }

@@ -2,9 +2,9 @@
 
 use crate::Result;
 use crate::catalog_rows::{
-    Arg, IMAGE_COLUMNS, batch_from_row, counts_from_rows, duplicate_kind_code, image_from_row,
-    image_search_sql, index_from_row, matchable_hash, mih_keys, pending_from_row, rank_similar,
-    report_entry_from_row,
+    Arg, IMAGE_COLUMNS, batch_from_row, checks_json, counts_from_rows, duplicate_kind_code,
+    image_from_row, image_search_sql, index_from_row, matchable_hash, mih_keys, pending_from_row,
+    rank_similar, report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
 use crate::model::{
@@ -172,7 +172,7 @@ impl Catalog for SqliteCatalog {
 
     async fn record_verdict(&self, id: &str, index: u32, v: &Verdict, now: Millis) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE entries SET verdict = ?, reason = ?, detail = ?, image_id = ?, duplicate_of = ?, duplicate_kind = ?, decided_at = ?, distance = ?
+            "UPDATE entries SET verdict = ?, reason = ?, detail = ?, image_id = ?, duplicate_of = ?, duplicate_kind = ?, decided_at = ?, distance = ?, checks = ?
              WHERE batch_id = ? AND idx = ? AND verdict IS NULL",
         )
         .bind(v.kind.as_str())
@@ -183,6 +183,7 @@ impl Catalog for SqliteCatalog {
         .bind(v.duplicate_kind.map(duplicate_kind_code))
         .bind(now)
         .bind(v.distance.map(i64::from))
+        .bind(checks_json(v))
         .bind(id)
         .bind(i64::from(index))
         .execute(&self.pool)
