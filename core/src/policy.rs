@@ -42,12 +42,16 @@ pub struct Policy {
 #[serde(rename_all = "camelCase", default)]
 pub struct QualityPolicy {
     /// Reject as `blank` below this standard deviation of grey levels.
+    #[serde(alias = "min_contrast")]
     pub min_contrast: Option<f32>,
     /// Reject as `blurry` below this variance of the Laplacian.
+    #[serde(alias = "min_sharpness")]
     pub min_sharpness: Option<f32>,
     /// Reject as `overexposed` when more than this fraction of pixels is at 250 or above.
+    #[serde(alias = "max_overexposed")]
     pub max_overexposed: Option<f32>,
     /// Reject as `underexposed` when more than this fraction of pixels is at 5 or below.
+    #[serde(alias = "max_underexposed")]
     pub max_underexposed: Option<f32>,
 }
 
@@ -115,7 +119,11 @@ pub struct ModelSpec {
     pub reject: Vec<RejectRule>,
     /// The only batch size the model runs at (a trace that fixed it);
     /// smaller batches are padded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "fixed_batch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fixed_batch: Option<usize>,
 }
 
@@ -159,6 +167,7 @@ pub struct RejectRule {
     /// One of the model's labels.
     pub label: String,
     /// The threshold, 0–1.
+    #[serde(alias = "at_least")]
     pub at_least: f32,
 }
 
@@ -168,6 +177,7 @@ pub struct RejectRule {
 pub struct AuditPolicy {
     /// Fraction of each batch's entries (0–1), picked deterministically from
     /// the batch id and entry index, whatever their verdict.
+    #[serde(alias = "sample_rate")]
     pub sample_rate: f64,
 }
 

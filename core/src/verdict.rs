@@ -169,20 +169,20 @@ pub struct Checks {
     pub quality: Option<Quality>,
     /// Every model's score for every label: model name → label → score.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub scores: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f32>>,
+    pub scores: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
 }
 
 /// Quality measurements, taken on a 256×256 grey thumbnail (0–255 scale).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
     /// Standard deviation of the grey levels: near 0 for a blank image.
-    pub contrast: f32,
+    pub contrast: f64,
     /// Variance of the Laplacian: low for a blurred image.
-    pub sharpness: f32,
+    pub sharpness: f64,
     /// Fraction of pixels at 250 or above.
-    pub overexposed: f32,
+    pub overexposed: f64,
     /// Fraction of pixels at 5 or below.
-    pub underexposed: f32,
+    pub underexposed: f64,
 }
 
 impl Verdict {

@@ -64,7 +64,7 @@ fn grey(img: &RgbImage) -> Vec<f32> {
 }
 
 /// The spec's input: fitted, channels first, `(pixel / 255 - mean) / std`.
-pub(crate) fn model_input(src: &RgbImage, spec: &ModelSpec) -> Vec<f32> {
+pub fn model_input(src: &RgbImage, spec: &ModelSpec) -> Vec<f32> {
     let (w, h) = (spec.width, spec.height);
     let fitted = match spec.fit {
         Fit::Stretch => resize(src, w, h),

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use input::Inputs;
+pub use input::{Inputs, model_input};
 
 /// A model or policy that cannot be used: found when the worker starts (or
 /// first sees the policy), never reported as a per-image failure.
@@ -213,6 +213,11 @@ impl Runtime {
     }
 }
 
+/// Limits libtorch's CPU threads for this process (benchmarks measure per core).
+pub fn set_cpu_threads(n: i32) {
+    tch::set_num_threads(n);
+}
+
 /// Reads a model's TorchScript file when its source is a path. `blob:`
 /// sources are the caller's to fetch (they need the blob store).
 pub fn read_model_file(spec: &ModelSpec) -> Result<Vec<u8>, ConfigError> {
@@ -387,6 +392,12 @@ impl Pending {
     }
 }
 
+/// Scores and measurements keep six decimals: more than f32 carries
+/// meaningfully, and the same JSON whichever way a verdict is read back.
+fn round(v: f32) -> f64 {
+    (f64::from(v) * 1e6).round() / 1e6
+}
+
 fn judge(
     policy: &QualityPolicy,
     quality: Option<Vec<f32>>,
@@ -396,11 +407,16 @@ fn judge(
     let mut rejection = quality.and_then(|q| quality::judge(policy, &q));
     let mut scores = BTreeMap::new();
     for (spec, values) in models {
-        let labelled: BTreeMap<String, f32> = spec.labels.iter().cloned().zip(values).collect();
+        let labelled: BTreeMap<String, f64> = spec
+            .labels
+            .iter()
+            .cloned()
+            .zip(values.into_iter().map(round))
+            .collect();
         if rejection.is_none() {
             rejection = spec.reject.iter().find_map(|rule| {
                 let score = labelled.get(&rule.label).copied()?;
-                (score >= rule.at_least).then(|| {
+                (score >= f64::from(rule.at_least)).then(|| {
                     Rejection::new(
                         Reason::ModelRejected,
                         format!(

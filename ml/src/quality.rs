@@ -52,10 +52,10 @@ pub(crate) struct Measured(pub(crate) Quality);
 impl Measured {
     pub(crate) fn from_vec(v: &[f32]) -> Self {
         Self(Quality {
-            contrast: v[0],
-            sharpness: v[1],
-            overexposed: v[2],
-            underexposed: v[3],
+            contrast: crate::round(v[0]),
+            sharpness: crate::round(v[1]),
+            overexposed: crate::round(v[2]),
+            underexposed: crate::round(v[3]),
         })
     }
 }
@@ -65,7 +65,7 @@ impl Measured {
 /// is the useful one).
 pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
     if let Some(min) = policy.min_contrast
-        && q.contrast < min
+        && q.contrast < f64::from(min)
     {
         return Some(Rejection::new(
             Reason::Blank,
@@ -76,7 +76,7 @@ pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
         ));
     }
     if let Some(max) = policy.max_underexposed
-        && q.underexposed > max
+        && q.underexposed > f64::from(max)
     {
         return Some(Rejection::new(
             Reason::Underexposed,
@@ -88,7 +88,7 @@ pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
         ));
     }
     if let Some(max) = policy.max_overexposed
-        && q.overexposed > max
+        && q.overexposed > f64::from(max)
     {
         return Some(Rejection::new(
             Reason::Overexposed,
@@ -100,7 +100,7 @@ pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
         ));
     }
     if let Some(min) = policy.min_sharpness
-        && q.sharpness < min
+        && q.sharpness < f64::from(min)
     {
         return Some(Rejection::new(
             Reason::Blurry,

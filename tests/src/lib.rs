@@ -7,6 +7,7 @@ use std::io::{Cursor, Write};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
+pub mod ml;
 pub mod services;
 
 /// SplitMix64: a tiny deterministic generator, enough for fixtures.
