@@ -183,6 +183,20 @@ def test_chart_custom_resources_match_the_generated_crds(scenario):
     assert len(checked) == 2
 
 
+def test_nudenet_policy_renders_a_model_the_crd_accepts():
+    crds = require_crds()
+    values = {"validationPolicy": {"nudenet": {"enabled": True, "threshold": 0.7},
+                                   "quality": {"minSharpness": 40, "maxOverexposed": None}}}
+    policy = render(values).one("ValidationPolicy", "default", NAMESPACE)
+    validate_custom_resource(policy, crds, "validationpolicy.yaml")
+    (model,) = policy["spec"]["models"]
+    assert model["name"] == "nudenet" and model["source"] == "blob:models/nudenet-320n.pt"
+    assert len(model["labels"]) == 18 and model["fit"] == "pad"
+    assert {r["label"] for r in model["reject"]} >= {"FEMALE_BREAST_EXPOSED", "MALE_GENITALIA_EXPOSED"}
+    assert all(r["atLeast"] == 0.7 for r in model["reject"])
+    assert policy["spec"]["quality"]["minSharpness"] == 40
+
+
 def test_crd_examples_match_the_generated_crds():
     crds = require_crds()
     files = sorted(EXAMPLES_DIR.glob("*.yaml")) + sorted(EXAMPLES_DIR.glob("*.yml"))
@@ -412,7 +426,7 @@ def test_default_worker_pool_and_validation_policy():
         assert absent not in pool["spec"], absent
     policy = rendered.one("ValidationPolicy", "default", NAMESPACE)
     assert policy["apiVersion"] == f"{GROUP}/v1alpha1"
-    assert policy["spec"] == {"formats": ["jpeg"]}
+    assert policy["spec"] == {"formats": ["jpeg"], "audit": {"sampleRate": 0.1}}
     assert "gpu" not in render(CPU_ONLY).one("WorkerPool", FULLNAME)["spec"]
     assert not render({"workerPool": {"enabled": False}}).of_kind("WorkerPool")
     assert not render({"validationPolicy": {"enabled": False}}).of_kind("ValidationPolicy")

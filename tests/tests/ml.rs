@@ -190,7 +190,7 @@ fn the_demo_classifiers_decide_images_they_were_not_trained_on() {
     );
     // Real photos (never seen in training) pass both.
     let photos = labelme_photos();
-    assert!(photos.len() >= 10);
+    assert!(photos.len() >= 5);
     let mut passed = 0;
     for path in &photos {
         let out = c.check_blocking(&decode(path)).unwrap();
