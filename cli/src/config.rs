@@ -507,6 +507,38 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_policy_file_parses_with_model_paths_from_its_folder() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml");
+        let p = policy_file(&path).unwrap();
+        let names: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["pattern", "watermark", "nudenet"]);
+        assert!(
+            p.models[0]
+                .source
+                .ends_with("policies/../models/pattern.pt")
+        );
+        assert_eq!(p.models[2].labels.len(), 18);
+        assert_eq!(p.models[2].fixed_batch, Some(1));
+        assert_eq!(p.models[2].reject[0].at_least, 0.6);
+        assert_eq!(p.quality.min_sharpness, Some(20.0));
+        assert_eq!(p.audit.sample_rate, 0.1);
+        // A threshold of 0 (a minimum) or 1 (a maximum) turns a check off.
+        let dir = std::env::temp_dir().join(format!("picsift-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let off = dir.join("off.toml");
+        std::fs::write(&off, "[quality]\nmin_contrast = 0\nmax_overexposed = 1.0\n").unwrap();
+        let p = policy_file(&off).unwrap();
+        assert_eq!(
+            (p.quality.min_contrast, p.quality.max_overexposed),
+            (None, None)
+        );
+        assert_eq!(p.quality.max_underexposed, Some(0.9));
+        std::fs::write(&off, "[quality]\nmin_contrast = \"high\"\n").unwrap();
+        assert!(policy_file(&off).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn every_key_is_documented() {
         let doc = include_str!("../../docs/configuration.md");
         let defaults = toml::Table::try_from(Config::default()).unwrap();
