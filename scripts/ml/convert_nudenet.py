@@ -7,7 +7,11 @@ itself feeds it) and returns, for each of NudeNet's 18 labels in its own
 order, the highest class score over all anchors: [B, 18], probabilities.
 Boxes are dropped: picsift asks "does this label appear", not "where".
 
-Usage: convert_nudenet.py --out FILE [--batch N]
+Usage: convert_nudenet.py --out FILE [--batch N] [--device cuda]
+
+Trace on the device the worker will run it on: a trace records the device
+of the tensors the model creates, so a CPU trace fails on a GPU (seen on an
+H200) — which the worker reports at start, as a configuration error.
 Writes FILE and FILE.json (the model's declaration for a policy).
 """
 import argparse
@@ -55,21 +59,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where the model will run")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
     onnx_path = PACKAGE / "320n.onnx"
     names = labels()
-    detector = convert(onnx.load(str(onnx_path))).eval()
+    device = torch.device(args.device)
+    detector = convert(onnx.load(str(onnx_path))).eval().to(device)
     model = MaxScore(detector, len(names)).eval()
-    example = torch.rand(args.batch, 3, SIDE, SIDE)
+    example = torch.rand(args.batch, 3, SIDE, SIDE, device=device)
     with torch.no_grad():
         raw = detector(example)
         assert raw.shape[1] == 4 + len(names), f"unexpected YOLO output {tuple(raw.shape)}"
         traced = torch.jit.trace(model, example, check_trace=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     traced.save(str(args.out))
-    loaded = torch.jit.load(str(args.out))
+    loaded = torch.jit.load(str(args.out), map_location=device)
 
     # Does the trace fix the batch size? (ONNX reshapes often bake it in.)
     flexible = True
@@ -101,7 +107,7 @@ def main():
         "fit": "pad",
         "output": "probabilities",
         "labels": names,
-        "origin": "nudenet 320n.onnx (MIT licence), converted with onnx2torch",
+        "origin": f"nudenet 320n.onnx (MIT licence), converted with onnx2torch, traced on {args.device}",
     }
     if not flexible:
         meta["fixedBatch"] = args.batch
