@@ -32,9 +32,11 @@ if [[ ! -f $CACHE/demo-models.json ]]; then
     python "$REPO/scripts/ml/demo_models.py" --out "$CACHE/demo.tmp" --corpus "$REPO/../shared/corpus/pdq"
     mv "$CACHE/demo.tmp"/* "$CACHE/" && rmdir "$CACHE/demo.tmp"
 fi
-if [[ ! -f $CACHE/nudenet.pt.json ]]; then
-    echo "models: converting NudeNet 320n to TorchScript (once)" >&2
-    python "$REPO/scripts/ml/convert_nudenet.py" --out "$CACHE/nudenet.pt.tmp" 2>/dev/null
+# Traced where it will run: a CPU trace does not run on a GPU.
+DEVICE=$(python -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null)
+if ! grep -q "traced on $DEVICE" "$CACHE/nudenet.pt.json" 2>/dev/null; then
+    echo "models: converting NudeNet 320n to TorchScript on $DEVICE (once)" >&2
+    python "$REPO/scripts/ml/convert_nudenet.py" --out "$CACHE/nudenet.pt.tmp" --device "$DEVICE" 2>/dev/null
     mv "$CACHE/nudenet.pt.tmp" "$CACHE/nudenet.pt"
     sed 's/"nudenet.pt.tmp"/"nudenet.pt"/' "$CACHE/nudenet.pt.tmp.json" > "$CACHE/nudenet.pt.json"
     rm "$CACHE/nudenet.pt.tmp.json"

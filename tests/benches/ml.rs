@@ -20,6 +20,8 @@ use picsift_tests::ml::demo_model;
 use picsift_tests::{encode_jpeg, photo};
 use std::time::{Duration, Instant};
 
+const ROUNDS: usize = 3;
+
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -100,11 +102,13 @@ fn main() -> anyhow::Result<()> {
     baseline(&jpegs[..2.min(n)], &plain);
 
     println!("## Pipeline images/s, one core ({n} images, 1600x1200)\n");
+    println!(
+        "Best of {ROUNDS} rounds, each round timing the pipeline without ML and then each device in turn (this machine is shared: alternating keeps the comparison fair).\n"
+    );
     println!("| pipeline | device:batch | images/s | vs without ML |");
     println!("|---|---|---|---|");
-    let base = rate(n, baseline(&jpegs, &plain));
-    println!("| decode + sanitise + PDQ (no ML) | — | {base:.1} | 1.00 |");
     let devices = std::env::var("PICSIFT_BENCH_DEVICES").unwrap_or_else(|_| "cpu:32".into());
+    let mut runtimes = Vec::new();
     for item in devices.split(',') {
         let (device, batch) = item.split_once(':').unwrap_or((item, "32"));
         let device: DeviceChoice = device.parse().map_err(anyhow::Error::msg)?;
@@ -117,18 +121,24 @@ fn main() -> anyhow::Result<()> {
             rt.load(m, picsift_ml::read_model_file(m)?)?;
         }
         with_checks(&jpegs[..4.min(n)], &checked, &rt); // warm-up
-        let r = rate(n, with_checks(&jpegs, &checked, &rt));
+        runtimes.push((rt, batch.to_string()));
+    }
+    let mut base = 0f64;
+    let mut best = vec![0f64; runtimes.len()];
+    for _ in 0..ROUNDS {
+        base = base.max(rate(n, baseline(&jpegs, &plain)));
+        for (b, (rt, _)) in best.iter_mut().zip(&runtimes) {
+            *b = b.max(rate(n, with_checks(&jpegs, &checked, rt)));
+        }
+    }
+    println!("| decode + sanitise + PDQ (no ML) | — | {base:.1} | 1.00 |");
+    for (r, (rt, batch)) in best.iter().zip(&runtimes) {
         println!(
             "| + resize + quality + 2 demo models | {}:{batch} | {r:.1} | {:.2} |",
             rt.device_name(),
             r / base
         );
     }
-    let again = rate(n, baseline(&jpegs, &plain));
-    println!(
-        "| decode + sanitise + PDQ (no ML), again | — | {again:.1} | {:.2} |",
-        again / base
-    );
 
     // PDQ alone, on decoded pixels.
     let pixels: Vec<RgbImage> = jpegs
