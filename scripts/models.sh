@@ -11,7 +11,7 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${1:-$REPO/models}
-TAG=v1
+TAG=v2
 # shellcheck source=scripts/torch-env.sh
 source "$REPO/scripts/torch-env.sh"
 CACHE=${PICSIFT_MODEL_CACHE:-$HOME/.cache/picsift/models/$TAG}
@@ -19,7 +19,9 @@ CACHE=${PICSIFT_MODEL_CACHE:-$HOME/.cache/picsift/models/$TAG}
 # Extra Python packages, into the torch virtualenv, only when missing.
 # nudenet comes without its dependencies (opencv, onnxruntime): only its
 # bundled ONNX file is used.
-python - <<'PY' || pip install -q --disable-pip-version-check numpy pillow onnx onnx2torch
+# torch is pinned on the same line: onnx2torch needs torchvision, and an
+# unpinned torchvision drags torch up to a version tch was not built for.
+python - <<'PY' || pip install -q --disable-pip-version-check numpy pillow onnx onnx2torch "torch==$TORCH_VERSION"
 import numpy, PIL, onnx, onnx2torch  # noqa: F401
 PY
 python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('nudenet') is None)" \

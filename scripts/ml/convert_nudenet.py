@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Converts NudeNet's bundled YOLOv8 detector (nudenet/320n.onnx, MIT licence)
+"""Converts NudeNet's bundled YOLOv8 detector (nudenet/320n.onnx; the nudenet
+package is MIT, the ONNX file's metadata says AGPL-3.0 from Ultralytics)
 into a TorchScript classifier picsift can load with tch.
 
 The wrapper takes [B, 3, 320, 320] RGB in 0..1 (letterboxed, as NudeNet
@@ -107,7 +108,7 @@ def main():
         "fit": "pad",
         "output": "probabilities",
         "labels": names,
-        "origin": f"nudenet 320n.onnx (MIT licence), converted with onnx2torch, traced on {args.device}",
+        "origin": f"nudenet 320n.onnx (package MIT; model metadata AGPL-3.0, Ultralytics), converted with onnx2torch, traced on {args.device}",
     }
     if not flexible:
         meta["fixedBatch"] = args.batch

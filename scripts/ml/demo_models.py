@@ -4,26 +4,27 @@ TorchScript.
 
 The models exist so that the ML stage of the pipeline has something real to
 run in tests, demos and CI without downloading weights: they are trained in
-seconds on CPU, from images this script draws itself, so every clone can
-rebuild byte-for-byte the same files from a seed.
+well under a minute on one CPU thread, from images this script draws itself,
+so every clone rebuilds the same weights from a seed.
 
 - pattern.pt   "is this a synthetic test pattern or a photo?"
                logits [B,2], labels ["photo", "pattern"], apply softmax.
 - watermark.pt "does this image carry a watermark-like overlay?"
                logits [B,1], label ["watermark"], apply sigmoid.
 
-Both take float32 [B,3,64,64] RGB, normalised as (pixel/255 - 0.5)/0.5; the
-whole image is resized to 64x64 (aspect not kept, bilinear), which is also
-how the real-photo checks below feed them.
+Both take float32 [B,3,64,64] RGB, normalised as (pixel/255 - 0.5)/0.5, any
+batch size; the whole image is resized to 64x64 (aspect not kept; area
+averaging when shrinking, as the worker does), which is also how the
+real-photo checks below feed them. DIR/demo-models.json declares both.
 
 Usage: demo_models.py --out DIR [--seed N] [--corpus DIR]
 """
 
 import argparse
 import colorsys
+import functools
 import io
 import json
-import functools
 import math
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ MEAN = [0.5, 0.5, 0.5]
 STD = [0.5, 0.5, 0.5]
 
 # Sized so that both models train in well under a minute on one CPU thread.
-# The watermark task is the harder one and gets more of the budget.
+# The pattern model gets more: it must hold up on real photos it never saw.
+# The watermark model is limited by what a CNN this small learns in seconds
+# (tripling its budget gained about three points).
 PATTERN_TRAIN, PATTERN_EPOCHS = 4000, 6
 WATERMARK_TRAIN, WATERMARK_EPOCHS = 2600, 5
 N_HELD_OUT = 1000
@@ -141,8 +144,8 @@ def stray_edges(rng, img):
 # ---------------------------------------------------------------------------
 # Photo-like images. No single generator looks like a photo; together they
 # cover what tells a photo from a pattern: irregular shapes, soft edges,
-# texture at every scale, uneven light and sensor noise. A few mimic photos
-# that look pattern-like (skies, zebra stripes, stairs, facades) so the model
+# texture at every scale, uneven light. A few mimic photos that look
+# pattern-like (skies, zebra stripes, stairs, facades) so that the model
 # cannot get away with "flat" or "striped" means pattern.
 
 
@@ -240,7 +243,6 @@ def photo_bands(rng, r):
     widths = np.geomspace(1.0, rng.uniform(0.3, 3.0), n) * rng.uniform(0.7, 1.3, n)
     edges = np.concatenate([[0], np.cumsum(widths)]) / widths.sum() * r
     base = natural_colour(rng)
-    img = np.zeros((r, r, 3), np.float32)
     tilt = rng.uniform(-0.15, 0.15)
     x, y = grid(r)
     yy = y + tilt * (x - r / 2) + rng.uniform(1, 4) * smooth_field(rng, r, 4)
@@ -323,8 +325,8 @@ def photo_like(rng, r, crops, generators=PHOTO_GENERATORS):
 
 
 def camera(rng, img):
-    """Uneven light, tone, downsampling, sensor noise and JPEG: the things no
-    drawn test pattern has. Returns a SIZE x SIZE PIL image."""
+    """Uneven light, tone, downsampling, sensor noise, clipping and JPEG, as
+    cameras and uploads leave them. Returns a SIZE x SIZE PIL image."""
     r = img.shape[0]
     x, y = grid(r)
     th = rng.uniform(0, 2 * np.pi)
@@ -370,9 +372,22 @@ BAR_COLOURS = np.array(
 
 
 def two_colours(rng):
-    if rng.uniform() < 0.4:
+    u = rng.uniform()
+    if u < 0.4:
         return np.array([255.0] * 3), np.array([0.0] * 3)
+    if u < 0.55:  # two greys
+        return np.full(3, rng.uniform(0, 100)), np.full(3, rng.uniform(140, 255))
     return vivid_colour(rng), (natural_colour(rng) if rng.uniform() < 0.5 else vivid_colour(rng))
+
+
+def pixel_size(rng, lo, hi):
+    """A cell or period size. Half the time a whole number of output pixels
+    (an even number at RENDER), as in a pattern drawn at its own resolution
+    and shrunk by a whole factor: then every edge stays perfectly sharp,
+    which looks different to the model from edges that fall between pixels."""
+    if rng.uniform() < 0.5:
+        return 2.0 * rng.integers(max(1, int(lo / 2)), int(hi / 2) + 1)
+    return rng.uniform(lo, hi)
 
 
 def pattern_bars(rng, r):
@@ -410,7 +425,7 @@ def rotated(rng, r, p):
 
 
 def pattern_checker(rng, r):
-    cell = rng.uniform(3, 32)
+    cell = pixel_size(rng, 3, 32)
     x, y = rotated(rng, r, 0.3)
     a, b = two_colours(rng)
     m = ((np.floor(x / cell) + np.floor(y / cell)) % 2)[..., None]
@@ -418,7 +433,7 @@ def pattern_checker(rng, r):
 
 
 def pattern_stripes(rng, r):
-    period = rng.uniform(5, 40)
+    period = pixel_size(rng, 5, 40)
     x, y = rotated(rng, r, 0.5)
     phase = (x / period) % 1.0
     a, b = two_colours(rng)
@@ -430,8 +445,8 @@ def pattern_stripes(rng, r):
 
 
 def pattern_grid(rng, r):
-    spacing = rng.uniform(6, 40)
-    width = rng.uniform(1, 4)
+    spacing = pixel_size(rng, 6, 40)
+    width = pixel_size(rng, 1, 4)
     x, y = rotated(rng, r, 0.15)
     off = rng.uniform(0, spacing, 2)
     m = (((x + off[0]) % spacing) < width) | (((y + off[1]) % spacing) < width)
@@ -489,7 +504,7 @@ def pattern_rings(rng, r):
 
 
 def pattern_dots(rng, r):
-    spacing = rng.uniform(6, 32)
+    spacing = pixel_size(rng, 6, 32)
     radius = spacing * rng.uniform(0.15, 0.45)
     x, y = grid(r)
     dx = (x % spacing) - spacing / 2
@@ -555,10 +570,9 @@ WORDS = ["SAMPLE", "PREVIEW", "WATERMARK", "STOCK", "DRAFT", "PROOF", "COPYRIGHT
 
 @functools.lru_cache(maxsize=None)
 def font(size):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only the small bitmap font
-        return ImageFont.load_default()
+    """Pillow's default font at `size` px (Pillow >= 10.1 bundles a scalable
+    one); cached because loading it decodes the font each time."""
+    return ImageFont.load_default(size=size)
 
 
 def random_text(rng):
@@ -823,8 +837,8 @@ def real_photos(corpus):
 
 
 def small(images):
-    """The worker's preprocessing: whole image to 64x64, bilinear."""
-    return to_tensor([im.resize((SIZE, SIZE), Image.BILINEAR) for im in images])
+    """The worker's preprocessing: whole image to 64x64, area averaging."""
+    return to_tensor([im.resize((SIZE, SIZE), Image.BOX) for im in images])
 
 
 def build_pattern(args, crops, photos):
