@@ -520,7 +520,7 @@ mod tests {
         assert_eq!(p.models[2].labels.len(), 18);
         assert_eq!(p.models[2].fixed_batch, Some(1));
         assert_eq!(p.models[2].reject[0].at_least, 0.6);
-        assert_eq!(p.quality.min_sharpness, Some(20.0));
+        assert_eq!(p.quality.min_sharpness, Some(5.0));
         assert_eq!(p.audit.sample_rate, 0.1);
         // A threshold of 0 (a minimum) or 1 (a maximum) turns a check off.
         let dir = std::env::temp_dir().join(format!("picsift-policy-{}", std::process::id()));
