@@ -58,6 +58,13 @@ pub enum DeviceChoice {
     Cuda,
 }
 
+impl DeviceChoice {
+    /// `PICSIFT_ML_DEVICE` when set (as `picsift serve` reads it), else auto.
+    pub fn from_env() -> Result<Self, String> {
+        std::env::var("PICSIFT_ML_DEVICE").map_or(Ok(Self::Auto), |v| v.parse())
+    }
+}
+
 impl std::str::FromStr for DeviceChoice {
     type Err = String;
 

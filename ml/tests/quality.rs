@@ -51,12 +51,8 @@ fn policy(quality: QualityPolicy) -> Policy {
 /// The device under test: `PICSIFT_ML_DEVICE` (scripts/gpu-check.sh sets
 /// `cuda`), else the GPU when there is one.
 fn runtime(batch: usize) -> Runtime {
-    let device = std::env::var("PICSIFT_ML_DEVICE")
-        .ok()
-        .map(|d| d.parse::<DeviceChoice>().unwrap())
-        .unwrap_or_default();
     Runtime::new(Options {
-        device,
+        device: DeviceChoice::from_env().unwrap(),
         batch_size: batch,
         ..Options::default()
     })

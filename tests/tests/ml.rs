@@ -15,12 +15,8 @@ use picsift_tests::{ZipBuilder, encode_jpeg, photo};
 
 /// `PICSIFT_ML_DEVICE` (the GPU check sets `cuda`), else auto.
 fn runtime(batch: usize) -> Runtime {
-    let device = std::env::var("PICSIFT_ML_DEVICE")
-        .ok()
-        .map(|d| d.parse::<DeviceChoice>().unwrap())
-        .unwrap_or_default();
     Runtime::new(Options {
-        device,
+        device: DeviceChoice::from_env().unwrap(),
         batch_size: batch,
         ..Options::default()
     })
@@ -49,6 +45,19 @@ fn checker(rt: &Runtime, models: Vec<ModelSpec>) -> picsift_ml::Checker {
 
 fn decode(path: &std::path::Path) -> RgbImage {
     image::open(path).unwrap().to_rgb8()
+}
+
+/// Checks the photo at `path`, which must pass; gives what was measured.
+fn passes(c: &picsift_ml::Checker, path: &std::path::Path) -> picsift_core::verdict::Checks {
+    let out = c.check_blocking(&decode(path)).unwrap();
+    assert_eq!(
+        out.rejection,
+        None,
+        "{}: {:?}",
+        path.display(),
+        out.checks.scores
+    );
+    out.checks
 }
 
 #[test]
@@ -185,14 +194,7 @@ fn the_demo_pattern_classifier_decides_images_it_was_not_trained_on() {
     let c = checker(&runtime(16), vec![demo_model("pattern", "pattern", 0.8)]);
     // Real photos (the training script never sees the labelme subset) pass.
     for path in &labelme_photos() {
-        let out = c.check_blocking(&decode(path)).unwrap();
-        assert_eq!(
-            out.rejection,
-            None,
-            "{}: {:?}",
-            path.display(),
-            out.checks.scores
-        );
+        passes(&c, path);
     }
     // Test patterns drawn here, not by the training script, are rejected.
     for img in [
@@ -225,15 +227,7 @@ fn nudenet_passes_ordinary_photos_and_rejects_by_a_harmless_rule() {
     let rt = runtime(4);
     let pass = checker(&rt, vec![nudenet(&EXPOSED, 0.6)]);
     for path in labelme_photos().iter().take(8) {
-        let out = pass.check_blocking(&decode(path)).unwrap();
-        assert_eq!(
-            out.rejection,
-            None,
-            "{}: {:?}",
-            path.display(),
-            out.checks.scores
-        );
-        assert_eq!(out.checks.scores["nudenet"].len(), 18);
+        assert_eq!(passes(&pass, path).scores["nudenet"].len(), 18);
     }
     // The reject path, without any nudity: a face label at threshold 0.
     let strict = checker(&rt, vec![nudenet(&["FACE_FEMALE"], 0.0)]);
