@@ -218,6 +218,7 @@ pub(crate) fn rank_similar(
 /// A bind value of a built query.
 pub(crate) enum Arg {
     Int(i64),
+    Float(f64),
     Text(String),
 }
 
@@ -264,6 +265,16 @@ pub(crate) fn image_search_sql(
         if let Some(v) = v {
             conds.push(format!("{col} {op} {}", ph(Arg::Int(v), &mut args)));
         }
+    }
+    if let Some(s) = &f.min_score {
+        let (m, l, v) = (
+            ph(Arg::Text(s.model.clone()), &mut args),
+            ph(Arg::Text(s.label.clone()), &mut args),
+            ph(Arg::Float(s.above), &mut args),
+        );
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM image_scores s WHERE s.image_id = images.id AND s.model = {m} AND s.label = {l} AND s.score > {v})"
+        ));
     }
     let (col, cmp, dir) = if sort.descending() {
         (sort.column(), "<", "DESC")

@@ -356,8 +356,11 @@ pub fn is_image_id(s: &str) -> bool {
 }
 
 /// Filters of an image search (`GET /v1/images`); unset fields match all.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImageFilter {
+    /// A model scored this label above a value (checked in the catalog's
+    /// `image_scores`, so [`Self::matches`] ignores it).
+    pub min_score: Option<ScoreFilter>,
     /// Stored by this batch.
     pub batch: Option<String>,
     /// Of this format.
@@ -374,6 +377,38 @@ pub struct ImageFilter {
     pub min_height: Option<u32>,
     /// At most this tall.
     pub max_height: Option<u32>,
+}
+
+/// "Model `model` scored `label` above `above`."
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreFilter {
+    /// The model's name in the policy.
+    pub model: String,
+    /// One of its labels.
+    pub label: String,
+    /// Exclusive lower bound.
+    pub above: f64,
+}
+
+impl std::str::FromStr for ScoreFilter {
+    type Err = String;
+
+    /// `MODEL:LABEL:VALUE`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("score={s:?}: give MODEL:LABEL:VALUE, for example nudenet:FACE_MALE:0.5");
+        let (rest, value) = s.rsplit_once(':').ok_or_else(bad)?;
+        let (model, label) = rest.split_once(':').ok_or_else(bad)?;
+        let above: f64 = value.parse().map_err(|_| bad())?;
+        if model.is_empty() || label.is_empty() || !above.is_finite() {
+            return Err(bad());
+        }
+        Ok(Self {
+            model: model.into(),
+            label: label.into(),
+            above,
+        })
+    }
 }
 
 impl ImageFilter {

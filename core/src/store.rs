@@ -126,6 +126,9 @@ pub trait Catalog: Send + Sync {
     ) -> Result<bool>;
     /// Records a stored image; a second insert of the same id changes nothing.
     async fn insert_image(&self, image: &ImageRecord) -> Result<()>;
+    /// Records a stored image's model scores (model → label → score), for
+    /// the search's score filter; scores already recorded stay.
+    async fn record_scores(&self, image_id: &str, scores: &crate::verdict::Scores) -> Result<()>;
     /// Records `image` unless a stored image other than itself is within
     /// `max_distance` of its PDQ hash, which is returned instead. The check
     /// and the insert are one serialized step, so of two near duplicates

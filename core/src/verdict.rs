@@ -169,8 +169,11 @@ pub struct Checks {
     pub quality: Option<Quality>,
     /// Every model's score for every label: model name → label → score.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub scores: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+    pub scores: Scores,
 }
+
+/// Model name → label → score (0–1).
+pub type Scores = std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>;
 
 /// Quality measurements, taken on a 256×256 grey thumbnail (0–255 scale).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

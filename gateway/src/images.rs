@@ -169,6 +169,8 @@ pub struct ListQuery {
     min_height: Option<u32>,
     /// Height at most.
     max_height: Option<u32>,
+    /// `MODEL:LABEL:VALUE`: the model scored the label above the value.
+    score: Option<String>,
     /// `-created` (default), `created`, `-size` or `size`.
     sort: Option<String>,
     /// The `next` cursor of the previous page.
@@ -188,6 +190,7 @@ impl ListQuery {
             && self.max_width.is_none()
             && self.min_height.is_none()
             && self.max_height.is_none()
+            && self.score.is_none()
             && self.sort.is_none()
     }
 
@@ -212,7 +215,13 @@ impl ListQuery {
                 })
             })
             .transpose()?;
+        let min_score = self
+            .score
+            .as_deref()
+            .map(|s| s.parse().map_err(Problem::bad_request))
+            .transpose()?;
         Ok(ImageFilter {
+            min_score,
             batch: self.batch.clone(),
             format,
             created_from: time("from", &self.from)?,

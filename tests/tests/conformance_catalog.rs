@@ -431,8 +431,26 @@ async fn image_search_filters_sorts_and_pages_like_the_model(c: Arc<dyn Catalog>
         img.size = u64::from(1000 + (i * 7919) % 5000);
         img.created_ms = T0 + i64::from(i / 2) * 1000; // ties in pairs
         c.insert_image(&img).await.unwrap();
+        // Model scores: "m" scores label "x" at i/40 (and "y" the rest).
+        let x = f64::from(i) / 40.0;
+        let scores = [(
+            "m".to_string(),
+            [("x".to_string(), x), ("y".to_string(), 1.0 - x)].into(),
+        )]
+        .into();
+        c.record_scores(&img.id, &scores).await.unwrap();
+        c.record_scores(&img.id, &scores).await.unwrap(); // again: no change
         all.push(img);
     }
+    let x_of = |i: &ImageRecord| {
+        let n = all.iter().position(|a| a.id == i.id).unwrap();
+        n as f64 / 40.0
+    };
+    let score = |label: &str, above: f64| picsift_core::model::ScoreFilter {
+        model: "m".into(),
+        label: label.into(),
+        above,
+    };
     let filters = [
         ImageFilter::default(),
         ImageFilter {
@@ -454,6 +472,22 @@ async fn image_search_filters_sorts_and_pages_like_the_model(c: Arc<dyn Catalog>
             min_width: Some(2000),
             ..ImageFilter::default()
         },
+        ImageFilter {
+            min_score: Some(score("x", 0.5)),
+            ..ImageFilter::default()
+        },
+        ImageFilter {
+            min_score: Some(score("y", 0.7)),
+            format: Some(Format::Jpeg),
+            ..ImageFilter::default()
+        },
+        ImageFilter {
+            min_score: Some(picsift_core::model::ScoreFilter {
+                model: "other".into(),
+                ..score("x", 0.0)
+            }),
+            ..ImageFilter::default()
+        },
     ];
     let sorts = [
         ImageSort::NewestFirst,
@@ -463,7 +497,16 @@ async fn image_search_filters_sorts_and_pages_like_the_model(c: Arc<dyn Catalog>
     ];
     for f in &filters {
         for sort in sorts {
-            let mut want: Vec<&ImageRecord> = all.iter().filter(|i| f.matches(i)).collect();
+            // The model: `matches`, and the scores recorded above.
+            let scored = |i: &ImageRecord| {
+                f.min_score.as_ref().is_none_or(|s| {
+                    let x = x_of(i);
+                    let v = if s.label == "x" { x } else { 1.0 - x };
+                    s.model == "m" && v > s.above
+                })
+            };
+            let mut want: Vec<&ImageRecord> =
+                all.iter().filter(|i| f.matches(i) && scored(i)).collect();
             want.sort_by(|a, b| {
                 let o = sort.key(a).cmp(&sort.key(b)).then_with(|| a.id.cmp(&b.id));
                 if sort.descending() { o.reverse() } else { o }

@@ -309,6 +309,26 @@ async fn the_cpu_path_end_to_end_through_the_http_api_with_the_audit_sample() {
     let images = server.get_json(&format!("/v1/images?batch={id}")).await;
     assert_eq!(images["images"].as_array().unwrap().len(), 1, "{images}");
 
+    // Search by score: the stored photo scored "photo" above 0.5, nothing
+    // stored scored "pattern" above 0.5.
+    let photo_id = ok["image_id"].as_str().unwrap();
+    let found = server.get_json("/v1/images?score=pattern:photo:0.5").await;
+    let ids: Vec<&str> = found["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [photo_id], "{found}");
+    let none = server
+        .get_json("/v1/images?score=pattern:pattern:0.5")
+        .await;
+    assert!(none["images"].as_array().unwrap().is_empty(), "{none}");
+    let r = reqwest::get(server.url("/v1/images?score=pattern:0.5"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
     // A sample rate of 1: every entry is in the audit area, with its
     // verdict and scores, and its bytes as uploaded.
     let audit = server.get_json(&format!("/v1/audit?batch={id}")).await;

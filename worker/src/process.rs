@@ -185,6 +185,13 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
                     // verdict is recorded: a retried chunk records it again).
                     // Near duplicates are left out: whether a file is one
                     // depends on the policy of the batch it comes in.
+                    // The stored image's scores, for search (before the
+                    // verdict, so a retried chunk records them again).
+                    if let (Some(image), Some(c)) = (&verdict.image_id, &checks)
+                        && !c.checks.scores.is_empty()
+                    {
+                        b.catalog.record_scores(image, &c.checks.scores).await?;
+                    }
                     let exact = verdict.duplicate_kind == Some(DuplicateKind::Exact);
                     let dup_of = verdict.duplicate_of.as_ref().filter(|_| exact);
                     if let Some(image) = verdict.image_id.as_ref().or(dup_of) {

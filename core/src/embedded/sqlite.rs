@@ -191,6 +191,26 @@ impl Catalog for SqliteCatalog {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn record_scores(&self, image_id: &str, scores: &crate::verdict::Scores) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (model, labels) in scores {
+            for (label, score) in labels {
+                sqlx::query(
+                    "INSERT INTO image_scores (image_id, model, label, score) VALUES (?, ?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(image_id)
+                .bind(model)
+                .bind(label)
+                .bind(score)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_image_on(&mut tx, i).await?;
@@ -285,6 +305,7 @@ impl Catalog for SqliteCatalog {
         for a in args {
             q = match a {
                 Arg::Int(v) => q.bind(v),
+                Arg::Float(v) => q.bind(v),
                 Arg::Text(t) => q.bind(t),
             };
         }
