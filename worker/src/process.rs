@@ -114,10 +114,12 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
         let near = policy.near_duplicate_distance;
         let checker = checks::checker(b, &cfg.ml, &policy).await?;
         // The pure pipeline runs on a blocking thread, ahead of the async
-        // side: one entry without checks (at most two in memory), a batch's
-        // worth with them, so the models see full batches.
+        // side: one entry without checks (at most two in memory), up to 8
+        // with them, so the model threads see batches (the chunks processed
+        // at once add theirs). Each holds its entry's bytes, so the depth
+        // is capped: 8 × `concurrency` entries in memory at most.
         let depth = if checker.is_some() {
-            cfg.ml.batch_size().clamp(1, 32)
+            cfg.ml.batch_size().clamp(1, 8)
         } else {
             1
         };
