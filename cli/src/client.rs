@@ -57,6 +57,27 @@ pub(crate) struct ServerArgs {
         value_name = "URL"
     )]
     pub(crate) server: Url,
+    /// API key (default: the key in DATA/admin.key, which `picsift serve`
+    /// creates on first start; DATA is PICSIFT_DATA or `.data`).
+    #[arg(
+        long,
+        env = "PICSIFT_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub(crate) api_key: Option<String>,
+}
+
+impl ServerArgs {
+    /// The API key: given, or the standalone server's admin key.
+    fn key(&self) -> Option<String> {
+        self.api_key.clone().or_else(|| {
+            let data = std::env::var_os("PICSIFT_DATA").unwrap_or_else(|| ".data".into());
+            let text =
+                std::fs::read_to_string(std::path::Path::new(&data).join("admin.key")).ok()?;
+            Some(text.trim().to_string())
+        })
+    }
 }
 
 /// Options of `picsift upload`.
@@ -108,7 +129,7 @@ pub struct ReportArgs {
 /// `picsift upload`: streams a zip file, or a folder zipped on the fly, to
 /// the server and prints the new batch id alone on stdout.
 pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
-    let api = Api::new(args.server.server)?;
+    let api = Api::new(&args.server)?;
     let path = args.path;
     let meta = tokio::fs::metadata(&path)
         .await
@@ -213,7 +234,7 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
 /// `picsift status`: prints a batch's status; with `--wait`, follows it to
 /// its final phase. Fails when the batch failed, so scripts can test it.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let api = Api::new(args.server.server)?;
+    let api = Api::new(&args.server)?;
     let id = batch_id(&args.id)?;
     let (status, raw) = if args.wait {
         wait_for_end(&api, id, Duration::from_millis(args.interval_ms)).await?
@@ -237,7 +258,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 /// `picsift report`: prints every entry's verdict as an aligned table, or
 /// as NDJSON with `--json`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let api = Api::new(args.server.server)?;
+    let api = Api::new(&args.server)?;
     let id = batch_id(&args.id)?;
     let url = api.url(&["v1", "batches", id, "report"])?;
     if args.json {
@@ -280,11 +301,20 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    pub(crate) fn new(base: Url) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+        let base = args.server.clone();
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             bail!("--server {base} is not an http(s) URL like http://127.0.0.1:8080");
         }
+        let mut headers = header::HeaderMap::new();
+        if let Some(key) = args.key() {
+            let mut value = header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("the API key has characters a header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
         let http = Client::builder()
+            .default_headers(headers)
             .user_agent(concat!("picsift/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
@@ -335,6 +365,12 @@ impl Api {
             bail!("batch {id} not found on the server at {}", self.base);
         }
         let body = response.text().await.unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "{}\n(give an API key with --api-key or PICSIFT_API_KEY; `picsift serve` writes its admin key to DATA/admin.key, and `picsift admin keys create` makes more)",
+                problem_message(status, &body)
+            );
+        }
         bail!("{}", problem_message(status, &body))
     }
 

@@ -126,6 +126,9 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
     let cfg = load(&args)?;
     let policy = cfg.policy()?;
     let b = backends(&cfg, &consumer_name()).await;
+    if let Ok(key) = std::env::var("PICSIFT_ADMIN_KEY") {
+        crate::admin::bootstrap_key(b.catalog.as_ref(), &key).await?;
+    }
     let scheduler: Arc<dyn Scheduler> = if cfg.kubernetes.enabled {
         let client = kube_client().await?;
         let ns = namespace(&cfg, &client);
@@ -144,6 +147,13 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
         scheduler,
         policy,
         queue: Some(b.queue.clone()),
+        limits: cfg.limits.tenant_limits(),
+        rate: Arc::new(
+            patiently("redis rate limiter", || {
+                picsift_core::cluster::RedisRateLimiter::connect(&cfg.redis.url, &cfg.redis.prefix)
+            })
+            .await,
+        ),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

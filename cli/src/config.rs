@@ -6,7 +6,7 @@
 use anyhow::Context;
 use picsift_core::cluster::S3Config;
 use picsift_core::format::Format;
-use picsift_core::policy::{AuditPolicy, ModelSpec, Policy, QualityPolicy};
+use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,6 +35,49 @@ pub struct Config {
     pub operator: OperatorSection,
     /// `[ml]`: the quality and ML checks' device and batching.
     pub ml: MlSection,
+    /// `[limits]`: per-tenant request rates and quotas.
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: per-tenant limits (admin keys are exempt); 0 turns one off.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Requests a second per tenant, on average.
+    pub requests_per_second: f64,
+    /// Requests a tenant may make at once above that rate.
+    pub burst: f64,
+    /// Batches a tenant may have received or processing at once.
+    pub max_open_batches: u64,
+    /// Bytes a tenant may upload per calendar month (UTC).
+    pub max_bytes_per_month: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = picsift_gateway::TenantLimits::default();
+        Self {
+            requests_per_second: d.requests.map_or(0.0, |r| r.per_second),
+            burst: d.requests.map_or(0.0, |r| r.burst),
+            max_open_batches: d.max_open_batches.unwrap_or(0),
+            max_bytes_per_month: d.max_bytes_per_month.unwrap_or(0),
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The gateway's limits.
+    pub fn tenant_limits(&self) -> picsift_gateway::TenantLimits {
+        let on = |v: u64| (v > 0).then_some(v);
+        picsift_gateway::TenantLimits {
+            requests: (self.requests_per_second > 0.0).then(|| picsift_core::rate::Rate {
+                per_second: self.requests_per_second,
+                burst: self.burst.max(1.0),
+            }),
+            max_open_batches: on(self.max_open_batches),
+            max_bytes_per_month: on(self.max_bytes_per_month),
+        }
+    }
 }
 
 /// `[policy]`: what is accepted.
@@ -61,6 +104,10 @@ pub struct PolicyConfig {
     pub models: Vec<ModelSpec>,
     /// Fraction of each batch's entries copied to the audit area.
     pub audit_sample_rate: f64,
+    /// Duplicates among every tenant's images (`global`) or the uploader's (`tenant`).
+    pub dedup_scope: DedupScope,
+    /// Every tenant may list and download every stored image.
+    pub shared_images: bool,
 }
 
 /// A policy file for `picsift serve --policy`: a `[policy]` table's keys
@@ -252,6 +299,7 @@ impl Default for Config {
             kubernetes: KubernetesSection::default(),
             operator: OperatorSection::default(),
             ml: MlSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -274,6 +322,8 @@ impl Default for PolicyConfig {
             quality: p.quality,
             models: p.models,
             audit_sample_rate: p.audit.sample_rate,
+            dedup_scope: p.dedup_scope,
+            shared_images: p.shared_images,
         }
     }
 }
@@ -408,6 +458,8 @@ impl Config {
             audit: AuditPolicy {
                 sample_rate: self.policy.audit_sample_rate.clamp(0.0, 1.0),
             },
+            dedup_scope: self.policy.dedup_scope,
+            shared_images: self.policy.shared_images,
             ..Policy::default()
         })
     }

@@ -46,7 +46,7 @@ struct Listed {
 /// Downloads every image the arguments name, skipping files already there
 /// whole, and prints each file written.
 pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
-    let api = Api::new(args.server.server)?;
+    let api = Api::new(&args.server)?;
     let mut wanted: Vec<Listed> = Vec::new();
     for id in &args.ids {
         if !is_image_id(id) {

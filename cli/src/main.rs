@@ -1,5 +1,6 @@
 //! `picsift`: the standalone server and the command-line client.
 
+mod admin;
 mod client;
 mod cluster;
 mod config;
@@ -40,6 +41,8 @@ enum Command {
     Download(download::DownloadArgs),
     /// Print the CustomResourceDefinitions, or write them into a checkout.
     Crd(crd::CrdArgs),
+    /// Administration: API keys.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             Command::Report(args) => client::report(args).await,
             Command::Download(args) => download::download(args).await,
             Command::Crd(args) => crd::run(args),
+            Command::Admin(args) => admin::run(args).await,
         }
     })
 }

@@ -53,6 +53,31 @@ pub struct ServeArgs {
     /// Most images per forward pass of a model.
     #[arg(long, env = "PICSIFT_ML_BATCH", default_value_t = picsift_ml::Options::default().batch_size)]
     pub ml_batch: usize,
+    /// Requests a second per tenant, on average (0: unlimited; admin keys
+    /// are never limited).
+    #[arg(long, env = "PICSIFT_RATE_LIMIT", default_value_t = crate::config::LimitsSection::default().requests_per_second)]
+    pub rate_limit: f64,
+    /// Requests a tenant may make at once above that rate.
+    #[arg(long, env = "PICSIFT_RATE_BURST", default_value_t = crate::config::LimitsSection::default().burst)]
+    pub rate_burst: f64,
+    /// Batches a tenant may have in progress at once (0: unlimited).
+    #[arg(long, env = "PICSIFT_MAX_OPEN_BATCHES", default_value_t = crate::config::LimitsSection::default().max_open_batches)]
+    pub max_open_batches: u64,
+    /// Bytes a tenant may upload per calendar month, UTC (0: unlimited).
+    #[arg(long, env = "PICSIFT_MAX_BYTES_PER_MONTH", default_value_t = 0)]
+    pub max_bytes_per_month: u64,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> picsift_gateway::TenantLimits {
+        crate::config::LimitsSection {
+            requests_per_second: self.rate_limit,
+            burst: self.rate_burst,
+            max_open_batches: self.max_open_batches,
+            max_bytes_per_month: self.max_bytes_per_month,
+        }
+        .tenant_limits()
+    }
 }
 
 /// `--near-distance`: bits, or `None` for off.
@@ -126,6 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("cannot open the catalog")?,
     );
+    crate::admin::first_admin_key(catalog.as_ref(), &args.data).await?;
     let blobs = Arc::new(
         FsBlobStore::open(args.data.join("blobs"))
             .await
@@ -175,6 +201,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         queue: Some(queue),
         scheduler: Arc::new(LocalScheduler::new(backends, config)),
         policy,
+        limits: args.limits(),
+        rate: Arc::new(picsift_core::rate::MemoryRateLimiter::default()),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

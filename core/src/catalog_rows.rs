@@ -11,7 +11,7 @@ use crate::{Error, Result};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// Image columns in the order [`image_from_row`] expects them named.
-pub(crate) const IMAGE_COLUMNS: &str = "id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality";
+pub(crate) const IMAGE_COLUMNS: &str = "id, format, width, height, size, orientation, owner, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality";
 
 /// The column reads the mapping needs, for any sqlx row whose driver
 /// decodes text and 64-bit integers by column name.
@@ -57,6 +57,7 @@ pub(crate) fn batch_from_row(r: &impl CatalogRow) -> Result<BatchRecord> {
         id: r.text("id")?,
         phase: Phase::parse(&phase)
             .ok_or_else(|| Error::Corrupt(format!("batch phase {phase:?}")))?,
+        owner: r.text("owner")?,
         staged_key: r.text("staged_key")?,
         upload_bytes: r.int("upload_bytes")? as u64,
         total_entries: r.int("total_entries")? as u64,
@@ -74,6 +75,20 @@ pub(crate) fn batch_from_row(r: &impl CatalogRow) -> Result<BatchRecord> {
     })
 }
 
+/// An `api_keys` row.
+pub(crate) fn api_key_from_row(r: &impl CatalogRow) -> Result<crate::auth::ApiKey> {
+    let role = r.text("role")?;
+    Ok(crate::auth::ApiKey {
+        id: r.text("id")?,
+        tenant: r.text("tenant")?,
+        role: crate::auth::Role::parse(&role)
+            .ok_or_else(|| Error::Corrupt(format!("key role {role:?}")))?,
+        label: r.text("label")?,
+        created_at: r.int("created_at")?,
+        revoked_at: r.opt_int("revoked_at")?,
+    })
+}
+
 /// An image row with the columns of [`IMAGE_COLUMNS`].
 pub(crate) fn image_from_row(r: &impl CatalogRow) -> Result<ImageRecord> {
     let format = r.text("format")?;
@@ -85,6 +100,7 @@ pub(crate) fn image_from_row(r: &impl CatalogRow) -> Result<ImageRecord> {
         height: r.int("height")? as u32,
         size: r.int("size")? as u64,
         orientation: r.opt_int("orientation")?.map(|o| o as u16),
+        owner: r.text("owner")?,
         batch_id: r.text("batch_id")?,
         entry_index: r.int("entry_idx")? as u32,
         entry_name: r.text("entry_name")?,
@@ -241,6 +257,12 @@ pub(crate) fn image_search_sql(
             "?".to_string()
         }
     };
+    if let Some(o) = &f.owner {
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM image_owners o WHERE o.image_id = images.id AND o.owner = {})",
+            ph(Arg::Text(o.clone()), &mut args)
+        ));
+    }
     if let Some(b) = &f.batch {
         conds.push(format!(
             "batch_id = {}",

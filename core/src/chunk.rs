@@ -14,6 +14,14 @@ pub struct ChunkTask {
     /// with the task so any worker applies it; `None`: the worker's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::Policy>,
+    /// The tenant that uploaded the batch (per-tenant dedup and image
+    /// ownership).
+    #[serde(default = "default_owner")]
+    pub owner: String,
+}
+
+fn default_owner() -> String {
+    crate::auth::DEFAULT_TENANT.to_string()
 }
 
 /// Limits of one chunk.
@@ -48,6 +56,7 @@ pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) 
                 batch_id: batch_id.into(),
                 entries: std::mem::take(&mut current),
                 policy: None,
+                owner: default_owner(),
             });
             bytes = 0;
         }
@@ -59,6 +68,7 @@ pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) 
             batch_id: batch_id.into(),
             entries: current,
             policy: None,
+            owner: default_owner(),
         });
     }
     out

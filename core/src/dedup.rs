@@ -55,6 +55,15 @@ pub enum ClaimOutcome {
     },
 }
 
+/// The claim key of image `id`: the id itself under global dedup, or
+/// `tenant/{tenant}/{id}` when only `tenant`'s images count.
+pub fn claim_key(tenant: Option<&str>, id: &str) -> String {
+    match tenant {
+        None => id.to_string(),
+        Some(t) => format!("tenant/{t}/{id}"),
+    }
+}
+
 /// Decides a claim. Returns the outcome and the record to write, if any.
 pub fn decide_claim(
     existing: Option<&ClaimRecord>,

@@ -30,6 +30,9 @@ pub enum Error {
     /// A remote backend (S3, Redis) failed.
     #[error("backend error: {0}")]
     Backend(String),
+    /// A value given by an operator is not acceptable (a tenant name, say).
+    #[error("{0}")]
+    Invalid(String),
     /// Redis (dedup claims, work queue) failed or is unreachable.
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),

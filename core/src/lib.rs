@@ -5,6 +5,7 @@
 //! the operator are thin shells around these pieces.
 
 pub mod archive;
+pub mod auth;
 pub mod blob_reader;
 mod catalog_rows;
 pub mod chunk;
@@ -21,6 +22,7 @@ pub mod pdq;
 pub mod pdq_index;
 pub mod pipeline;
 pub mod policy;
+pub mod rate;
 pub mod store;
 pub mod time;
 pub mod verdict;

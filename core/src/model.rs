@@ -109,6 +109,8 @@ pub struct BatchRecord {
     pub id: String,
     /// Life-cycle phase.
     pub phase: Phase,
+    /// The tenant that uploaded it.
+    pub owner: String,
     /// Blob key of the staged archive.
     pub staged_key: String,
     /// Size of the uploaded archive.
@@ -296,6 +298,10 @@ pub struct ImageRecord {
     pub size: u64,
     /// EXIF orientation found in the upload (1–8), recorded since the stored bytes no longer carry it.
     pub orientation: Option<u16>,
+    /// The tenant that first stored it (others may have stored it too,
+    /// under per-tenant dedup).
+    #[serde(skip)]
+    pub owner: String,
     /// The batch that first stored it.
     pub batch_id: String,
     /// Its entry index in that batch.
@@ -358,6 +364,8 @@ pub fn is_image_id(s: &str) -> bool {
 /// Filters of an image search (`GET /v1/images`); unset fields match all.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImageFilter {
+    /// Stored by this tenant (every tenant's images when unset).
+    pub owner: Option<String>,
     /// A model scored this label above a value (checked in the catalog's
     /// `image_scores`, so [`Self::matches`] ignores it).
     pub min_score: Option<ScoreFilter>,
@@ -418,6 +426,7 @@ impl ImageFilter {
             lo.is_none_or(|lo| v >= lo) && hi.is_none_or(|hi| v <= hi)
         };
         self.batch.as_ref().is_none_or(|b| &i.batch_id == b)
+            && self.owner.as_ref().is_none_or(|o| &i.owner == o)
             && self.format.is_none_or(|f| i.format == f)
             && self.created_from.is_none_or(|t| i.created_ms >= t)
             && self.created_to.is_none_or(|t| i.created_ms < t)

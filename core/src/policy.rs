@@ -34,6 +34,30 @@ pub struct Policy {
     pub models: Vec<ModelSpec>,
     /// The audit sample copied for review.
     pub audit: AuditPolicy,
+    /// Among whose images an upload is a duplicate: everyone's (`global`,
+    /// the default: each image is stored once, but a duplicate verdict
+    /// tells an uploader that someone already has it) or its own tenant's
+    /// (`tenant`: nothing is learnt about other tenants, and the same image
+    /// may be stored for several).
+    #[serde(alias = "dedup_scope")]
+    pub dedup_scope: DedupScope,
+    /// Whether every tenant may list and download every stored image; by
+    /// default a tenant sees only the images it stored.
+    #[serde(alias = "shared_images")]
+    pub shared_images: bool,
+}
+
+/// See [`Policy::dedup_scope`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupScope {
+    /// Duplicates across all tenants.
+    #[default]
+    Global,
+    /// Duplicates within the uploader's tenant only.
+    Tenant,
 }
 
 /// Thresholds of the quality checks, measured on a 256×256 grey thumbnail
@@ -202,6 +226,8 @@ impl Default for Policy {
             quality: QualityPolicy::default(),
             models: Vec::new(),
             audit: AuditPolicy::default(),
+            dedup_scope: DedupScope::Global,
+            shared_images: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the same traits.
 
 use crate::Result;
+use crate::auth::ApiKey;
 use crate::chunk::ChunkTask;
 use crate::dedup::{ClaimOutcome, CommitOutcome};
 use crate::model::{
@@ -61,6 +62,8 @@ pub struct Similar {
 pub struct NewBatch {
     /// The batch id.
     pub id: String,
+    /// The tenant that uploads it.
+    pub owner: String,
     /// Blob key of the staged archive.
     pub staged_key: String,
     /// Size of the archive.
@@ -133,10 +136,12 @@ pub trait Catalog: Send + Sync {
     /// `max_distance` of its PDQ hash, which is returned instead. The check
     /// and the insert are one serialized step, so of two near duplicates
     /// inserted at once, one is recorded and the other told about it.
+    /// With `scope`, only images that tenant stored count (per-tenant dedup).
     async fn insert_image_unless_near(
         &self,
         image: &ImageRecord,
         max_distance: u32,
+        scope: Option<&str>,
     ) -> Result<Option<Similar>>;
     /// An image, if stored.
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>>;
@@ -153,7 +158,12 @@ pub trait Catalog: Send + Sync {
     /// as, or is a duplicate of, `image_id`; the first record stays.
     async fn record_original(&self, sha256: &str, image_id: &str) -> Result<()>;
     /// Of `sha256s` (files as uploaded), those already known, with their image.
-    async fn known_originals(&self, sha256s: &[String]) -> Result<Vec<(String, String)>>;
+    /// With `owner`, only those whose image that tenant stored.
+    async fn known_originals(
+        &self,
+        sha256s: &[String],
+        owner: Option<&str>,
+    ) -> Result<Vec<(String, String)>>;
     /// Stored images passing `filter`, in `sort` order, after `after`, at most `limit`.
     async fn search_images(
         &self,
@@ -165,7 +175,31 @@ pub trait Catalog: Send + Sync {
     /// Stored images whose PDQ hash is within `max_distance` (at most
     /// [`crate::pdq_index::MAX_SEARCH_DISTANCE`]) of `hash`, nearest first,
     /// at most `limit`. Only hashes of quality 50 or more are indexed.
-    async fn similar(&self, hash: &Hash, max_distance: u32, limit: u32) -> Result<Vec<Similar>>;
+    /// With `owner`, only images that tenant stored.
+    async fn similar(
+        &self,
+        hash: &Hash,
+        max_distance: u32,
+        limit: u32,
+        owner: Option<&str>,
+    ) -> Result<Vec<Similar>>;
+    /// Of `ids`, the images `owner` stored.
+    async fn owned_images(&self, owner: &str, ids: &[String]) -> Result<Vec<String>>;
+    /// Records an API key by the hash of its secret.
+    async fn create_api_key(&self, key: &ApiKey, hash: &str) -> Result<()>;
+    /// Every API key, revoked ones too, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKey>>;
+    /// The unrevoked key whose secret hashes to `hash`.
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    /// Revokes a key; false when there is no such unrevoked key.
+    async fn revoke_api_key(&self, id: &str, now: Millis) -> Result<bool>;
+    /// Batches of `owner` still received or processing.
+    async fn open_batches(&self, owner: &str) -> Result<u64>;
+    /// Bytes `owner` uploaded since `since` (ms).
+    async fn uploaded_bytes_since(&self, owner: &str, since: Millis) -> Result<u64>;
+    /// Counts one more start of an undecided entry's processing and
+    /// returns the count (0 when the entry is decided or unknown).
+    async fn begin_attempt(&self, batch: &str, index: u32) -> Result<u32>;
     /// Completes the batch if no entry is pending; true for the one caller that completed it.
     async fn try_complete(&self, id: &str, now: Millis) -> Result<bool>;
     /// Batches whose webhook is due at `now`.
@@ -243,13 +277,30 @@ pub trait Scheduler: Send + Sync {
 /// Pages are read from the catalog as the stream is consumed, so memory
 /// stays flat however large the batch: the gateway streams it to clients
 /// and the operator into the bucket.
-pub fn report_ndjson(catalog: Arc<dyn Catalog>, id: String, after: Option<u32>) -> ByteStream {
+///
+/// With `viewer` (a tenant that is not an admin), another tenant's image
+/// ids are hidden ([`hide_foreign_images`]).
+pub fn report_ndjson(
+    catalog: Arc<dyn Catalog>,
+    id: String,
+    after: Option<u32>,
+    viewer: Option<String>,
+) -> ByteStream {
     const PAGE: u32 = 1000;
     Box::pin(futures_util::stream::unfold(Some(after), move |cursor| {
-        let (catalog, id) = (catalog.clone(), id.clone());
+        let (catalog, id, viewer) = (catalog.clone(), id.clone(), viewer.clone());
         async move {
             let cursor = cursor?;
-            match catalog.report(&id, cursor, PAGE).await {
+            let page = match catalog.report(&id, cursor, PAGE).await {
+                Ok(mut page) => match &viewer {
+                    Some(t) => hide_foreign_images(catalog.as_ref(), t, &mut page)
+                        .await
+                        .map(|()| page),
+                    None => Ok(page),
+                },
+                Err(e) => Err(e),
+            };
+            match page {
                 Err(e) => Some((Err(std::io::Error::other(e)), None)),
                 Ok(page) if page.is_empty() => None,
                 Ok(page) => {
@@ -264,4 +315,33 @@ pub fn report_ndjson(catalog: Arc<dyn Catalog>, id: String, after: Option<u32>) 
             }
         }
     }))
+}
+
+/// Hides from `tenant` the ids of images it did not store: a duplicate of
+/// another tenant's image says so, without the id (global dedup tells an
+/// uploader that someone has the image; which image, only admins learn).
+pub async fn hide_foreign_images(
+    catalog: &dyn Catalog,
+    tenant: &str,
+    entries: &mut [ReportEntry],
+) -> Result<()> {
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.duplicate_of.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let own: std::collections::HashSet<String> = catalog
+        .owned_images(tenant, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    for e in entries.iter_mut() {
+        if e.duplicate_of.as_ref().is_some_and(|id| !own.contains(id)) {
+            e.duplicate_of = None;
+            e.detail = Some("a duplicate of an image another tenant stored".into());
+        }
+    }
+    Ok(())
 }

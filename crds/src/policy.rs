@@ -2,7 +2,7 @@
 
 use kube::{CustomResource, KubeSchema};
 use picsift_core::format::Format;
-use picsift_core::policy::{AuditPolicy, ModelSpec, Policy, QualityPolicy};
+use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,18 @@ pub struct ValidationPolicySpec {
     /// their verdicts and scores, for review. Default 0.1.
     #[serde(default)]
     pub audit: AuditPolicy,
+    /// Among whose images an upload is a duplicate (exact and near):
+    /// `global` (default) stores each image once, but a duplicate verdict
+    /// tells an uploader that another tenant has the image (its id is
+    /// shown to admins only); `tenant` compares with the uploader's own
+    /// images only, so nothing leaks, at the cost of storing an image once
+    /// per tenant that uploads it.
+    #[serde(default)]
+    pub dedup_scope: DedupScope,
+    /// Whether every tenant may list and download every stored image.
+    /// Default false: a tenant sees the images it stored.
+    #[serde(default)]
+    pub shared_images: bool,
 }
 
 /// Near-duplicate matching: an image whose PDQ hash is within
@@ -172,6 +184,8 @@ impl ValidationPolicySpec {
             quality: self.quality.clone(),
             models: self.models.clone(),
             audit: self.audit.clone(),
+            dedup_scope: self.dedup_scope,
+            shared_images: self.shared_images,
         }
     }
 }

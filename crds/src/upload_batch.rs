@@ -32,8 +32,11 @@ pub struct UploadBatchSpec {
     /// Where the images are. Cannot change once set.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.source is immutable; create a new UploadBatch instead"))]
     pub source: Source,
-    /// Who uploaded the batch (tenant or user). Kept on the object; the
-    /// catalog does not record owners yet.
+    /// The tenant the batch belongs to: its images are that tenant's, and
+    /// only that tenant's API keys (and admins) see it. The gateway sets
+    /// it from the uploader's key; an UploadBatch applied by hand without
+    /// it belongs to tenant `default`. Whoever may create UploadBatches may
+    /// name any tenant: grant that (Kubernetes RBAC) to admins only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// The ValidationPolicy (in this namespace) the batch is checked against.

@@ -5,9 +5,11 @@
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use picsift_core::auth::Caller;
 use picsift_core::model::{audit_key, audit_prefix};
 use serde::Deserialize;
 
@@ -17,24 +19,30 @@ pub struct AuditQuery {
     batch: Option<String>,
 }
 
-async fn known_batch(s: &AppState, id: &str) -> Result<(), Problem> {
-    s.catalog
-        .batch(id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| Problem::not_found(&format!("batch {id}")))
+/// The audit sample is for quality engineers: admins only.
+async fn known_batch(s: &AppState, caller: &Caller, id: &str) -> Result<(), Problem> {
+    if !caller.admin {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "the audit sample is for admins",
+        ));
+    }
+    s.visible_batch(caller, id).await.map(drop)
 }
 
 /// `GET /v1/audit?batch=ID`: the batch's audit records, each with a link
 /// to the entry's bytes as uploaded.
 pub async fn list(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     let Some(batch) = q.batch.filter(|b| !b.is_empty()) else {
         return Err(Problem::bad_request("give the batch: /v1/audit?batch=ID"));
     };
-    known_batch(&s, &batch).await?;
+    known_batch(&s, &caller, &batch).await?;
     let keys = s.blobs.list(&audit_prefix(&batch)).await?;
     let mut records = Vec::new();
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
@@ -61,9 +69,10 @@ pub async fn list(
 /// uploaded (accepted or not: reviewers need to see what was refused).
 pub async fn content(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((batch, index)): Path<(String, u32)>,
 ) -> Result<Response, Problem> {
-    known_batch(&s, &batch).await?;
+    known_batch(&s, &caller, &batch).await?;
     let key = audit_key(&batch, index, "data");
     let missing = || Problem::not_found(&format!("audit copy of entry {index} of batch {batch}"));
     let size = s.blobs.size(&key).await?.ok_or_else(missing)?;

@@ -3,22 +3,20 @@
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use picsift_core::auth::Caller;
 use picsift_core::model::{BatchView, ReportEntry};
 use serde::Deserialize;
 
 /// `GET /v1/batches/{id}`.
 pub async fn status(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<BatchView>, Problem> {
-    let batch = s
-        .catalog
-        .batch(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found(&format!("batch {id}")))?;
+    let batch = s.visible_batch(&caller, &id).await?;
     let counts = s.catalog.counts(&id).await?;
     Ok(Json(BatchView::new(&batch, counts)))
 }
@@ -37,21 +35,21 @@ const PAGE: u32 = 1000;
 /// `GET /v1/batches/{id}/report`: JSON pages, or the whole report as NDJSON.
 pub async fn report(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    s.catalog
-        .batch(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found(&format!("batch {id}")))?;
+    s.visible_batch(&caller, &id).await?;
+    // Another tenant's image ids are shown to admins only.
+    let viewer = caller.scope().map(str::to_string);
     let after = crate::problem::parse_cursor(q.after.as_deref())?;
     let ndjson = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/x-ndjson"));
     if ndjson {
-        let lines = picsift_core::store::report_ndjson(s.catalog.clone(), id, after);
+        let lines = picsift_core::store::report_ndjson(s.catalog.clone(), id, after, viewer);
         let mut resp = Body::from_stream(lines).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -60,7 +58,10 @@ pub async fn report(
         return Ok(resp);
     }
     let limit = q.limit.unwrap_or(PAGE).clamp(1, 10_000);
-    let entries: Vec<ReportEntry> = s.catalog.report(&id, after, limit).await?;
+    let mut entries: Vec<ReportEntry> = s.catalog.report(&id, after, limit).await?;
+    if let Some(tenant) = &viewer {
+        picsift_core::store::hide_foreign_images(s.catalog.as_ref(), tenant, &mut entries).await?;
+    }
     let next = (entries.len() as u32 == limit)
         .then(|| entries.last().map(|e| e.index.to_string()))
         .flatten();

@@ -3,9 +3,10 @@
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use picsift_core::auth::Caller;
 use picsift_core::format::Format;
 use picsift_core::model::{
     ImageCursor, ImageFilter, ImageRecord, ImageSort, image_key, is_image_id,
@@ -53,17 +54,11 @@ pub fn parse_range(header: &str, len: u64) -> Result<Option<Range<u64>>, ()> {
 /// `GET` and `HEAD /v1/images/{id}`: the stored bytes, with ranges.
 pub async fn download(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    if !is_image_id(&id) {
-        return Err(Problem::not_found(&format!("image {id}")));
-    }
-    let image = s
-        .catalog
-        .image(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found(&format!("image {id}")))?;
+    let image = stored_image(&s, &caller, &id).await?;
     let key = image_key(&id);
     let len = s.blobs.size(&key).await?.ok_or_else(|| {
         Problem::unavailable(format!(
@@ -83,7 +78,7 @@ pub async fn download(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
     // Stored images never change: when they were stored is when they last did.
     let stored = std::time::UNIX_EPOCH
@@ -153,6 +148,8 @@ pub async fn download(
 /// Listing filters.
 #[derive(Deserialize, Default)]
 pub struct ListQuery {
+    /// Images stored by this tenant (admins; a tenant sees its own only).
+    owner: Option<String>,
     /// Images stored by this batch.
     batch: Option<String>,
     /// Of this format (`jpeg`, `png`, `webp`).
@@ -221,6 +218,7 @@ impl ListQuery {
             .map(|s| s.parse().map_err(Problem::bad_request))
             .transpose()?;
         Ok(ImageFilter {
+            owner: self.owner.clone(),
             min_score,
             batch: self.batch.clone(),
             format,
@@ -238,32 +236,47 @@ impl ListQuery {
 /// pagination. With only `batch`, a batch's images in entry order.
 pub async fn list(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     if !q.is_batch_listing() {
-        return search(&s, &q).await;
+        return search(&s, &caller, &q).await;
     }
     let Some(batch) = q.batch else {
         return Err(Problem::bad_request(
             "the batch query parameter is required",
         ));
     };
-    s.catalog
-        .batch(&batch)
-        .await?
-        .ok_or_else(|| Problem::not_found(&format!("batch {batch}")))?;
+    s.visible_batch(&caller, &batch).await?;
     let after = crate::problem::parse_cursor(q.after.as_deref())?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let images = s.catalog.batch_images(&batch, after, limit).await?;
     let next = (images.len() as u32 == limit)
         .then(|| images.last().map(|i| i.entry_index.to_string()))
         .flatten();
-    let items: Vec<_> = images.iter().map(image_json).collect();
+    // These are the batch's own entries: shown as this batch's.
+    let items: Vec<_> = images.iter().map(|i| image_json(i, None)).collect();
     Ok(Json(serde_json::json!({ "images": items, "next": next })))
 }
 
-async fn search(s: &AppState, q: &ListQuery) -> Result<Json<serde_json::Value>, Problem> {
-    let filter = q.filter()?;
+async fn search(
+    s: &AppState,
+    caller: &Caller,
+    q: &ListQuery,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let mut filter = q.filter()?;
+    match (s.image_scope(caller), &filter.owner) {
+        (Some(own), Some(asked)) if asked != own => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "only admins may search another tenant's images",
+            ));
+        }
+        (Some(own), _) => filter.owner = Some(own.to_string()),
+        (None, _) => {}
+    }
     let sort = match q.sort.as_deref() {
         None => ImageSort::default(),
         Some(v) => ImageSort::parse(v).ok_or_else(|| {
@@ -293,32 +306,44 @@ async fn search(s: &AppState, q: &ListQuery) -> Result<Json<serde_json::Value>, 
                 .map(|i| ImageCursor::after(sort, i).encode(sort))
         })
         .flatten();
-    let items: Vec<_> = images.iter().map(image_json).collect();
+    let items: Vec<_> = images.iter().map(|i| image_json(i, Some(caller))).collect();
     Ok(Json(serde_json::json!({ "images": items, "next": next })))
 }
 
-/// What the API shows of a stored image.
-pub fn image_json(i: &ImageRecord) -> serde_json::Value {
-    serde_json::json!({
+/// What the API shows of a stored image to `caller` (`None`: in a listing
+/// of the batch it came in). Where it came from (batch, entry name, owner)
+/// is shown to the tenant that first stored it and to admins only.
+pub fn image_json(i: &ImageRecord, caller: Option<&Caller>) -> serde_json::Value {
+    let origin = caller.is_none_or(|c| c.may_see(&i.owner));
+    let mut v = serde_json::json!({
         "id": i.id, "format": i.format, "width": i.width, "height": i.height, "size": i.size,
         "orientation": i.orientation, "pdq": i.pdq, "pdq_quality": i.pdq_quality,
-        "batch": i.batch_id, "entry": i.entry_name, "entry_index": i.entry_index,
+        "batch": null, "entry": null, "entry_index": null,
         "created_at": picsift_core::time::rfc3339(i.created_ms),
         "url": format!("/v1/images/{}", i.id),
-    })
+    });
+    if origin {
+        v["batch"] = i.batch_id.clone().into();
+        v["entry"] = i.entry_name.clone().into();
+        v["entry_index"] = i.entry_index.into();
+        v["owner"] = i.owner.clone().into();
+    }
+    v
 }
 
 /// `GET /v1/images/{id}/metadata`: the catalog's record of an image.
 pub async fn metadata(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    Ok(Json(image_json(&stored_image(&s, &id).await?)))
+    let image = stored_image(&s, &caller, &id).await?;
+    Ok(Json(image_json(&image, Some(&caller))))
 }
 
-/// A stored image's record, or 404.
-pub async fn stored_image(s: &AppState, id: &str) -> Result<ImageRecord, Problem> {
-    let image = match is_image_id(id) {
+/// A stored image's record that `caller` may read, or 404.
+pub async fn stored_image(s: &AppState, caller: &Caller, id: &str) -> Result<ImageRecord, Problem> {
+    let image = match is_image_id(id) && s.may_read_image(caller, id).await? {
         true => s.catalog.image(id).await?,
         false => None,
     };

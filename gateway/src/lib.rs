@@ -3,18 +3,22 @@
 //! cluster gateway; only the backends behind [`AppState`] differ.
 
 mod audit;
+pub mod auth;
 mod batches;
 mod images;
 mod problem;
 mod search;
 mod upload;
 
+pub use auth::TenantLimits;
 pub use problem::Problem;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use picsift_core::auth::Caller;
 use picsift_core::policy::Policy;
+use picsift_core::rate::RateLimiter;
 use picsift_core::store::{BlobStore, Catalog, Scheduler, WorkQueue};
 use std::sync::Arc;
 
@@ -31,6 +35,48 @@ pub struct AppState {
     pub policy: Policy,
     /// The work queue, for readiness checks.
     pub queue: Option<Arc<dyn WorkQueue>>,
+    /// Per-tenant request rates and quotas.
+    pub limits: TenantLimits,
+    /// Where the tenants' request buckets are kept.
+    pub rate: Arc<dyn RateLimiter>,
+}
+
+impl AppState {
+    /// Whether `caller` may read the stored image `id`: its own, every
+    /// image when the policy shares them, or any for an admin.
+    pub async fn may_read_image(&self, caller: &Caller, id: &str) -> Result<bool, Problem> {
+        if caller.admin || self.policy.shared_images {
+            return Ok(true);
+        }
+        let owned = self
+            .catalog
+            .owned_images(&caller.tenant, &[id.to_string()])
+            .await?;
+        Ok(!owned.is_empty())
+    }
+
+    /// The tenant whose images `caller` searches: none for admins and
+    /// when images are shared.
+    pub fn image_scope<'a>(&self, caller: &'a Caller) -> Option<&'a str> {
+        if self.policy.shared_images {
+            None
+        } else {
+            caller.scope()
+        }
+    }
+
+    /// A batch `caller` may see, or 404 (never 403: the id of another
+    /// tenant's batch is not confirmed to exist).
+    pub async fn visible_batch(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<picsift_core::model::BatchRecord, Problem> {
+        match self.catalog.batch(id).await? {
+            Some(b) if caller.may_see(&b.owner) => Ok(b),
+            _ => Err(Problem::not_found(&format!("batch {id}"))),
+        }
+    }
 }
 
 /// The OpenAPI document of every route below (a test keeps them in step).
@@ -81,6 +127,10 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
         .with_state(state)
 }
 

@@ -4,8 +4,9 @@
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, header};
+use picsift_core::auth::Caller;
 use picsift_core::pdq::{Hash, MATCH_DISTANCE};
 use picsift_core::pdq_index::MAX_SEARCH_DISTANCE;
 use serde::Deserialize;
@@ -28,6 +29,7 @@ static DECODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// (any `image/*` or `application/octet-stream` type).
 pub async fn similar(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<SimilarQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -50,7 +52,7 @@ pub async fn similar(
             .image_id
             .clone()
             .ok_or_else(|| Problem::bad_request("give image_id, or send an image as the body"))?;
-        let image = crate::images::stored_image(&s, &id).await?;
+        let image = crate::images::stored_image(&s, &caller, &id).await?;
         let hash = image.pdq.as_deref().and_then(|h| h.parse::<Hash>().ok());
         let quality = image.pdq_quality.unwrap_or(0);
         (q, hash.map(|h| (h, quality)), Some(id))
@@ -89,7 +91,10 @@ pub async fn similar(
             serde_json::json!({"pdq": null, "quality": null, "matches": []}),
         ));
     };
-    let mut found = s.catalog.similar(&hash, max, limit + 1).await?;
+    let mut found = s
+        .catalog
+        .similar(&hash, max, limit + 1, s.image_scope(&caller))
+        .await?;
     found.retain(|m| Some(&m.image_id) != exclude.as_ref());
     found.truncate(limit as usize);
     Ok(Json(serde_json::json!({
@@ -114,6 +119,7 @@ const MAX_LOOKUP: usize = 10_000;
 /// so a client can leave them out of its next zip.
 pub async fn lookup(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<LookupRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     let Json(req) = body.map_err(|e| {
@@ -135,7 +141,10 @@ pub async fn lookup(
         }
         hashes.push(h);
     }
-    let known = s.catalog.known_originals(&hashes).await?;
+    let known = s
+        .catalog
+        .known_originals(&hashes, s.image_scope(&caller))
+        .await?;
     let known: Vec<_> = known
         .into_iter()
         .map(|(sha256, image_id)| serde_json::json!({"sha256": sha256, "image_id": image_id}))

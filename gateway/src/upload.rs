@@ -4,12 +4,13 @@
 
 use crate::{AppState, Problem};
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{Extension, FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, pin_mut, stream};
 use picsift_core::archive::{self, ArchiveProblem};
+use picsift_core::auth::Caller;
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::model::staging_key;
 use picsift_core::policy::Policy;
@@ -70,6 +71,7 @@ fn check_callback(url: &str) -> Result<(), Problem> {
 /// Handles a raw zip body or a multipart form with one file field.
 pub async fn create_batch(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<UploadQuery>,
     req: Request,
 ) -> Result<Response, Problem> {
@@ -109,6 +111,7 @@ pub async fn create_batch(
             "the upload declares {n} bytes; the limit is {limit} (--max-upload-bytes, policy.max_upload_bytes)"
         )));
     }
+    crate::auth::check_quotas(&s, &caller, declared).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -163,6 +166,7 @@ pub async fn create_batch(
     };
     let batch = NewBatch {
         id: id.clone(),
+        owner: caller.tenant.clone(),
         staged_key: key.clone(),
         upload_bytes: size,
         total_entries: summary.entries,

@@ -482,6 +482,7 @@ mod tests {
     fn record(phase: Phase, key: &str) -> BatchRecord {
         BatchRecord {
             id: "b".into(),
+            owner: "default".into(),
             phase,
             staged_key: key.into(),
             upload_bytes: 100,

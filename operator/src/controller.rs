@@ -210,6 +210,11 @@ async fn apply(
             catalog
                 .create_batch(&NewBatch {
                     id: id.clone(),
+                    owner: ub
+                        .spec
+                        .owner
+                        .clone()
+                        .unwrap_or_else(|| picsift_core::auth::DEFAULT_TENANT.to_string()),
                     staged_key: location,
                     upload_bytes: *bytes,
                     total_entries: 0,
@@ -265,7 +270,7 @@ async fn apply(
                 .await?;
         }
         Step::WriteReport => {
-            let lines = report_ndjson(catalog.clone(), id.clone(), None);
+            let lines = report_ndjson(catalog.clone(), id.clone(), None, None);
             ctx.backends
                 .blobs
                 .put_stream(&batch::report_key(id), lines)

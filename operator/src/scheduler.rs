@@ -42,7 +42,7 @@ impl KubeScheduler {
                     key: Some(batch.staged_key.clone()),
                     prefix: None,
                 },
-                owner: None,
+                owner: Some(batch.owner.clone()),
                 policy_ref: PolicyRef {
                     name: policy.unwrap_or(&self.default_policy).to_string(),
                 },

@@ -365,6 +365,7 @@ async fn received_batch(f: &Fixture, id: &str, entries: u32) {
     f.backends
         .catalog
         .create_batch(&NewBatch {
+            owner: "default".into(),
             id: id.into(),
             staged_key: key,
             upload_bytes: 1,
@@ -481,6 +482,7 @@ async fn the_worker_pool_creates_jobs_for_the_backlog_and_reports_status() {
         f.backends
             .queue
             .enqueue(ChunkTask {
+                owner: "default".into(),
                 batch_id: format!("b{i}"),
                 entries: vec![0],
                 policy: None,
@@ -555,6 +557,7 @@ async fn the_gateway_creates_an_upload_batch_named_for_the_batch() {
     let policy = scheduler.policy(None).await.unwrap().unwrap();
     assert_eq!(policy.max_entries, 100);
     let batch = NewBatch {
+        owner: "default".into(),
         id: "0190f0e0-0000-7000-8000-000000000001".into(),
         staged_key: staging_key("0190f0e0-0000-7000-8000-000000000001"),
         upload_bytes: 10,

@@ -84,7 +84,7 @@ async fn report(what: &str, catalog: &dyn Catalog, probes: &[(Hash, String, u32)
     let mut missed_at = Vec::new();
     for (query, planted, d) in probes {
         let t = Instant::now();
-        let hits = catalog.similar(query, 31, 10).await?;
+        let hits = catalog.similar(query, 31, 10, None).await?;
         times.push(t.elapsed());
         if hits.iter().any(|h| &h.image_id == planted) {
             found += 1;

@@ -77,6 +77,7 @@ impl Cluster {
             .args([role, "--config"])
             .arg(&self.config)
             .env("PICSIFT_LOG", "warn,picsift_worker=info")
+            .env("PICSIFT_ADMIN_KEY", ADMIN_KEY)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -99,6 +100,14 @@ impl Cluster {
     }
 }
 
+/// The gateway's bootstrap admin key (`PICSIFT_ADMIN_KEY`).
+const ADMIN_KEY: &str = "psk_0123456789abcdef_bootstrapKeyForTheClusterTests-0123456789ab";
+
+/// A client with the admin key.
+fn http() -> reqwest::Client {
+    common::client_with(ADMIN_KEY)
+}
+
 struct Proc(Child);
 
 impl Proc {
@@ -115,7 +124,7 @@ impl Drop for Proc {
 }
 
 async fn get_json(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
+    http().get(url).send().await.unwrap().json().await.unwrap()
 }
 
 async fn wait_done(base: &str, id: &str) -> Value {
@@ -134,7 +143,7 @@ async fn wait_done(base: &str, id: &str) -> Value {
 }
 
 async fn report(base: &str, id: &str) -> Vec<Value> {
-    let text = reqwest::Client::new()
+    let text = http()
         .get(format!("{base}/v1/batches/{id}/report"))
         .header("accept", "application/x-ndjson")
         .send()
@@ -149,7 +158,7 @@ async fn report(base: &str, id: &str) -> Vec<Value> {
 }
 
 async fn upload(base: &str, zip: Vec<u8>) -> String {
-    let r = reqwest::Client::new()
+    let r = http()
         .post(format!("{base}/v1/batches"))
         .header("content-type", "application/zip")
         .body(zip)
@@ -210,7 +219,9 @@ async fn check_invariants(
         "the images bucket holds exactly the accepted images"
     );
     for id in &accepted {
-        let bytes = reqwest::get(format!("{base}/v1/images/{id}"))
+        let bytes = http()
+            .get(format!("{base}/v1/images/{id}"))
+            .send()
             .await
             .unwrap()
             .bytes()
@@ -339,7 +350,7 @@ async fn redis_outage_answers_503_and_reindex_restores_dedup() {
     wait_done(&base, &first).await;
 
     c.redis.stop();
-    let http = reqwest::Client::new();
+    let http = http();
     let r = http
         .post(format!("{base}/v1/batches"))
         .header("content-type", "application/zip")
@@ -434,10 +445,10 @@ async fn s3_outage_in_the_middle_of_a_batch_delays_it_and_loses_nothing() {
     }
     // S3 goes away for a few seconds in the middle of the batch.
     c.garage.stop();
-    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let ready = http().get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     // An upload while S3 is away is refused whole, with a hint to retry.
-    let refused = reqwest::Client::new()
+    let refused = http()
         .post(format!("{base}/v1/batches"))
         .header("content-type", "application/zip")
         .body(batch_zip(&[399], (64, 64)))

@@ -30,6 +30,7 @@ const HOOK: &str = "https://example.test/hook";
 fn new_batch(id: &str, callback: Option<&str>, now: Millis) -> NewBatch {
     NewBatch {
         id: id.into(),
+        owner: "default".into(),
         staged_key: format!("staging/{id}.zip"),
         // Above 4 GiB: sizes must survive as 64-bit numbers.
         upload_bytes: 5_000_000_000,
@@ -64,6 +65,7 @@ fn image(id: &str, batch: &str, index: u32) -> ImageRecord {
         height: 3000,
         size: 2_345_678,
         orientation: Some(6),
+        owner: "default".into(),
         batch_id: batch.into(),
         entry_index: index,
         entry_name: format!("photos/img_{index:03}.jpg"),
@@ -118,6 +120,7 @@ async fn a_created_batch_reads_back_in_phase_received(c: Arc<dyn Catalog>) {
         .unwrap();
     let expected = BatchRecord {
         id: "plain".into(),
+        owner: "default".into(),
         phase: Phase::Received,
         staged_key: "staging/plain.zip".into(),
         upload_bytes: 5_000_000_000,
@@ -384,7 +387,7 @@ async fn similar_finds_every_indexed_neighbour_within_the_distance_nearest_first
     none.pdq_quality = None;
     c.insert_image(&none).await.unwrap();
 
-    let found = c.similar(&base, 31, 10).await.unwrap();
+    let found = c.similar(&base, 31, 10, None).await.unwrap();
     let got: Vec<(String, u32)> = found
         .into_iter()
         .map(|s| (s.image_id, s.distance))
@@ -400,16 +403,20 @@ async fn similar_finds_every_indexed_neighbour_within_the_distance_nearest_first
         "within 31 bits, nearest first; quality 49 is never matched"
     );
     let near: Vec<u32> = c
-        .similar(&base, 10, 10)
+        .similar(&base, 10, 10, None)
         .await
         .unwrap()
         .iter()
         .map(|s| s.distance)
         .collect();
     assert_eq!(near, vec![0, 5]);
-    assert_eq!(c.similar(&base, 31, 2).await.unwrap().len(), 2, "limit");
+    assert_eq!(
+        c.similar(&base, 31, 2, None).await.unwrap().len(),
+        2,
+        "limit"
+    );
     let far: picsift_core::pdq::Hash = "62".repeat(32).parse().unwrap();
-    assert!(c.similar(&far, 31, 10).await.unwrap().is_empty());
+    assert!(c.similar(&far, 31, 10, None).await.unwrap().is_empty());
 }
 
 async fn image_search_filters_sorts_and_pages_like_the_model(c: Arc<dyn Catalog>) {
@@ -533,13 +540,13 @@ async fn known_originals_answer_from_the_first_record_of_each_file(c: Arc<dyn Ca
     c.record_original(&f2, &image_id("img1")).await.unwrap();
     c.record_original(&f1, &image_id("other")).await.unwrap();
     let known = c
-        .known_originals(&[f3.clone(), f2.clone(), f1.clone()])
+        .known_originals(&[f3.clone(), f2.clone(), f1.clone()], None)
         .await
         .unwrap();
     let mut want = vec![(f1, image_id("img1")), (f2, image_id("img1"))];
     want.sort();
     assert_eq!(known, want);
-    assert!(c.known_originals(&[]).await.unwrap().is_empty());
+    assert!(c.known_originals(&[], None).await.unwrap().is_empty());
 }
 
 async fn of_near_duplicates_inserted_at_once_exactly_one_is_recorded(c: Arc<dyn Catalog>) {
@@ -556,7 +563,7 @@ async fn of_near_duplicates_inserted_at_once_exactly_one_is_recorded(c: Arc<dyn 
                 img.pdq_quality = Some(80);
                 tokio::spawn(async move {
                     start.wait().await;
-                    let told = c.insert_image_unless_near(&img, 31).await.unwrap();
+                    let told = c.insert_image_unless_near(&img, 31, None).await.unwrap();
                     (img.id.clone(), told)
                 })
             })
@@ -585,12 +592,18 @@ async fn of_near_duplicates_inserted_at_once_exactly_one_is_recorded(c: Arc<dyn 
     let recorded = [last_recorded];
     // Inserting the recorded image again is not a near duplicate of itself.
     let again = c.image(&recorded[0]).await.unwrap().unwrap();
-    assert_eq!(c.insert_image_unless_near(&again, 31).await.unwrap(), None);
+    assert_eq!(
+        c.insert_image_unless_near(&again, 31, None).await.unwrap(),
+        None
+    );
     // A far image goes in.
     let mut far = image(&image_id("far"), "b", 99);
     far.pdq = Some("a5".repeat(32));
     far.pdq_quality = Some(80);
-    assert_eq!(c.insert_image_unless_near(&far, 31).await.unwrap(), None);
+    assert_eq!(
+        c.insert_image_unless_near(&far, 31, None).await.unwrap(),
+        None
+    );
     assert!(c.image(&far.id).await.unwrap().is_some());
 }
 

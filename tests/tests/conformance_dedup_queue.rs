@@ -194,6 +194,7 @@ async fn concurrent_claims_admit_one(d: Arc<dyn DedupIndex>) -> Res {
 fn task(i: u32) -> ChunkTask {
     ChunkTask {
         batch_id: format!("batch-{i}"),
+        owner: format!("tenant-{i}"),
         entries: vec![i, i + 1, i + 7],
         // The policy travels with the task: the queue must keep it.
         policy: i.is_multiple_of(2).then(|| picsift_core::policy::Policy {

@@ -182,6 +182,7 @@ fn cli(server: &Server, args: &[&str]) -> std::process::Output {
     std::process::Command::new(picsift_bin())
         .args(args)
         .env("PICSIFT_SERVER", &server.base)
+        .env("PICSIFT_API_KEY", &server.key)
         .output()
         .expect("run picsift")
 }
@@ -209,11 +210,13 @@ async fn cli_uploads_a_folder_follows_the_batch_and_prints_the_report() {
 
     let status = tokio::task::spawn_blocking({
         let base = server.base.clone();
+        let key = server.key.clone();
         let id = id.clone();
         move || {
             std::process::Command::new(picsift_bin())
                 .args(["status", &id, "--wait"])
                 .env("PICSIFT_SERVER", base)
+                .env("PICSIFT_API_KEY", key)
                 .output()
                 .unwrap()
         }

@@ -324,7 +324,10 @@ async fn the_cpu_path_end_to_end_through_the_http_api_with_the_audit_sample() {
         .get_json("/v1/images?score=pattern:pattern:0.5")
         .await;
     assert!(none["images"].as_array().unwrap().is_empty(), "{none}");
-    let r = reqwest::get(server.url("/v1/images?score=pattern:0.5"))
+    let r = server
+        .client()
+        .get(server.url("/v1/images?score=pattern:0.5"))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
@@ -338,18 +341,29 @@ async fn the_cpu_path_end_to_end_through_the_http_api_with_the_audit_sample() {
     assert_eq!(bars_audit["reason"], "model_rejected");
     assert!(bars_audit["checks"]["scores"]["nudenet"].is_object());
     let link = bars_audit["content"].as_str().unwrap();
-    let got = reqwest::get(server.url(link))
+    let got = server
+        .client()
+        .get(server.url(link))
+        .send()
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
     assert_eq!(sha256_hex(&got), sha256_hex(&bars));
-    let r = reqwest::get(server.url("/v1/audit?batch=nope"))
+    let r = server
+        .client()
+        .get(server.url("/v1/audit?batch=nope"))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = reqwest::get(server.url("/v1/audit")).await.unwrap();
+    let r = server
+        .client()
+        .get(server.url("/v1/audit"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 

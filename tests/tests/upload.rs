@@ -33,7 +33,7 @@ async fn good_batch_is_accepted_stored_and_downloadable() {
     }
     let report = server.report(&id).await;
     assert_eq!(report.len(), 3);
-    let http = reqwest::Client::new();
+    let http = server.client();
     for (name, original) in [
         ("a.jpg", &photos[0]),
         ("sub/b.jpg", &photos[1]),
@@ -272,7 +272,10 @@ async fn png_is_accepted_when_configured() {
     let report = server.report(&id).await;
     let l = line(&report, "shot.png");
     assert_eq!(l["verdict"], "accepted", "{l}");
-    let r = reqwest::get(server.url(&format!("/v1/images/{}", l["image_id"].as_str().unwrap())))
+    let r = server
+        .client()
+        .get(server.url(&format!("/v1/images/{}", l["image_id"].as_str().unwrap())))
+        .send()
         .await
         .unwrap();
     assert_eq!(r.headers()["content-type"], "image/png");
@@ -363,7 +366,8 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
         ),
     ];
     for (what, body, query, status, slug) in cases {
-        let r = reqwest::Client::new()
+        let r = server
+            .client()
             .post(server.url(&format!("/v1/batches{query}")))
             .header("content-type", "application/zip")
             .body(body)
@@ -395,7 +399,11 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
         let mut tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
             .await
             .unwrap();
-        tcp.write_all(b"POST /v1/batches HTTP/1.1\r\nHost: picsift\r\nContent-Type: application/zip\r\nContent-Length: 3000000\r\n\r\n").await.unwrap();
+        let head = format!(
+            "POST /v1/batches HTTP/1.1\r\nHost: picsift\r\nAuthorization: Bearer {}\r\nContent-Type: application/zip\r\nContent-Length: 3000000\r\n\r\n",
+            server.key
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
         let mut answer = vec![0u8; 4096];
         let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut answer))
             .await
@@ -412,7 +420,8 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(Ok(b"PK\x03\x04".to_vec()))
         .chain((0..40).map(|_| Ok(vec![0u8; 100_000])))
         .collect();
-    let r = reqwest::Client::new()
+    let r = server
+        .client()
         .post(server.url("/v1/batches"))
         .header("content-type", "application/zip")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
@@ -428,7 +437,10 @@ async fn refused_uploads_answer_problems_and_leave_nothing_behind() {
         "refused uploads leave no blobs: {:?}",
         files_under(&dir.path().join("blobs"))
     );
-    let listed = reqwest::get(server.url("/v1/batches/does-not-exist"))
+    let listed = server
+        .client()
+        .get(server.url("/v1/batches/does-not-exist"))
+        .send()
         .await
         .unwrap();
     assert_eq!(listed.status(), 404);
@@ -445,7 +457,8 @@ async fn multipart_upload_as_a_browser_sends_it() {
     let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"photos.zip\"\r\nContent-Type: application/zip\r\n\r\n").into_bytes();
     body.extend_from_slice(&zip);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = reqwest::Client::new()
+    let r = server
+        .client()
         .post(server.url("/v1/batches"))
         .header(
             "content-type",
@@ -477,7 +490,8 @@ async fn report_pages_and_ndjson_agree() {
     server.wait_done(&id).await;
     let paged = server.report(&id).await;
     assert_eq!(paged.len(), 13);
-    let nd = reqwest::Client::new()
+    let nd = server
+        .client()
         .get(server.url(&format!("/v1/batches/{id}/report")))
         .header("accept", "application/x-ndjson")
         .send()
@@ -559,7 +573,7 @@ async fn edits_of_a_stored_photo_are_near_duplicates_naming_it_and_the_distance(
 
     // Similar-image search finds the original from an edit sent as the
     // body, and nothing else; by id it finds no other stored image.
-    let http = reqwest::Client::new();
+    let http = server.client();
     let by_body: serde_json::Value = http
         .post(server.url("/v1/search/similar"))
         .header("content-type", "image/jpeg")
@@ -650,14 +664,20 @@ async fn image_search_filters_sorts_and_pages_over_http() {
         .get_json("/v1/images?from=2099-01-01T00:00:00Z")
         .await;
     assert_eq!(none["images"], serde_json::json!([]));
-    let bad = reqwest::get(server.url("/v1/images?sort=sideways"))
+    let bad = server
+        .client()
+        .get(server.url("/v1/images?sort=sideways"))
+        .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
     // A cursor only continues the sort order it came from.
     let first = server.get_json("/v1/images?sort=-size&limit=1").await;
     let cursor = first["next"].as_str().unwrap();
-    let mixed = reqwest::get(server.url(&format!("/v1/images?sort=created&after={cursor}")))
+    let mixed = server
+        .client()
+        .get(server.url(&format!("/v1/images?sort=created&after={cursor}")))
+        .send()
         .await
         .unwrap();
     assert_eq!(mixed.status(), 400);

@@ -37,6 +37,7 @@ pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Res
     let pending = b.catalog.pending_entries(batch_id).await?;
     for mut task in plan_chunks(batch_id, &pending, cfg.chunk_limits) {
         task.policy = Some(cfg.policy.clone());
+        task.owner = batch.owner.clone();
         b.queue.enqueue(task).await?;
     }
     if pending.is_empty()

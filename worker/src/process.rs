@@ -9,6 +9,7 @@ use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
 use picsift_core::model::{ImageRecord, image_key, owns_source};
 use picsift_core::pdq::MIN_MATCH_QUALITY;
 use picsift_core::pipeline::{self, Prepared};
+use picsift_core::policy::DedupScope;
 use picsift_core::time::now_ms;
 use picsift_core::verdict::{DuplicateKind, Reason, Rejection, Verdict};
 use std::collections::HashSet;
@@ -111,7 +112,11 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
         .collect();
     if !todo.is_empty() {
         let policy = task.policy.clone().unwrap_or_else(|| cfg.policy.clone());
-        let near = policy.near_duplicate_distance;
+        let dedup = DedupCtx {
+            near: policy.near_duplicate_distance,
+            scoped: policy.dedup_scope == DedupScope::Tenant,
+            owner: task.owner.clone(),
+        };
         let checker = checks::checker(b, &cfg.ml, &policy).await?;
         // The pure pipeline runs on a blocking thread, ahead of the async
         // side: one entry without checks (at most two in memory), up to 8
@@ -182,7 +187,7 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
                 Ok(prepared) => {
                     let source = prepared.source_sha256.clone();
                     let entry = (batch.id.as_str(), checked.index, checked.name.as_str());
-                    let verdict = store_once(b, cfg, entry, near, prepared).await?;
+                    let verdict = store_once(b, cfg, entry, &dedup, prepared).await?;
                     // The pre-upload lookup learns this file (before the
                     // verdict is recorded: a retried chunk records it again).
                     // Near duplicates are left out: whether a file is one
@@ -405,29 +410,66 @@ fn check_one<R: std::io::Read + std::io::Seek>(
     }
 }
 
+/// How a batch's images are deduplicated.
+struct DedupCtx {
+    /// The near-duplicate threshold, if near duplicates are on.
+    near: Option<u32>,
+    /// The tenant that uploads the batch.
+    owner: String,
+    /// Whether only that tenant's images count (per-tenant scope).
+    scoped: bool,
+}
+
+impl DedupCtx {
+    /// The tenant whose images alone count, under per-tenant scope.
+    fn scope(&self) -> Option<&str> {
+        self.scoped.then_some(self.owner.as_str())
+    }
+
+    /// The exact-dedup claim key of an image: its id, or under per-tenant
+    /// scope the tenant and the id.
+    fn claim_key(&self, id: &str) -> String {
+        picsift_core::dedup::claim_key(self.scope(), id)
+    }
+
+    /// Whether the image is stored already, as far as this scope sees.
+    async fn stored(&self, b: &Backends, id: &str) -> Result<bool> {
+        Ok(match self.scope() {
+            None => b.catalog.image(id).await?.is_some(),
+            Some(t) => !b
+                .catalog
+                .owned_images(t, &[id.to_string()])
+                .await?
+                .is_empty(),
+        })
+    }
+}
+
 /// Claims the image, stores it, records it and commits the claim, or finds
 /// it is a duplicate. Waits while another owner holds a live claim.
 async fn store_once(
     b: &Backends,
     cfg: &WorkerConfig,
     (batch_id, index, name): (&str, u32, &str),
-    near: Option<u32>,
+    dedup: &DedupCtx,
     mut p: Prepared,
 ) -> Result<Verdict> {
     // An image already stored under this very id (identical bytes, or this
     // entry's own earlier attempt) is the exact-dedup claim's business;
     // only a new image is checked for near duplicates.
-    if b.catalog.image(&p.id).await?.is_none()
-        && let Some(verdict) = near_duplicate(b, near, &p).await?
+    if !dedup.stored(b, &p.id).await?
+        && let Some(verdict) = near_duplicate(b, dedup, &p).await?
     {
         return Ok(verdict);
     }
+    let near = dedup.near;
+    let key = dedup.claim_key(&p.id);
     let owner = format!("{batch_id}:{index}");
     // The bytes move into a shared buffer once; retries clone the handle, not the image.
     let size = p.bytes.len() as u64;
     let bytes = bytes::Bytes::from(std::mem::take(&mut p.bytes));
     loop {
-        match b.dedup.claim(&p.id, &owner, now_ms(), cfg.lease_ms).await? {
+        match b.dedup.claim(&key, &owner, now_ms(), cfg.lease_ms).await? {
             ClaimOutcome::Committed {
                 image_id,
                 by_you: false,
@@ -449,6 +491,7 @@ async fn store_once(
                     height: p.height,
                     size,
                     orientation: p.orientation,
+                    owner: dedup.owner.clone(),
                     batch_id: batch_id.into(),
                     entry_index: index,
                     entry_name: name.into(),
@@ -463,17 +506,22 @@ async fn store_once(
                 match near.filter(|_| matchable) {
                     None => b.catalog.insert_image(&record).await?,
                     Some(max) => {
-                        if let Some(m) = b.catalog.insert_image_unless_near(&record, max).await? {
+                        let scope = dedup.scope();
+                        if let Some(m) = b
+                            .catalog
+                            .insert_image_unless_near(&record, max, scope)
+                            .await?
+                        {
                             // Nothing refers to these bytes: they go, and so
                             // does our claim (an entry with the same bytes
                             // then finds the near duplicate too).
                             let _ = b.blobs.delete(&image_key(&p.id)).await;
-                            b.dedup.release(&p.id, &owner).await?;
+                            b.dedup.release(&key, &owner).await?;
                             return Ok(Verdict::near_duplicate(m.image_id, m.distance));
                         }
                     }
                 }
-                match b.dedup.commit(&p.id, &owner, &p.id).await? {
+                match b.dedup.commit(&key, &owner, &p.id).await? {
                     CommitOutcome::Committed => return Ok(Verdict::accepted(p.id)),
                     // Our lease ran out and someone else took over: ask again.
                     CommitOutcome::Lost => continue,
@@ -485,14 +533,14 @@ async fn store_once(
 
 /// A stored image that is the same picture by PDQ, other than this very
 /// image (identical bytes are the exact-dedup claim's business).
-async fn near_duplicate(b: &Backends, near: Option<u32>, p: &Prepared) -> Result<Option<Verdict>> {
-    let (Some(max), Some(pdq)) = (near, p.pdq) else {
+async fn near_duplicate(b: &Backends, dedup: &DedupCtx, p: &Prepared) -> Result<Option<Verdict>> {
+    let (Some(max), Some(pdq)) = (dedup.near, p.pdq) else {
         return Ok(None);
     };
     if pdq.quality < MIN_MATCH_QUALITY {
         return Ok(None);
     }
-    let found = b.catalog.similar(&pdq.hash, max, 2).await?;
+    let found = b.catalog.similar(&pdq.hash, max, 2, dedup.scope()).await?;
     Ok(found
         .into_iter()
         .find(|s| s.image_id != p.id)

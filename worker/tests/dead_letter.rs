@@ -23,6 +23,7 @@ async fn task_past_its_delivery_limit_is_dead_lettered_and_its_entries_fail() {
         queue: queue.clone(),
     };
     let batch = NewBatch {
+        owner: "default".into(),
         id: "b1".into(),
         staged_key: "staging/b1.zip".into(),
         upload_bytes: 1,
@@ -51,6 +52,7 @@ async fn task_past_its_delivery_limit_is_dead_lettered_and_its_entries_fail() {
     };
     queue
         .enqueue(ChunkTask {
+            owner: "default".into(),
             batch_id: "b1".into(),
             entries: vec![0, 1, 2],
             policy: None,

@@ -7,5 +7,5 @@ mod redis;
 mod s3;
 
 pub use self::postgres::PgCatalog;
-pub use self::redis::{RedisDedup, RedisQueue};
+pub use self::redis::{RedisDedup, RedisQueue, RedisRateLimiter};
 pub use self::s3::{S3BlobStore, S3Config};

@@ -11,10 +11,11 @@
 //! on the batch row that [`Catalog::plan_batch`] takes too.
 
 use crate::Result;
+use crate::auth::ApiKey;
 use crate::catalog_rows::{
-    Arg, IMAGE_COLUMNS, batch_from_row, checks_json, counts_from_rows, duplicate_kind_code,
-    image_from_row, image_search_sql, index_from_row, matchable_hash, mih_keys, pending_from_row,
-    rank_similar, report_entry_from_row,
+    Arg, IMAGE_COLUMNS, api_key_from_row, batch_from_row, checks_json, counts_from_rows,
+    duplicate_kind_code, image_from_row, image_search_sql, index_from_row, matchable_hash,
+    mih_keys, pending_from_row, rank_similar, report_entry_from_row,
 };
 use crate::model::{
     BatchRecord, Counts, EntryPlan, ImageCursor, ImageFilter, ImageRecord, ImageSort, Phase,
@@ -65,8 +66,8 @@ impl PgCatalog {
 impl Catalog for PgCatalog {
     async fn create_batch(&self, b: &NewBatch) -> Result<()> {
         sqlx::query(
-            "INSERT INTO batches (id, phase, staged_key, upload_bytes, total_entries, callback_url, notify_state, created_at, updated_at)
-             VALUES ($1, 'received', $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO batches (id, phase, staged_key, upload_bytes, total_entries, callback_url, notify_state, created_at, updated_at, owner)
+             VALUES ($1, 'received', $2, $3, $4, $5, $6, $7, $7, $8)",
         )
         .bind(&b.id)
         .bind(&b.staged_key)
@@ -75,6 +76,7 @@ impl Catalog for PgCatalog {
         .bind(&b.callback_url)
         .bind(if b.callback_url.is_some() { "pending" } else { "none" })
         .bind(b.now)
+        .bind(&b.owner)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -252,6 +254,7 @@ impl Catalog for PgCatalog {
         &self,
         i: &ImageRecord,
         max_distance: u32,
+        scope: Option<&str>,
     ) -> Result<Option<Similar>> {
         let mut tx = self.pool.begin().await?;
         // One transaction at a time runs this check and insert: near
@@ -261,7 +264,7 @@ impl Catalog for PgCatalog {
             .execute(&mut *tx)
             .await?;
         if let Some(hash) = matchable_hash(i) {
-            let found = similar_on(&mut tx, &hash, max_distance, 2).await?;
+            let found = similar_on(&mut tx, &hash, max_distance, 2, scope).await?;
             if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
                 tx.rollback().await?;
                 return Ok(Some(m));
@@ -272,9 +275,98 @@ impl Catalog for PgCatalog {
         Ok(None)
     }
 
-    async fn similar(&self, hash: &Hash, max_distance: u32, limit: u32) -> Result<Vec<Similar>> {
+    async fn similar(
+        &self,
+        hash: &Hash,
+        max_distance: u32,
+        limit: u32,
+        owner: Option<&str>,
+    ) -> Result<Vec<Similar>> {
         let mut conn = self.pool.acquire().await?;
-        similar_on(&mut conn, hash, max_distance, limit).await
+        similar_on(&mut conn, hash, max_distance, limit, owner).await
+    }
+
+    async fn owned_images(&self, owner: &str, ids: &[String]) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT image_id FROM image_owners WHERE owner = $1 AND image_id = ANY($2) ORDER BY image_id",
+        )
+        .bind(owner)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn create_api_key(&self, k: &ApiKey, hash: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, tenant, role, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&k.id)
+        .bind(hash)
+        .bind(&k.tenant)
+        .bind(k.role.as_str())
+        .bind(&k.label)
+        .bind(k.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Millis) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn open_batches(&self, owner: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM batches WHERE owner = $1 AND phase IN ('received', 'processing')",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn uploaded_bytes_since(&self, owner: &str, since: Millis) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(upload_bytes), 0)::BIGINT FROM batches WHERE owner = $1 AND created_at >= $2",
+        )
+        .bind(owner)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn begin_attempt(&self, batch: &str, index: u32) -> Result<u32> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "UPDATE entries SET attempts = attempts + 1
+             WHERE batch_id = $1 AND idx = $2 AND verdict IS NULL RETURNING attempts::BIGINT",
+        )
+        .bind(batch)
+        .bind(i64::from(index))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(n.unwrap_or(0) as u32)
     }
 
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>> {
@@ -290,7 +382,7 @@ impl Catalog for PgCatalog {
         limit: u32,
     ) -> Result<Vec<ImageRecord>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at, i.pdq, i.pdq_quality
+            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, i.owner, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at, i.pdq, i.pdq_quality
              FROM entries e JOIN images i ON i.id = e.image_id
              WHERE e.batch_id = $1 AND e.verdict = 'accepted' AND e.idx > $2 ORDER BY e.idx LIMIT $3",
         )
@@ -313,11 +405,18 @@ impl Catalog for PgCatalog {
         Ok(())
     }
 
-    async fn known_originals(&self, sha256s: &[String]) -> Result<Vec<(String, String)>> {
+    async fn known_originals(
+        &self,
+        sha256s: &[String],
+        owner: Option<&str>,
+    ) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query(
-            "SELECT sha256, image_id FROM originals WHERE sha256 = ANY($1) ORDER BY sha256",
+            "SELECT sha256, image_id FROM originals o WHERE sha256 = ANY($1)
+               AND ($2::TEXT IS NULL OR EXISTS (SELECT 1 FROM image_owners w WHERE w.image_id = o.image_id AND w.owner = $2))
+             ORDER BY sha256",
         )
         .bind(sha256s)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -418,8 +517,8 @@ const NEAR_LOCK: i64 = 0x0070_6963_7369_6674;
 
 async fn insert_image_on(conn: &mut sqlx::PgConnection, i: &ImageRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&i.id)
     .bind(i.format.as_str())
@@ -433,6 +532,14 @@ async fn insert_image_on(conn: &mut sqlx::PgConnection, i: &ImageRecord) -> Resu
     .bind(i.created_ms)
     .bind(&i.pdq)
     .bind(i.pdq_quality.map(i64::from))
+    .bind(&i.owner)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO image_owners (image_id, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(&i.id)
+    .bind(&i.owner)
     .execute(&mut *conn)
     .await?;
     let keys = mih_keys(i);
@@ -454,13 +561,16 @@ async fn similar_on(
     hash: &Hash,
     max_distance: u32,
     limit: u32,
+    owner: Option<&str>,
 ) -> Result<Vec<Similar>> {
     let probes = pdq_index::probes(hash, max_distance);
     let rows = sqlx::query(
         "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
-         WHERE m.k = ANY($1)",
+         WHERE m.k = ANY($1)
+           AND ($2::TEXT IS NULL OR EXISTS (SELECT 1 FROM image_owners o WHERE o.image_id = i.id AND o.owner = $2))",
     )
     .bind(&probes)
+    .bind(owner)
     .fetch_all(&mut *conn)
     .await?;
     let candidates = rows

@@ -655,3 +655,65 @@ impl WorkQueue for RedisQueue {
         Ok(n)
     }
 }
+
+/// [`crate::rate::take`] in Lua. KEYS[1]: the bucket (a hash of `tokens`
+/// and `at`). ARGV: rate per second, burst, now (ms). Replies the
+/// milliseconds to wait, 0 when the request may go. The bucket expires
+/// once it would be full again anyway.
+static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local h = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(h[1]), tonumber(h[2])
+if not tokens then tokens, at = burst, now end
+local elapsed = math.max(now - at, 0) / 1000
+tokens = math.min(tokens + elapsed * rate, burst)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.max(math.ceil((1 - tokens) / rate * 1000), 1)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+",
+    )
+});
+
+/// Per-tenant token buckets in Redis, shared by every gateway replica.
+#[derive(Clone)]
+pub struct RedisRateLimiter {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisRateLimiter {
+    /// Connects to the Redis at `url`; bucket keys start with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            conn: connect_manager(url, Some(RESPONSE_TIMEOUT)).await?,
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl crate::rate::RateLimiter for RedisRateLimiter {
+    async fn take(
+        &self,
+        tenant: &str,
+        rate: crate::rate::Rate,
+        now: Millis,
+    ) -> Result<Option<Millis>> {
+        let wait: i64 = TAKE_SCRIPT
+            .key(format!("{}rate:{tenant}", self.prefix))
+            .arg(rate.per_second)
+            .arg(rate.burst)
+            .arg(now)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((wait > 0).then_some(wait))
+    }
+}

@@ -1,10 +1,11 @@
 //! Catalog and dedup index in one SQLite file (WAL mode).
 
 use crate::Result;
+use crate::auth::ApiKey;
 use crate::catalog_rows::{
-    Arg, IMAGE_COLUMNS, batch_from_row, checks_json, counts_from_rows, duplicate_kind_code,
-    image_from_row, image_search_sql, index_from_row, matchable_hash, mih_keys, pending_from_row,
-    rank_similar, report_entry_from_row,
+    Arg, IMAGE_COLUMNS, api_key_from_row, batch_from_row, checks_json, counts_from_rows,
+    duplicate_kind_code, image_from_row, image_search_sql, index_from_row, matchable_hash,
+    mih_keys, pending_from_row, rank_similar, report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
 use crate::model::{
@@ -53,10 +54,11 @@ impl SqliteCatalog {
 impl Catalog for SqliteCatalog {
     async fn create_batch(&self, b: &NewBatch) -> Result<()> {
         sqlx::query(
-            "INSERT INTO batches (id, phase, staged_key, upload_bytes, total_entries, callback_url, notify_state, created_at, updated_at)
-             VALUES (?, 'received', ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (id, owner, phase, staged_key, upload_bytes, total_entries, callback_url, notify_state, created_at, updated_at)
+             VALUES (?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&b.id)
+        .bind(&b.owner)
         .bind(&b.staged_key)
         .bind(b.upload_bytes as i64)
         .bind(b.total_entries as i64)
@@ -222,12 +224,13 @@ impl Catalog for SqliteCatalog {
         &self,
         i: &ImageRecord,
         max_distance: u32,
+        scope: Option<&str>,
     ) -> Result<Option<Similar>> {
         // IMMEDIATE takes the write lock first: the check and the insert
         // are one step among all writers of this file.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(hash) = matchable_hash(i) {
-            let found = similar_on(&mut tx, &hash, max_distance, 2).await?;
+            let found = similar_on(&mut tx, &hash, max_distance, 2, scope).await?;
             if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
                 tx.rollback().await?;
                 return Ok(Some(m));
@@ -238,9 +241,99 @@ impl Catalog for SqliteCatalog {
         Ok(None)
     }
 
-    async fn similar(&self, hash: &Hash, max_distance: u32, limit: u32) -> Result<Vec<Similar>> {
+    async fn similar(
+        &self,
+        hash: &Hash,
+        max_distance: u32,
+        limit: u32,
+        owner: Option<&str>,
+    ) -> Result<Vec<Similar>> {
         let mut conn = self.pool.acquire().await?;
-        similar_on(&mut conn, hash, max_distance, limit).await
+        similar_on(&mut conn, hash, max_distance, limit, owner).await
+    }
+
+    async fn owned_images(&self, owner: &str, ids: &[String]) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT image_id FROM image_owners
+             WHERE owner = ? AND image_id IN (SELECT value FROM json_each(?)) ORDER BY image_id",
+        )
+        .bind(owner)
+        .bind(serde_json::to_string(ids).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn create_api_key(&self, k: &ApiKey, hash: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, tenant, role, label, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.id)
+        .bind(hash)
+        .bind(&k.tenant)
+        .bind(k.role.as_str())
+        .bind(&k.label)
+        .bind(k.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Millis) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn open_batches(&self, owner: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM batches WHERE owner = ? AND phase IN ('received', 'processing')",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn uploaded_bytes_since(&self, owner: &str, since: Millis) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(upload_bytes), 0) FROM batches WHERE owner = ? AND created_at >= ?",
+        )
+        .bind(owner)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn begin_attempt(&self, batch: &str, index: u32) -> Result<u32> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "UPDATE entries SET attempts = attempts + 1
+             WHERE batch_id = ? AND idx = ? AND verdict IS NULL RETURNING attempts",
+        )
+        .bind(batch)
+        .bind(i64::from(index))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(n.unwrap_or(0) as u32)
     }
 
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>> {
@@ -256,7 +349,7 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<ImageRecord>> {
         let rows = sqlx::query(
-            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at, i.pdq, i.pdq_quality
+            "SELECT i.id, i.format, i.width, i.height, i.size, i.orientation, i.owner, e.batch_id, e.idx AS entry_idx, e.name AS entry_name, i.created_at, i.pdq, i.pdq_quality
              FROM entries e JOIN images i ON i.id = e.image_id
              WHERE e.batch_id = ? AND e.verdict = 'accepted' AND e.idx > ? ORDER BY e.idx LIMIT ?",
         )
@@ -279,12 +372,20 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    async fn known_originals(&self, sha256s: &[String]) -> Result<Vec<(String, String)>> {
+    async fn known_originals(
+        &self,
+        sha256s: &[String],
+        owner: Option<&str>,
+    ) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query(
-            "SELECT sha256, image_id FROM originals
-             WHERE sha256 IN (SELECT value FROM json_each(?)) ORDER BY sha256",
+            "SELECT sha256, image_id FROM originals o
+             WHERE sha256 IN (SELECT value FROM json_each(?))
+               AND (? IS NULL OR EXISTS (SELECT 1 FROM image_owners w WHERE w.image_id = o.image_id AND w.owner = ?))
+             ORDER BY sha256",
         )
         .bind(serde_json::to_string(sha256s).unwrap_or_default())
+        .bind(owner)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -481,8 +582,8 @@ impl DedupIndex for SqliteCatalog {
 
 async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO images (id, format, width, height, size, orientation, owner, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&i.id)
     .bind(i.format.as_str())
@@ -490,6 +591,7 @@ async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> 
     .bind(i64::from(i.height))
     .bind(i.size as i64)
     .bind(i.orientation.map(i64::from))
+    .bind(&i.owner)
     .bind(&i.batch_id)
     .bind(i64::from(i.entry_index))
     .bind(&i.entry_name)
@@ -498,6 +600,11 @@ async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> 
     .bind(i.pdq_quality.map(i64::from))
     .execute(&mut *conn)
     .await?;
+    sqlx::query("INSERT INTO image_owners (image_id, owner) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(&i.id)
+        .bind(&i.owner)
+        .execute(&mut *conn)
+        .await?;
     for k in mih_keys(i) {
         sqlx::query("INSERT INTO pdq_mih (k, image_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
             .bind(k)
@@ -513,13 +620,17 @@ async fn similar_on(
     hash: &Hash,
     max_distance: u32,
     limit: u32,
+    owner: Option<&str>,
 ) -> Result<Vec<Similar>> {
     let probes = pdq_index::probes(hash, max_distance);
     let rows = sqlx::query(
         "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
-         WHERE m.k IN (SELECT value FROM json_each(?))",
+         WHERE m.k IN (SELECT value FROM json_each(?))
+           AND (? IS NULL OR EXISTS (SELECT 1 FROM image_owners o WHERE o.image_id = i.id AND o.owner = ?))",
     )
     .bind(serde_json::to_string(&probes).unwrap_or_default())
+    .bind(owner)
+    .bind(owner)
     .fetch_all(&mut *conn)
     .await?;
     let candidates = rows

@@ -32,7 +32,22 @@ pub struct Server {
     pub base: String,
     /// Its data folder.
     pub data: PathBuf,
+    /// The admin API key it created on first start (DATA/admin.key).
+    pub key: String,
     args: Vec<String>,
+}
+
+/// An HTTP client that sends `key` with every request.
+pub fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().expect("key fits a header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
 }
 
 impl Server {
@@ -67,12 +82,37 @@ impl Server {
         let base = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server did not start listening within 30 s");
+        let key = std::fs::read_to_string(data.join("admin.key"))
+            .expect("picsift serve writes DATA/admin.key")
+            .trim()
+            .to_string();
         Server {
             child,
             base,
             data: data.to_path_buf(),
+            key,
             args,
         }
+    }
+
+    /// A client with the admin key.
+    pub fn client(&self) -> reqwest::Client {
+        client_with(&self.key)
+    }
+
+    /// Creates a key for `tenant` with `picsift admin keys create`.
+    pub fn tenant_key(&self, tenant: &str) -> String {
+        let out = Command::new(picsift_bin())
+            .args(["admin", "keys", "create", "--tenant", tenant, "--data"])
+            .arg(&self.data)
+            .output()
+            .expect("run picsift admin keys create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// A URL on this server.
@@ -92,7 +132,8 @@ impl Server {
         zip: Vec<u8>,
         query: &str,
     ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let r = reqwest::Client::new()
+        let r = self
+            .client()
             .post(self.url(&format!("/v1/batches{query}")))
             .header("content-type", "application/zip")
             .body(zip)
@@ -113,7 +154,9 @@ impl Server {
 
     /// GETs JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        reqwest::get(self.url(path))
+        self.client()
+            .get(self.url(path))
+            .send()
             .await
             .expect("GET")
             .json()
