@@ -162,10 +162,14 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
         "picsift gateway listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, picsift_gateway::router(state))
-        .with_graceful_shutdown(crate::serve::shutdown_signal())
-        .await
-        .context("server failed")?;
+    picsift_gateway::serve(
+        listener,
+        picsift_gateway::router(state),
+        cfg.limits.transport(),
+        crate::serve::shutdown_signal(),
+    )
+    .await
+    .context("server failed")?;
     Ok(())
 }
 

@@ -51,16 +51,29 @@ pub struct LimitsSection {
     pub max_open_batches: u64,
     /// Bytes a tenant may upload per calendar month (UTC).
     pub max_bytes_per_month: u64,
+    /// Seconds a client has to send a request's head.
+    pub header_timeout_secs: u64,
+    /// Longest pause, in seconds, within a request body.
+    pub body_idle_timeout_secs: u64,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Requests handled at once (more get 503).
+    pub max_requests: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         let d = picsift_gateway::TenantLimits::default();
+        let t = picsift_gateway::Transport::default();
         Self {
             requests_per_second: d.requests.map_or(0.0, |r| r.per_second),
             burst: d.requests.map_or(0.0, |r| r.burst),
             max_open_batches: d.max_open_batches.unwrap_or(0),
             max_bytes_per_month: d.max_bytes_per_month.unwrap_or(0),
+            header_timeout_secs: t.header_timeout.as_secs(),
+            body_idle_timeout_secs: t.body_idle_timeout.as_secs(),
+            max_connections: t.max_connections,
+            max_requests: t.max_requests,
         }
     }
 }
@@ -76,6 +89,16 @@ impl LimitsSection {
             }),
             max_open_batches: on(self.max_open_batches),
             max_bytes_per_month: on(self.max_bytes_per_month),
+        }
+    }
+
+    /// The server's transport limits.
+    pub fn transport(&self) -> picsift_gateway::Transport {
+        picsift_gateway::Transport {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_idle_timeout: std::time::Duration::from_secs(self.body_idle_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+            max_requests: self.max_requests.max(1),
         }
     }
 }

@@ -66,17 +66,32 @@ pub struct ServeArgs {
     /// Bytes a tenant may upload per calendar month, UTC (0: unlimited).
     #[arg(long, env = "PICSIFT_MAX_BYTES_PER_MONTH", default_value_t = 0)]
     pub max_bytes_per_month: u64,
+    /// Seconds a client has to send a request's head.
+    #[arg(long, env = "PICSIFT_HEADER_READ_TIMEOUT_SECS", default_value_t = crate::config::LimitsSection::default().header_timeout_secs)]
+    pub header_read_timeout_secs: u64,
+    /// Longest pause, in seconds, within a request body (a stalled upload gets 408).
+    #[arg(long, env = "PICSIFT_BODY_IDLE_TIMEOUT_SECS", default_value_t = crate::config::LimitsSection::default().body_idle_timeout_secs)]
+    pub body_idle_timeout_secs: u64,
+    /// Connections served at once.
+    #[arg(long, env = "PICSIFT_MAX_CONNECTIONS", default_value_t = crate::config::LimitsSection::default().max_connections)]
+    pub max_connections: usize,
+    /// Requests handled at once (more get 503).
+    #[arg(long, env = "PICSIFT_MAX_REQUESTS", default_value_t = crate::config::LimitsSection::default().max_requests)]
+    pub max_requests: usize,
 }
 
 impl ServeArgs {
-    fn limits(&self) -> picsift_gateway::TenantLimits {
+    fn limits(&self) -> crate::config::LimitsSection {
         crate::config::LimitsSection {
             requests_per_second: self.rate_limit,
             burst: self.rate_burst,
             max_open_batches: self.max_open_batches,
             max_bytes_per_month: self.max_bytes_per_month,
+            header_timeout_secs: self.header_read_timeout_secs,
+            body_idle_timeout_secs: self.body_idle_timeout_secs,
+            max_connections: self.max_connections,
+            max_requests: self.max_requests,
         }
-        .tenant_limits()
     }
 }
 
@@ -201,7 +216,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         queue: Some(queue),
         scheduler: Arc::new(LocalScheduler::new(backends, config)),
         policy,
-        limits: args.limits(),
+        limits: args.limits().tenant_limits(),
         rate: Arc::new(picsift_core::rate::MemoryRateLimiter::default()),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -212,10 +227,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "picsift listening on http://{addr} (data in {})",
         args.data.display()
     );
-    axum::serve(listener, picsift_gateway::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    picsift_gateway::serve(
+        listener,
+        picsift_gateway::router(state),
+        args.limits().transport(),
+        shutdown_signal(),
+    )
+    .await
+    .context("server failed")?;
     stop.cancel();
     for task in background {
         let _ = task.await;

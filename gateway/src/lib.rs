@@ -8,10 +8,12 @@ mod batches;
 mod images;
 mod problem;
 mod search;
+pub mod server;
 mod upload;
 
 pub use auth::TenantLimits;
 pub use problem::Problem;
+pub use server::{Transport, serve};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

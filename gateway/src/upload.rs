@@ -245,6 +245,16 @@ where
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
+                // The server's body idle timeout (see `server.rs`).
+                Err(e) if e.to_string().contains("designated timeout") => {
+                    return refuse(Problem::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body-timeout",
+                        "Request body too slow",
+                        "the upload stalled: no data arrived within the server's body idle timeout",
+                    ))
+                    .await;
+                }
                 Err(e) => {
                     return refuse(Problem::bad_request(format!("the upload was cut off: {e}")))
                         .await;
