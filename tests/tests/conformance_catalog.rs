@@ -607,6 +607,148 @@ async fn of_near_duplicates_inserted_at_once_exactly_one_is_recorded(c: Arc<dyn 
     assert!(c.image(&far.id).await.unwrap().is_some());
 }
 
+async fn api_keys_are_found_by_hash_listed_and_revoked(c: Arc<dyn Catalog>) {
+    use picsift_core::auth::{Role, generate};
+    let a = generate("acme", Role::Tenant, "ci", T0).unwrap();
+    let root = generate("default", Role::Admin, "", T0 + 1).unwrap();
+    c.create_api_key(&a.key, &a.hash).await.unwrap();
+    c.create_api_key(&root.key, &root.hash).await.unwrap();
+    assert_eq!(
+        c.api_key_by_hash(&a.hash).await.unwrap(),
+        Some(a.key.clone())
+    );
+    assert_eq!(
+        c.api_key_by_hash(&root.hash).await.unwrap().unwrap().role,
+        Role::Admin
+    );
+    assert_eq!(c.api_key_by_hash(&"0".repeat(64)).await.unwrap(), None);
+    assert_eq!(
+        c.api_keys().await.unwrap(),
+        vec![a.key.clone(), root.key.clone()]
+    );
+    assert!(c.revoke_api_key(&a.key.id, T0 + 5).await.unwrap());
+    assert!(!c.revoke_api_key(&a.key.id, T0 + 6).await.unwrap(), "once");
+    assert!(!c.revoke_api_key("nope", T0 + 6).await.unwrap());
+    assert_eq!(c.api_key_by_hash(&a.hash).await.unwrap(), None, "revoked");
+    assert_eq!(c.api_keys().await.unwrap()[0].revoked_at, Some(T0 + 5));
+}
+
+async fn owners_scope_images_searches_and_quotas(c: Arc<dyn Catalog>) {
+    use picsift_core::model::{ImageFilter, ImageSort};
+    // Batches: open ones and bytes uploaded since a time, per owner.
+    let mut b1 = new_batch("a1", None, T0);
+    b1.owner = "acme".into();
+    let mut b2 = new_batch("a2", None, T0 + 100);
+    b2.owner = "acme".into();
+    let b3 = new_batch("d1", None, T0 + 100);
+    for b in [&b1, &b2, &b3] {
+        c.create_batch(b).await.unwrap();
+    }
+    assert_eq!(c.batch("a1").await.unwrap().unwrap().owner, "acme");
+    assert_eq!(c.open_batches("acme").await.unwrap(), 2);
+    assert_eq!(
+        c.uploaded_bytes_since("acme", T0).await.unwrap(),
+        10_000_000_000
+    );
+    assert_eq!(
+        c.uploaded_bytes_since("acme", T0 + 1).await.unwrap(),
+        5_000_000_000
+    );
+    assert_eq!(c.uploaded_bytes_since("nobody", 0).await.unwrap(), 0);
+    c.fail_batch("a1", "x", T0 + 200).await.unwrap();
+    assert_eq!(c.open_batches("acme").await.unwrap(), 1);
+
+    // An image stored by acme, then by bravo (per-tenant dedup).
+    let id = image_id("own");
+    let mut img = image(&id, "a2", 0);
+    img.owner = "acme".into();
+    c.insert_image(&img).await.unwrap();
+    let mut again = img.clone();
+    again.owner = "bravo".into();
+    again.batch_id = "b9".into();
+    c.insert_image(&again).await.unwrap();
+    let stored = c.image(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.owner.as_str(), stored.batch_id.as_str()),
+        ("acme", "a2"),
+        "the first record stays"
+    );
+    let ids = vec![id.clone(), image_id("other")];
+    assert_eq!(
+        c.owned_images("acme", &ids).await.unwrap(),
+        vec![id.clone()]
+    );
+    assert_eq!(
+        c.owned_images("bravo", &ids).await.unwrap(),
+        vec![id.clone()]
+    );
+    assert!(c.owned_images("carol", &ids).await.unwrap().is_empty());
+
+    // Searches, similar and lookup are scoped by owner.
+    let search = |owner: &str| ImageFilter {
+        owner: Some(owner.into()),
+        ..ImageFilter::default()
+    };
+    for (owner, n) in [("acme", 1), ("bravo", 1), ("carol", 0)] {
+        let found = c
+            .search_images(&search(owner), ImageSort::default(), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), n, "{owner}");
+    }
+    let hash: picsift_core::pdq::Hash = img.pdq.clone().unwrap().parse().unwrap();
+    assert_eq!(
+        c.similar(&hash, 0, 5, Some("bravo")).await.unwrap().len(),
+        1
+    );
+    assert!(
+        c.similar(&hash, 0, 5, Some("carol"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    c.record_original(&image_id("file"), &id).await.unwrap();
+    let f = vec![image_id("file")];
+    assert_eq!(c.known_originals(&f, Some("acme")).await.unwrap().len(), 1);
+    assert!(
+        c.known_originals(&f, Some("carol"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Near duplicates: another tenant's image does not count in its scope.
+    let mut near = image(&image_id("near"), "c1", 0);
+    near.owner = "carol".into();
+    assert!(
+        c.insert_image_unless_near(&near, 31, Some("carol"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut near2 = image(&image_id("near2"), "a3", 0);
+    near2.owner = "acme".into();
+    let told = c
+        .insert_image_unless_near(&near2, 31, Some("acme"))
+        .await
+        .unwrap();
+    assert_eq!(
+        told.map(|m| m.image_id),
+        Some(id.clone()),
+        "acme's own image counts"
+    );
+}
+
+async fn attempts_count_for_undecided_entries_only(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 2).await;
+    assert_eq!(c.begin_attempt("b", 0).await.unwrap(), 1);
+    assert_eq!(c.begin_attempt("b", 0).await.unwrap(), 2);
+    c.record_verdict("b", 1, &Verdict::accepted(image_id("x")), T0)
+        .await
+        .unwrap();
+    assert_eq!(c.begin_attempt("b", 1).await.unwrap(), 0, "decided");
+    assert_eq!(c.begin_attempt("b", 7).await.unwrap(), 0, "unknown");
+}
+
 async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     let first = Verdict::accepted(image_id("a1"));
@@ -1142,4 +1284,7 @@ catalog_conforms! {
     image_search_filters_sorts_and_pages_like_the_model,
     known_originals_answer_from_the_first_record_of_each_file,
     of_near_duplicates_inserted_at_once_exactly_one_is_recorded,
+    api_keys_are_found_by_hash_listed_and_revoked,
+    owners_scope_images_searches_and_quotas,
+    attempts_count_for_undecided_entries_only,
 }

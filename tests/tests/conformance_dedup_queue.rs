@@ -477,3 +477,36 @@ async fn redis_clients_carry_on_after_redis_restarts_without_its_data() -> Res {
     assert_eq!(q.backlog().await?, 0);
     Ok(())
 }
+
+async fn rate_limiter_conforms(l: Arc<dyn picsift_core::rate::RateLimiter>) -> Res {
+    use picsift_core::rate::Rate;
+    let rate = Rate {
+        per_second: 2.0,
+        burst: 3.0,
+    };
+    let t0 = 1_700_000_000_000;
+    for _ in 0..3 {
+        assert_eq!(l.take("acme", rate, t0).await?, None);
+    }
+    assert_eq!(l.take("acme", rate, t0).await?, Some(500));
+    assert_eq!(
+        l.take("bravo", rate, t0).await?,
+        None,
+        "buckets are per tenant"
+    );
+    assert_eq!(l.take("acme", rate, t0 + 500).await?, None, "refilled");
+    assert_eq!(l.take("acme", rate, t0 + 500).await?, Some(500));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_rate_limiter_is_a_token_bucket() -> Res {
+    rate_limiter_conforms(Arc::new(picsift_core::rate::MemoryRateLimiter::default())).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_rate_limiter_is_the_same_token_bucket() -> Res {
+    let server = RedisServer::start();
+    let l = picsift_core::cluster::RedisRateLimiter::connect(&server.url, "t:").await?;
+    rate_limiter_conforms(Arc::new(l)).await
+}
