@@ -200,6 +200,8 @@ pub trait Catalog: Send + Sync {
     /// Counts one more start of an undecided entry's processing and
     /// returns the count (0 when the entry is decided or unknown).
     async fn begin_attempt(&self, batch: &str, index: u32) -> Result<u32>;
+    /// Counts one start less (the processing ended, however).
+    async fn end_attempt(&self, batch: &str, index: u32) -> Result<()>;
     /// Completes the batch if no entry is pending; true for the one caller that completed it.
     async fn try_complete(&self, id: &str, now: Millis) -> Result<bool>;
     /// Batches whose webhook is due at `now`.

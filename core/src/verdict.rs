@@ -125,6 +125,9 @@ reasons! {
     ModelRejected = "model_rejected", Rejected, "The content is not allowed by the policy's models; the detail names the model, label, score and threshold.";
     /// The policy has ML models and the image's colour space (CMYK) cannot be checked.
     Uncheckable = "uncheckable", Rejected, "Convert the image to RGB (sRGB) so its content can be checked.";
+    /// Decoding the entry crashed: it panicked, or it killed its worker
+    /// (an abort, out of memory) on two deliveries of its task.
+    DecoderCrash = "decoder_crash", Rejected, "Re-export the image with a standard tool; this file crashes image decoders.";
     /// Processing the entry failed inside picsift; retrying may help.
     InternalError = "internal_error", Failed, "Upload the image again; report the batch id if it keeps failing.";
     /// The entry's chunk failed on every delivery and was dead-lettered.

@@ -628,7 +628,7 @@ async fn a_prefix_batch_checks_every_object_under_it_and_deletes_none() {
         .unwrap();
     let cfg = picsift_worker::WorkerConfig::default();
     while let Some(lease) = f.backends.queue.dequeue(10).await.unwrap() {
-        picsift_worker::process_chunk(&f.backends, &cfg, &lease.task)
+        picsift_worker::process_chunk(&f.backends, &cfg, &lease.task, lease.deliveries)
             .await
             .unwrap();
         f.backends.queue.ack(&lease).await.unwrap();

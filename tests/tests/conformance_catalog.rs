@@ -742,6 +742,10 @@ async fn attempts_count_for_undecided_entries_only(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     assert_eq!(c.begin_attempt("b", 0).await.unwrap(), 1);
     assert_eq!(c.begin_attempt("b", 0).await.unwrap(), 2);
+    c.end_attempt("b", 0).await.unwrap();
+    assert_eq!(c.begin_attempt("b", 0).await.unwrap(), 2, "one start ended");
+    c.end_attempt("b", 1).await.unwrap();
+    assert_eq!(c.begin_attempt("b", 1).await.unwrap(), 1, "never below 0");
     c.record_verdict("b", 1, &Verdict::accepted(image_id("x")), T0)
         .await
         .unwrap();

@@ -49,15 +49,57 @@ struct Checking {
     policy: Arc<picsift_core::policy::Policy>,
     checker: Option<picsift_ml::Checker>,
     batch_id: Arc<str>,
+    /// On a redelivered task: the catalog, to count each entry's decodes.
+    guard: Option<(
+        Arc<dyn picsift_core::store::Catalog>,
+        tokio::runtime::Handle,
+    )>,
 }
+
+/// Decodes of one entry that may end with its worker gone (killed by an
+/// abort or out of memory inside a decoder) before it is refused as
+/// `decoder_crash`.
+const MAX_DECODER_CRASHES: u32 = 1;
 
 impl Checking {
     fn audited(&self, index: u32) -> bool {
         checks::audited(&self.batch_id, index, self.policy.audit.sample_rate)
     }
 
-    /// The pure pipeline on one entry's bytes, then its checks queued.
+    /// [`Self::run_unguarded`], counted on a redelivered task: the count
+    /// goes up before the decode and down after it, so an entry whose count
+    /// is up when its task comes again is one whose decode took its worker
+    /// down. The first such crash of a task is not attributed (nothing is
+    /// counted on a first delivery, to keep the common path free); the next
+    /// is, and the delivery after that refuses the entry.
     fn run(&self, index: u32, name: String, bytes: Vec<u8>) -> Checked {
+        let Some((catalog, rt)) = &self.guard else {
+            return self.run_unguarded(index, name, bytes);
+        };
+        match rt.block_on(catalog.begin_attempt(&self.batch_id, index)) {
+            Ok(n) if n > MAX_DECODER_CRASHES => {
+                tracing::error!(batch = %self.batch_id, index, "entry killed its worker while decoding; refused");
+                return Checked::refused(
+                    index,
+                    name,
+                    Rejection::new(
+                        Reason::DecoderCrash,
+                        "decoding this entry killed its worker (an abort or running out of memory) on two deliveries; it is not tried again",
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not count the decode attempt"),
+        }
+        let checked = self.run_unguarded(index, name, bytes);
+        if let Err(e) = rt.block_on(catalog.end_attempt(&self.batch_id, index)) {
+            tracing::warn!(error = %e, "could not count the decode attempt's end");
+        }
+        checked
+    }
+
+    /// The pure pipeline on one entry's bytes, then its checks queued.
+    fn run_unguarded(&self, index: u32, name: String, bytes: Vec<u8>) -> Checked {
         let audit = self.audited(index).then(|| bytes.clone());
         let (outcome, pending) = match pipeline::prepare_with_pixels(&bytes, &self.policy) {
             Err(r) => (Err(r), None),
@@ -88,7 +130,14 @@ impl Checking {
 /// Processes one chunk. Entries that already have a verdict are skipped,
 /// so a task delivered twice does no harm. Returns whether this call
 /// completed the batch.
-pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -> Result<bool> {
+/// `deliveries` counts this one: from the second on, decodes are counted
+/// to find an entry that crashes its worker.
+pub async fn process_chunk(
+    b: &Backends,
+    cfg: &WorkerConfig,
+    task: &ChunkTask,
+    deliveries: u32,
+) -> Result<bool> {
     let Some(batch) = b.catalog.batch(&task.batch_id).await? else {
         return Ok(false);
     };
@@ -132,6 +181,8 @@ pub async fn process_chunk(b: &Backends, cfg: &WorkerConfig, task: &ChunkTask) -
             policy: Arc::new(policy),
             checker,
             batch_id: batch.id.as_str().into(),
+            guard: (deliveries >= 2)
+                .then(|| (b.catalog.clone(), tokio::runtime::Handle::current())),
         };
         let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(depth);
         let producer = if is_prefix(&batch.staged_key) {
@@ -380,8 +431,8 @@ fn crashed(index: u32, name: String) -> Checked {
         index,
         name,
         Rejection::new(
-            Reason::InternalError,
-            "processing this entry crashed; the rest of the batch goes on",
+            Reason::DecoderCrash,
+            "processing this entry panicked; it is refused and the rest of the batch goes on",
         ),
     )
 }
@@ -718,7 +769,7 @@ pub async fn run_workers(
                     }
                     continue;
                 }
-                match process_chunk(&b, &cfg, &lease.task).await {
+                match process_chunk(&b, &cfg, &lease.task, lease.deliveries).await {
                     Ok(done) => {
                         if done {
                             completed.notify_one();

@@ -357,6 +357,17 @@ impl Catalog for PgCatalog {
         Ok(n as u64)
     }
 
+    async fn end_attempt(&self, batch: &str, index: u32) -> Result<()> {
+        sqlx::query(
+            "UPDATE entries SET attempts = attempts - 1 WHERE batch_id = $1 AND idx = $2 AND attempts > 0",
+        )
+        .bind(batch)
+        .bind(i64::from(index))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn begin_attempt(&self, batch: &str, index: u32) -> Result<u32> {
         let n: Option<i64> = sqlx::query_scalar(
             "UPDATE entries SET attempts = attempts + 1
