@@ -18,6 +18,11 @@ pub struct ChunkTask {
     /// ownership).
     #[serde(default = "default_owner")]
     pub owner: String,
+    /// Planned again for a batch that was already processing (a restart,
+    /// or tasks lost with their queue): its decodes are counted as on a
+    /// redelivery, since a worker may have died on one of its entries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replanned: bool,
 }
 
 fn default_owner() -> String {
@@ -57,6 +62,7 @@ pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) 
                 entries: std::mem::take(&mut current),
                 policy: None,
                 owner: default_owner(),
+                replanned: false,
             });
             bytes = 0;
         }
@@ -69,6 +75,7 @@ pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) 
             entries: current,
             policy: None,
             owner: default_owner(),
+            replanned: false,
         });
     }
     out

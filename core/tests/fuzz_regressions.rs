@@ -3,7 +3,6 @@
 //! included from fuzz/src/lib.rs: a finding stays fixed, and the harness
 //! keeps compiling with the ordinary test run. See docs/fuzzing.md.
 
-#[allow(dead_code)]
 #[path = "../../fuzz/src/lib.rs"]
 mod harness;
 

@@ -483,6 +483,7 @@ async fn the_worker_pool_creates_jobs_for_the_backlog_and_reports_status() {
             .queue
             .enqueue(ChunkTask {
                 owner: "default".into(),
+                replanned: false,
                 batch_id: format!("b{i}"),
                 entries: vec![0],
                 policy: None,

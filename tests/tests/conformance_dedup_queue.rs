@@ -195,6 +195,7 @@ fn task(i: u32) -> ChunkTask {
     ChunkTask {
         batch_id: format!("batch-{i}"),
         owner: format!("tenant-{i}"),
+        replanned: i == 3,
         entries: vec![i, i + 1, i + 7],
         // The policy travels with the task: the queue must keep it.
         policy: i.is_multiple_of(2).then(|| picsift_core::policy::Policy {

@@ -38,6 +38,7 @@ pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Res
     for mut task in plan_chunks(batch_id, &pending, cfg.chunk_limits) {
         task.policy = Some(cfg.policy.clone());
         task.owner = batch.owner.clone();
+        task.replanned = batch.phase == Phase::Processing;
         b.queue.enqueue(task).await?;
     }
     if pending.is_empty()

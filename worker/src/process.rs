@@ -181,7 +181,7 @@ pub async fn process_chunk(
             policy: Arc::new(policy),
             checker,
             batch_id: batch.id.as_str().into(),
-            guard: (deliveries >= 2)
+            guard: (deliveries >= 2 || task.replanned)
                 .then(|| (b.catalog.clone(), tokio::runtime::Handle::current())),
         };
         let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(depth);

@@ -53,6 +53,7 @@ async fn task_past_its_delivery_limit_is_dead_lettered_and_its_entries_fail() {
     queue
         .enqueue(ChunkTask {
             owner: "default".into(),
+            replanned: false,
             batch_id: "b1".into(),
             entries: vec![0, 1, 2],
             policy: None,

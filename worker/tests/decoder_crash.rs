@@ -77,6 +77,7 @@ fn task() -> ChunkTask {
         entries: vec![0, 1, 2],
         policy: None,
         owner: "default".into(),
+        replanned: false,
     }
 }
 
@@ -113,4 +114,21 @@ async fn a_redelivered_task_that_ends_normally_leaves_no_count_behind() {
     assert!(report.iter().all(|e| e.reason.is_none()), "{report:?}");
     // (Decided entries are no longer counted at all.)
     assert_eq!(catalog.begin_attempt("b1", 0).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_planned_again_after_a_restart_counts_like_a_redelivery() {
+    let (_dir, b, catalog) = setup().await;
+    // The standalone server died decoding entry 0 of a replanned task (its
+    // in-memory queue forgot the deliveries; the plan says it is a retry).
+    catalog.begin_attempt("b1", 0).await.unwrap();
+    let replanned = ChunkTask {
+        replanned: true,
+        ..task()
+    };
+    process_chunk(&b, &WorkerConfig::default(), &replanned, 1)
+        .await
+        .unwrap();
+    let report = catalog.report("b1", None, 10).await.unwrap();
+    assert_eq!(report[0].reason, Some(Reason::DecoderCrash), "{report:?}");
 }
