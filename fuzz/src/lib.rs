@@ -1,0 +1,141 @@
+//! What each fuzz target runs: the parsers of untrusted input in
+//! `picsift-core`, called the way the gateway and the worker call them, and
+//! the invariants their results must keep. A failed assertion is a finding,
+//! like a panic.
+//!
+//! This file depends on `picsift-core` and `zip` only, so that
+//! `core/tests/fuzz_regressions.rs` can include it and replay crashers and
+//! seeds through exactly these checks in the ordinary test run.
+
+use picsift_core::archive::{self, EntryMeta};
+use picsift_core::format::{self, Format, Sniffed};
+use picsift_core::policy::Policy;
+use picsift_core::{decode, jpeg, pipeline};
+use std::io::Cursor;
+use zip::ZipArchive;
+
+/// Bytes of an upload the gateway has read when it runs the light check.
+const GATEWAY_HEAD: usize = 4;
+
+/// Most entries one archive input walks, so that one input stays fast.
+const MAX_ENTRIES_WALKED: usize = 64;
+
+/// Every format allowed, and a pixel budget small enough that a decode takes
+/// milliseconds: the fuzzer looks for bugs, not for big pictures.
+pub fn small_policy() -> Policy {
+    Policy {
+        allowed_formats: vec![Format::Jpeg, Format::Png, Format::Webp],
+        max_dimension: 1024,
+        max_pixels: 1 << 18,
+        ..Policy::default()
+    }
+}
+
+/// `format::sniff`: the gateway sniffs `SNIFF_LEN` bytes of an entry, the
+/// pipeline up to 512; both must agree on what is an image.
+pub fn sniff(data: &[u8]) {
+    let full = format::sniff(data);
+    let head = format::sniff(&data[..data.len().min(format::SNIFF_LEN)]);
+    if matches!(full, Sniffed::Image(_)) || matches!(head, Sniffed::Image(_)) {
+        assert_eq!(head, full, "a short and a long sniff disagree on an image");
+    }
+}
+
+/// `jpeg::parse` then `jpeg::strip_metadata`: what is stripped parses again
+/// to the same frame, carries no orientation, and stripping it again
+/// changes nothing.
+pub fn jpeg_strip(data: &[u8]) {
+    let Ok(s) = jpeg::parse(data) else { return };
+    let clean = jpeg::strip_metadata(data, &s);
+    assert!(clean.len() <= data.len(), "stripping made the file longer");
+    let again =
+        jpeg::parse(&clean).unwrap_or_else(|r| panic!("the stripped JPEG no longer parses: {r:?}"));
+    assert_eq!(
+        (
+            again.width,
+            again.height,
+            again.components,
+            again.progressive
+        ),
+        (s.width, s.height, s.components, s.progressive),
+        "stripping changed the frame"
+    );
+    assert_eq!(again.orientation, None, "stripping kept the EXIF block");
+    assert_eq!(
+        jpeg::strip_metadata(&clean, &again),
+        clean,
+        "stripping twice differs from stripping once"
+    );
+}
+
+/// `decode::strict_jpeg` under [`small_policy`]: a decode within budget, with
+/// exactly the pixels it declares.
+pub fn decode_jpeg(data: &[u8]) {
+    let policy = small_policy();
+    let Ok(d) = decode::strict_jpeg(data, &policy) else {
+        return;
+    };
+    pipeline::check_dimensions(d.width, d.height, &policy)
+        .unwrap_or_else(|r| panic!("decoded past the pixel budget: {r:?}"));
+    if let Some(rgb) = &d.rgb {
+        assert_eq!(rgb.len(), d.width as usize * d.height as usize * 3);
+    }
+}
+
+/// `pipeline::prepare` under [`small_policy`]: the id is the hash of what is
+/// stored, and what is stored passes the pipeline again unchanged.
+pub fn prepare(data: &[u8]) {
+    let policy = small_policy();
+    let Ok(p) = pipeline::prepare(data, &policy) else {
+        return;
+    };
+    assert_eq!(p.id, pipeline::sha256_hex(&p.bytes));
+    assert_eq!(p.source_sha256, pipeline::sha256_hex(data));
+    pipeline::check_dimensions(p.width, p.height, &policy)
+        .unwrap_or_else(|r| panic!("prepared past the pixel budget: {r:?}"));
+    let again = pipeline::prepare(&p.bytes, &policy)
+        .unwrap_or_else(|r| panic!("the stored bytes fail the pipeline: {r:?}"));
+    assert_eq!(again.bytes, p.bytes, "sanitising is not idempotent");
+    assert_eq!(
+        (again.format, again.width, again.height),
+        (p.format, p.width, p.height)
+    );
+}
+
+/// `archive::light_check` as the gateway runs it (the upload's first bytes
+/// and a reader over the whole upload), under the default policy.
+pub fn archive_light_check(data: &[u8]) {
+    let policy = Policy::default();
+    let _ = archive::declared_entries(&mut Cursor::new(data));
+    let head = &data[..data.len().min(GATEWAY_HEAD)];
+    let Ok(s) = archive::light_check(head, Cursor::new(data), &policy) else {
+        return;
+    };
+    assert!(s.images >= 1 && s.images <= s.entries, "{s:?}");
+    assert!(s.entries <= policy.max_entries, "{s:?}");
+    assert!(s.declared_bytes <= policy.max_total_uncompressed_bytes);
+    assert!(s.refused.len() <= 20);
+}
+
+/// The worker's walk over a staged archive (`check_one` in
+/// `worker/src/process.rs`): entry metadata, the checks that need no
+/// inflating, then a bounded read that must yield exactly the declared size.
+pub fn archive_entries(data: &[u8]) {
+    let policy = Policy::default();
+    let Ok(mut a) = ZipArchive::new(Cursor::new(data)) else {
+        return;
+    };
+    for i in 0..a.len().min(MAX_ENTRIES_WALKED) {
+        let Ok(meta) = EntryMeta::read(&mut a, i) else {
+            continue;
+        };
+        let _ = archive::sniff_entry(&mut a, i);
+        if archive::check_entry(&meta, &policy).is_err() {
+            continue;
+        }
+        if let Ok(bytes) = archive::read_entry(&mut a, i, &meta, &policy) {
+            assert_eq!(bytes.len() as u64, meta.size, "{meta:?}");
+            assert!(meta.size <= policy.max_entry_bytes, "{meta:?}");
+        }
+    }
+}
