@@ -6,7 +6,9 @@
 use anyhow::Context;
 use picsift_core::cluster::S3Config;
 use picsift_core::format::Format;
-use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy};
+use picsift_core::policy::{
+    AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -131,6 +133,8 @@ pub struct PolicyConfig {
     pub dedup_scope: DedupScope,
     /// Every tenant may list and download every stored image.
     pub shared_images: bool,
+    /// `strip` metadata losslessly, or `reencode` the decoded pixels.
+    pub sanitize: Sanitize,
 }
 
 /// A policy file for `picsift serve --policy`: a `[policy]` table's keys
@@ -347,6 +351,7 @@ impl Default for PolicyConfig {
             audit_sample_rate: p.audit.sample_rate,
             dedup_scope: p.dedup_scope,
             shared_images: p.shared_images,
+            sanitize: p.sanitize,
         }
     }
 }
@@ -483,6 +488,7 @@ impl Config {
             },
             dedup_scope: self.policy.dedup_scope,
             shared_images: self.policy.shared_images,
+            sanitize: self.policy.sanitize,
             ..Policy::default()
         })
     }

@@ -79,11 +79,21 @@ pub fn prepare_with_pixels(
             ));
         }
     };
-    let (bytes, width, height, orientation, pixels) = match format {
+    let (mut bytes, mut width, mut height, mut orientation, pixels) = match format {
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
     };
     let upright = pixels.map(|rgb| crate::pdq::apply_orientation(rgb, orientation.unwrap_or(1)));
+    if policy.sanitize == crate::policy::Sanitize::Reencode {
+        let Some(rgb) = &upright else {
+            return Err(Rejection::new(
+                Reason::Uncheckable,
+                "the policy re-encodes every image, and a CMYK JPEG cannot be re-encoded without changing its colours",
+            ));
+        };
+        bytes = reencode(rgb, format)?;
+        (width, height, orientation) = (rgb.width(), rgb.height(), None);
+    }
     let pdq = upright.as_ref().map(crate::pdq::hash);
     let prepared = Prepared {
         id: sha256_hex(&bytes),
@@ -177,6 +187,28 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
         ),
     })?;
     Ok((clean, width, height, None, Some(decoded.to_rgb8())))
+}
+
+/// A fresh encoding of decoded pixels (content disarm): nothing of the
+/// upload's bytes survives. JPEG at quality 90; PNG and WebP lossless (RGB:
+/// an alpha channel is dropped).
+fn reencode(rgb: &image::RgbImage, format: Format) -> Result<Vec<u8>, Rejection> {
+    let mut out = Vec::new();
+    let result = match format {
+        Format::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(rgb),
+        Format::Png => rgb.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out)),
+        Format::Webp => {
+            rgb.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
+        }
+    };
+    result.map_err(|e| {
+        Rejection::new(
+            Reason::InternalError,
+            format!("re-encoding the image failed: {e}"),
+        )
+    })?;
+    Ok(out)
 }
 
 fn is_eof(e: &image::ImageError) -> bool {

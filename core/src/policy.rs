@@ -45,6 +45,25 @@ pub struct Policy {
     /// default a tenant sees only the images it stored.
     #[serde(alias = "shared_images")]
     pub shared_images: bool,
+    /// How uploads are made safe to store: `strip` (default) removes every
+    /// metadata segment losslessly (EXIF with GPS, XMP, comments, ICC,
+    /// unknown APPn; the orientation is recorded); `reencode` stores a
+    /// fresh encoding of the decoded, upright pixels (content disarm:
+    /// nothing of the upload's bytes is kept; JPEG at quality 90).
+    pub sanitize: Sanitize,
+}
+
+/// See [`Policy::sanitize`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Sanitize {
+    /// Lossless removal of metadata.
+    #[default]
+    Strip,
+    /// A fresh encoding of the decoded pixels.
+    Reencode,
 }
 
 /// See [`Policy::dedup_scope`].
@@ -228,6 +247,7 @@ impl Default for Policy {
             audit: AuditPolicy::default(),
             dedup_scope: DedupScope::Global,
             shared_images: false,
+            sanitize: Sanitize::Strip,
         }
     }
 }

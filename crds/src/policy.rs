@@ -2,7 +2,9 @@
 
 use kube::{CustomResource, KubeSchema};
 use picsift_core::format::Format;
-use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy};
+use picsift_core::policy::{
+    AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +63,12 @@ pub struct ValidationPolicySpec {
     /// Default false: a tenant sees the images it stored.
     #[serde(default)]
     pub shared_images: bool,
+    /// How images are made safe to store: `strip` (default: metadata
+    /// segments removed losslessly, EXIF and GPS included, orientation
+    /// recorded) or `reencode` (a fresh encoding of the decoded, upright
+    /// pixels: nothing of the upload's bytes is kept).
+    #[serde(default)]
+    pub sanitize: Sanitize,
 }
 
 /// Near-duplicate matching: an image whose PDQ hash is within
@@ -186,6 +194,7 @@ impl ValidationPolicySpec {
             audit: self.audit.clone(),
             dedup_scope: self.dedup_scope,
             shared_images: self.shared_images,
+            sanitize: self.sanitize,
         }
     }
 }

@@ -150,3 +150,28 @@ fn pixel_budget_is_checked_before_decoding() {
     assert_eq!(r.reason, Reason::DimensionsTooLarge);
     assert!(r.detail.contains("1200×1000"), "{}", r.detail);
 }
+
+#[test]
+fn reencode_mode_stores_fresh_upright_pixels_and_nothing_of_the_upload() {
+    let policy = Policy {
+        sanitize: picsift_core::policy::Sanitize::Reencode,
+        ..Policy::default()
+    };
+    // A 640×480 photo with EXIF (orientation 6: rotate 90°) and a payload
+    // after it in a comment segment.
+    let original = with_metadata(&photo_jpeg(9, 640, 480), 6);
+    let p = prepare(&original, &policy).unwrap();
+    assert_eq!((p.width, p.height), (480, 640), "stored upright");
+    assert_eq!(p.orientation, None, "nothing left to record");
+    assert_eq!(p.id, sha256_hex(&p.bytes));
+    let structure = jpeg::parse(&p.bytes).unwrap();
+    assert_eq!(structure.orientation, None);
+    assert!(!p.bytes.windows(4).any(|w| w == b"Exif"), "no EXIF");
+    // A fresh encoding: it decodes to the same picture, give or take JPEG.
+    let stripped = prepare(&original, &Policy::default()).unwrap();
+    assert_ne!(p.bytes, stripped.bytes);
+    let again = prepare(&p.bytes, &policy).unwrap();
+    assert_eq!((again.width, again.height), (480, 640));
+    let (a, b) = (stripped.pdq.unwrap().hash, p.pdq.unwrap().hash);
+    assert!(a.distance(&b) <= 16, "same picture: {} bits apart", a.distance(&b));
+}
