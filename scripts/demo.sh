@@ -26,17 +26,21 @@ for _ in $(seq 100); do
 done
 
 export PICSIFT_SERVER="http://$LISTEN"
+PICSIFT_API_KEY=$(cat "$DATA/admin.key")
+export PICSIFT_API_KEY
 ID=$("$BIN/picsift" upload "$DATA/demo.zip")
 echo "uploaded batch $ID"
 "$BIN/picsift" status "$ID" --wait
 "$BIN/picsift" report "$ID"
 cat <<MSG
 
-Try it:
-  curl -s $PICSIFT_SERVER/v1/batches/$ID
-  curl -s $PICSIFT_SERVER/v1/batches/$ID/report
-  curl -s "$PICSIFT_SERVER/v1/images?batch=$ID"
-  $BIN/picsift upload SOME_FOLDER_OR_ZIP --server $PICSIFT_SERVER
+Try it (the admin API key is in $DATA/admin.key):
+  KEY=\$(cat $DATA/admin.key)
+  curl -s -H "Authorization: Bearer \$KEY" $PICSIFT_SERVER/v1/batches/$ID
+  curl -s -H "Authorization: Bearer \$KEY" $PICSIFT_SERVER/v1/batches/$ID/report
+  curl -s -H "Authorization: Bearer \$KEY" "$PICSIFT_SERVER/v1/images?batch=$ID"
+  PICSIFT_API_KEY=\$KEY $BIN/picsift upload SOME_FOLDER_OR_ZIP --server $PICSIFT_SERVER
+  $BIN/picsift admin keys create --data $DATA --tenant acme
 MSG
 if [[ ${DEMO_EXIT:-0} == 1 ]]; then
     exit 0
