@@ -323,6 +323,21 @@ def test_settings_come_from_one_configmap_and_existing_secrets():
         assert before["checksum/config"] != after["checksum/config"]
 
 
+def test_the_bootstrap_admin_key_reaches_the_gateway_only():
+    rendered = render({"auth": {"existingSecret": "picsift-admin-key"}})
+    gateway = rendered.one("Deployment", f"{FULLNAME}-gateway")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in gateway["containers"][0]["env"]}
+    assert env["PICSIFT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "picsift-admin-key",
+        "key": "admin-key",
+    }
+    operator = rendered.one("Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
+    assert "PICSIFT_ADMIN_KEY" not in {e["name"] for e in operator["containers"][0]["env"]}
+    assert "PICSIFT_ADMIN_KEY" not in env_names(rendered.one("WorkerPool", FULLNAME)["spec"])
+    plain = render().one("Deployment", f"{FULLNAME}-gateway")["spec"]["template"]["spec"]
+    assert "PICSIFT_ADMIN_KEY" not in {e["name"] for e in plain["containers"][0]["env"]}
+
+
 def test_optional_secrets_are_left_out_when_not_named():
     rendered = render(CPU_ONLY)
     pool = rendered.one("WorkerPool", FULLNAME)["spec"]
@@ -426,7 +441,13 @@ def test_default_worker_pool_and_validation_policy():
         assert absent not in pool["spec"], absent
     policy = rendered.one("ValidationPolicy", "default", NAMESPACE)
     assert policy["apiVersion"] == f"{GROUP}/v1alpha1"
-    assert policy["spec"] == {"formats": ["jpeg"], "audit": {"sampleRate": 0.1}}
+    assert policy["spec"] == {
+        "formats": ["jpeg"],
+        "audit": {"sampleRate": 0.1},
+        "dedupScope": "global",
+        "sharedImages": False,
+        "sanitize": "strip",
+    }
     assert "gpu" not in render(CPU_ONLY).one("WorkerPool", FULLNAME)["spec"]
     assert not render({"workerPool": {"enabled": False}}).of_kind("WorkerPool")
     assert not render({"validationPolicy": {"enabled": False}}).of_kind("ValidationPolicy")
@@ -516,7 +537,8 @@ def test_network_policies_open_the_service_ports_and_the_configured_egress():
 def test_notes_say_how_to_upload_a_first_batch():
     notes = render().notes
     assert f"port-forward svc/{FULLNAME} 8080:80" in notes
-    assert "curl -X POST --data-binary @photos.zip" in notes
+    assert "curl -X POST --data-binary @photos.zip -H \"Authorization: Bearer $KEY\"" in notes
+    assert "picsift admin keys create" in notes
     assert "-H 'Content-Type: application/zip' http://localhost:8080/v1/batches" in notes
     assert "picsift upload" in notes
     assert "kubectl -n picsift get uploadbatches" in notes
