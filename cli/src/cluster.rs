@@ -334,9 +334,13 @@ pub async fn reindex(args: ClusterArgs) -> anyhow::Result<()> {
     let mut restored = 0usize;
     for id in &ids {
         if let Some(img) = catalog.image(id).await? {
-            dedup
-                .restore_committed(id, &format!("{}:{}", img.batch_id, img.entry_index), id)
-                .await?;
+            let owner = format!("{}:{}", img.batch_id, img.entry_index);
+            dedup.restore_committed(id, &owner, id).await?;
+            // The per-tenant claims too, whichever scope the policies use.
+            for tenant in catalog.image_owners(id).await? {
+                let key = picsift_core::dedup::claim_key(Some(&tenant), id);
+                dedup.restore_committed(&key, &owner, id).await?;
+            }
             restored += 1;
         }
     }

@@ -195,8 +195,9 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
 fn reencode(rgb: &image::RgbImage, format: Format) -> Result<Vec<u8>, Rejection> {
     let mut out = Vec::new();
     let result = match format {
-        Format::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-            .encode_image(rgb),
+        Format::Jpeg => {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(rgb)
+        }
         Format::Png => rgb.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out)),
         Format::Webp => {
             rgb.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))

@@ -183,6 +183,8 @@ pub trait Catalog: Send + Sync {
         limit: u32,
         owner: Option<&str>,
     ) -> Result<Vec<Similar>>;
+    /// The tenants that stored image `id`, in name order.
+    async fn image_owners(&self, id: &str) -> Result<Vec<String>>;
     /// Of `ids`, the images `owner` stored.
     async fn owned_images(&self, owner: &str, ids: &[String]) -> Result<Vec<String>>;
     /// Records an API key by the hash of its secret.

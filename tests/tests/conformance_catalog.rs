@@ -683,6 +683,8 @@ async fn owners_scope_images_searches_and_quotas(c: Arc<dyn Catalog>) {
         vec![id.clone()]
     );
     assert!(c.owned_images("carol", &ids).await.unwrap().is_empty());
+    assert_eq!(c.image_owners(&id).await.unwrap(), ["acme", "bravo"]);
+    assert!(c.image_owners(&image_id("none")).await.unwrap().is_empty());
 
     // Searches, similar and lookup are scoped by owner.
     let search = |owner: &str| ImageFilter {

@@ -286,6 +286,15 @@ impl Catalog for PgCatalog {
         similar_on(&mut conn, hash, max_distance, limit, owner).await
     }
 
+    async fn image_owners(&self, id: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT owner FROM image_owners WHERE image_id = $1 ORDER BY owner")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     async fn owned_images(&self, owner: &str, ids: &[String]) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT image_id FROM image_owners WHERE owner = $1 AND image_id = ANY($2) ORDER BY image_id",

@@ -252,6 +252,15 @@ impl Catalog for SqliteCatalog {
         similar_on(&mut conn, hash, max_distance, limit, owner).await
     }
 
+    async fn image_owners(&self, id: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT owner FROM image_owners WHERE image_id = ? ORDER BY owner")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     async fn owned_images(&self, owner: &str, ids: &[String]) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT image_id FROM image_owners
