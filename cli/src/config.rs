@@ -6,9 +6,7 @@
 use anyhow::Context;
 use picsift_core::cluster::S3Config;
 use picsift_core::format::Format;
-use picsift_core::policy::{
-    AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize,
-};
+use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;

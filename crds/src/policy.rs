@@ -2,9 +2,7 @@
 
 use kube::{CustomResource, KubeSchema};
 use picsift_core::format::Format;
-use picsift_core::policy::{
-    AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize,
-};
+use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

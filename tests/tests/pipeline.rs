@@ -173,5 +173,9 @@ fn reencode_mode_stores_fresh_upright_pixels_and_nothing_of_the_upload() {
     let again = prepare(&p.bytes, &policy).unwrap();
     assert_eq!((again.width, again.height), (480, 640));
     let (a, b) = (stripped.pdq.unwrap().hash, p.pdq.unwrap().hash);
-    assert!(a.distance(&b) <= 16, "same picture: {} bits apart", a.distance(&b));
+    assert!(
+        a.distance(&b) <= 16,
+        "same picture: {} bits apart",
+        a.distance(&b)
+    );
 }
