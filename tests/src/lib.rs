@@ -320,3 +320,518 @@ pub fn demo_zip() -> Vec<u8> {
         .stored("screenshot.png", &png(901, 320, 200))
         .finish()
 }
+
+// The bad-input catalogue (tests/bad_inputs/README.md): archives and images
+// that zip tools and encoders never write, forged byte by byte.
+
+/// CRC-32 (IEEE), as zip headers carry it.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+fn le16(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes"))
+}
+
+/// A zip taken apart at its central directory, so that a test can forge
+/// records (overlapping, duplicated, Zip64-inflated) and put it back
+/// together. [`ZipParts::split`] takes archives without Zip64 records or an
+/// archive comment: what [`ZipBuilder`] writes for small entries.
+#[derive(Clone, Debug, Default)]
+pub struct ZipParts {
+    /// Everything before the central directory: local headers and data.
+    pub local: Vec<u8>,
+    /// The central directory's records, in order.
+    pub central: Vec<Vec<u8>>,
+}
+
+impl ZipParts {
+    /// Takes `zip` apart.
+    pub fn split(zip: &[u8]) -> Self {
+        let eocd = zip.len() - 22;
+        assert_eq!(&zip[eocd..eocd + 4], b"PK\x05\x06", "no comment, no Zip64");
+        let count = le16(zip, eocd + 10);
+        let mut at = le32(zip, eocd + 16) as usize;
+        let local = zip[..at].to_vec();
+        let central = (0..count)
+            .map(|_| {
+                let len = 46 + le16(zip, at + 28) + le16(zip, at + 30) + le16(zip, at + 32);
+                at += len;
+                zip[at - len..at].to_vec()
+            })
+            .collect();
+        Self { local, central }
+    }
+
+    /// The index of the record named `name`.
+    pub fn position(&self, name: &str) -> usize {
+        self.central
+            .iter()
+            .position(|r| record_name(r) == name.as_bytes())
+            .unwrap_or_else(|| panic!("no entry {name}"))
+    }
+
+    /// The central directory's bytes.
+    pub fn directory(&self) -> Vec<u8> {
+        self.central.concat()
+    }
+
+    /// The archive: local part, central directory and end record (with
+    /// Zip64 records when there are more than 65534 entries).
+    pub fn join(&self) -> Vec<u8> {
+        let n = self.central.len() as u64;
+        self.join_declaring(n, n > 0xFFFE)
+    }
+
+    /// The archive with an end record declaring `entries`, in a Zip64 end
+    /// record when `zip64` (the classic record then says 0xFFFF).
+    pub fn join_declaring(&self, entries: u64, zip64: bool) -> Vec<u8> {
+        let dir = self.directory();
+        let mut out = self.local.clone();
+        let (offset, size) = (out.len() as u64, dir.len() as u64);
+        out.extend_from_slice(&dir);
+        if zip64 {
+            let at = out.len() as u64;
+            out.extend_from_slice(b"PK\x06\x06");
+            out.extend_from_slice(&44u64.to_le_bytes());
+            out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&entries.to_le_bytes());
+            out.extend_from_slice(&entries.to_le_bytes());
+            out.extend_from_slice(&size.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(b"PK\x06\x07\0\0\0\0");
+            out.extend_from_slice(&at.to_le_bytes());
+            out.extend_from_slice(&1u32.to_le_bytes());
+        }
+        let small = |v: u64, max: u64| if zip64 { max } else { v.min(max) };
+        let count = small(entries, 0xFFFF) as u16;
+        out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&(small(size, 0xFFFF_FFFF) as u32).to_le_bytes());
+        out.extend_from_slice(&(small(offset, 0xFFFF_FFFF) as u32).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out
+    }
+}
+
+/// The name bytes of a central directory record.
+pub fn record_name(record: &[u8]) -> &[u8] {
+    &record[46..46 + le16(record, 28)]
+}
+
+/// A central directory record with another name (the local header keeps
+/// its own).
+pub fn renamed(record: &[u8], name: &[u8]) -> Vec<u8> {
+    let old = le16(record, 28);
+    let mut out = record[..46].to_vec();
+    out[28..30].copy_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(&record[46 + old..]);
+    out
+}
+
+/// `count` empty stored entries named `00000.jpg` …, written directly (a
+/// zip writer takes seconds for 100 000). [`ZipParts::join`] adds Zip64
+/// end records above 65534 entries; [`ZipParts::join_declaring`] can lie.
+pub fn tiny_entries(count: usize) -> ZipParts {
+    let mut parts = ZipParts::default();
+    for i in 0..count {
+        let name = format!("{i:05}.jpg");
+        let offset = parts.local.len() as u32;
+        let mut local = b"PK\x03\x04\x0a\0\0\0\0\0\0\0\x21\0".to_vec();
+        local.extend_from_slice(&[0; 12]); // CRC and sizes of an empty file
+        local.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        local.extend_from_slice(&[0, 0]);
+        local.extend_from_slice(name.as_bytes());
+        parts.local.extend_from_slice(&local);
+        let mut central = b"PK\x01\x02\x14\x03\x0a\0\0\0\0\0\0\0\x21\0".to_vec();
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 8]);
+        central.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+        parts.central.push(central);
+    }
+    parts
+}
+
+/// A Fifield-style overlap: `copies` more central records, named
+/// `overlap_000.jpg` …, all pointing at the local header and data of
+/// `entry`, which is stored once.
+pub fn overlapping_entries(zip: &[u8], entry: &str, copies: usize) -> Vec<u8> {
+    let mut parts = ZipParts::split(zip);
+    let record = parts.central[parts.position(entry)].clone();
+    for i in 0..copies {
+        parts
+            .central
+            .push(renamed(&record, format!("overlap_{i:03}.jpg").as_bytes()));
+    }
+    parts.join()
+}
+
+/// A second central record named like `entry`, pointing at its data.
+pub fn with_duplicate_name(zip: &[u8], entry: &str) -> Vec<u8> {
+    let mut parts = ZipParts::split(zip);
+    let record = parts.central[parts.position(entry)].clone();
+    parts.central.push(record);
+    parts.join()
+}
+
+/// The archive with its last central record cut in half, while the end
+/// record still declares every entry and the directory's full size.
+pub fn truncated_central_directory(zip: &[u8]) -> Vec<u8> {
+    let parts = ZipParts::split(zip);
+    let full = parts.join();
+    let dir = parts.directory();
+    let last = parts.central.last().expect("an entry").len();
+    let cut = parts.local.len() + dir.len() - last / 2;
+    let mut out = full[..cut].to_vec();
+    out.extend_from_slice(&full[parts.local.len() + dir.len()..]);
+    out
+}
+
+/// Rewrites `entry`'s central record with a Zip64 extra field: each given
+/// value replaces its 32-bit field (which then reads 0xFFFFFFFF), however
+/// absurd.
+pub fn with_zip64_fields(
+    zip: &[u8],
+    entry: &str,
+    size: Option<u64>,
+    compressed: Option<u64>,
+    offset: Option<u64>,
+) -> Vec<u8> {
+    let mut parts = ZipParts::split(zip);
+    let i = parts.position(entry);
+    let rec = &parts.central[i];
+    let (name, extra) = (le16(rec, 28), le16(rec, 30));
+    let mut head = rec[..46 + name + extra].to_vec();
+    let comment = rec[46 + name + extra..].to_vec();
+    let mut field = Vec::new();
+    for (value, at) in [(size, 24), (compressed, 20), (offset, 42)] {
+        if let Some(v) = value {
+            head[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            field.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    head.extend_from_slice(&1u16.to_le_bytes());
+    head.extend_from_slice(&(field.len() as u16).to_le_bytes());
+    head.extend_from_slice(&field);
+    let extra = (extra + 4 + field.len()) as u16;
+    head[30..32].copy_from_slice(&extra.to_le_bytes());
+    head[6] = 45; // version needed: 4.5, Zip64
+    head.extend_from_slice(&comment);
+    parts.central[i] = head;
+    parts.join()
+}
+
+/// Sets `entry`'s compression method in its local and central headers,
+/// leaving the data as it is.
+pub fn with_method(zip: &[u8], entry: &str, method: u16) -> Vec<u8> {
+    let mut parts = ZipParts::split(zip);
+    let i = parts.position(entry);
+    parts.central[i][10..12].copy_from_slice(&method.to_le_bytes());
+    let local = le32(&parts.central[i], 42) as usize;
+    parts.local[local + 8..local + 10].copy_from_slice(&method.to_le_bytes());
+    parts.join()
+}
+
+/// Sets `entry`'s declared uncompressed size (local and central headers).
+pub fn with_declared_size(zip: &[u8], entry: &str, size: u32) -> Vec<u8> {
+    let mut parts = ZipParts::split(zip);
+    let i = parts.position(entry);
+    parts.central[i][24..28].copy_from_slice(&size.to_le_bytes());
+    let local = le32(&parts.central[i], 42) as usize;
+    parts.local[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
+    parts.join()
+}
+
+/// Flips the bits of `entry`'s CRC (local and central headers).
+pub fn with_wrong_crc(zip: &[u8], entry: &str) -> Vec<u8> {
+    let mut parts = ZipParts::split(zip);
+    let i = parts.position(entry);
+    let crc = !le32(&parts.central[i], 16);
+    parts.central[i][16..20].copy_from_slice(&crc.to_le_bytes());
+    let local = le32(&parts.central[i], 42) as usize;
+    parts.local[local + 14..local + 18].copy_from_slice(&crc.to_le_bytes());
+    parts.join()
+}
+
+/// Inserts one marker segment right after SOI.
+pub fn with_segment(jpeg: &[u8], marker: u8, body: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(body.len() + 2).expect("a segment holds at most 65533 bytes");
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// Inserts `profile` after SOI as an ICC profile: APP2 segments
+/// `ICC_PROFILE\0`, sequence number, count, then up to 65519 bytes each.
+pub fn with_icc_profile(jpeg: &[u8], profile: &[u8]) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = profile.chunks(65_519).collect();
+    let count = u8::try_from(chunks.len()).expect("at most 255 ICC segments");
+    let mut segments = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut body = b"ICC_PROFILE\0".to_vec();
+        body.extend_from_slice(&[i as u8 + 1, count]);
+        body.extend_from_slice(chunk);
+        segments.extend_from_slice(&[0xFF, 0xE2]);
+        segments.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+        segments.extend_from_slice(&body);
+    }
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&segments);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// The frame a [`crafted_jpeg`] is coded with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// SOF0: 8-bit Huffman baseline, what every decoder reads.
+    Baseline,
+    /// SOF1 with 12-bit samples.
+    Extended12,
+    /// SOF2: one DC scan, then this many AC scans, each one end-of-band run
+    /// over every block (greyscale only). Decoders walk every block on
+    /// every scan: many scans over a large frame cost CPU from a few bytes.
+    Progressive(usize),
+    /// SOF3 lossless, predictor 1 (greyscale only).
+    Lossless,
+}
+
+/// Writes bits MSB first, stuffing a zero after each 0xFF.
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u8,
+    n: u32,
+}
+
+impl BitWriter {
+    fn new() -> Self {
+        Self {
+            out: Vec::new(),
+            acc: 0,
+            n: 0,
+        }
+    }
+
+    fn put(&mut self, value: u32, len: u32) {
+        for i in (0..len).rev() {
+            self.acc = (self.acc << 1) | ((value >> i) & 1) as u8;
+            self.n += 1;
+            if self.n == 8 {
+                self.out.push(self.acc);
+                if self.acc == 0xFF {
+                    self.out.push(0);
+                }
+                (self.acc, self.n) = (0, 0);
+            }
+        }
+    }
+
+    /// Pads the last byte with ones.
+    fn finish(mut self) -> Vec<u8> {
+        while self.n != 0 {
+            self.put(1, 1);
+        }
+        self.out
+    }
+}
+
+/// A canonical Huffman table: `(code, length)` per symbol.
+fn huffman(bits: &[u8; 16], symbols: &[u8]) -> std::collections::HashMap<u8, (u32, u32)> {
+    let mut table = std::collections::HashMap::new();
+    let (mut code, mut k) = (0u32, 0);
+    for (len, &n) in bits.iter().enumerate() {
+        for _ in 0..n {
+            table.insert(symbols[k], (code, len as u32 + 1));
+            code += 1;
+            k += 1;
+        }
+        code <<= 1;
+    }
+    table
+}
+
+/// Magnitude category and extra bits of a DC (or lossless) difference.
+fn magnitude(diff: i32) -> (u32, u32) {
+    let cat = 32 - diff.unsigned_abs().leading_zeros();
+    let extra = if diff >= 0 {
+        diff as u32
+    } else {
+        (diff + (1 << cat) - 1) as u32
+    };
+    (cat, extra)
+}
+
+fn segment(out: &mut Vec<u8>, marker: u8, body: &[u8]) {
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// A JPEG assembled marker by marker, for the frame types no encoder at
+/// hand writes: every 8×8 block is one flat shade drawn from `seed` (a
+/// blocky picture with plenty of contrast). `width` and `height` are
+/// multiples of 8. With `cmyk`, four components and an Adobe APP14 segment
+/// saying no colour transform: a CMYK image (baseline only).
+pub fn crafted_jpeg(frame: Frame, width: u16, height: u16, cmyk: bool, seed: u64) -> Vec<u8> {
+    assert!(width.is_multiple_of(8) && height.is_multiple_of(8) && width > 0 && height > 0);
+    assert!(
+        !cmyk || frame == Frame::Baseline,
+        "CMYK is crafted baseline only"
+    );
+    let components: u8 = if cmyk { 4 } else { 1 };
+    let blocks = usize::from(width / 8) * usize::from(height / 8);
+    let mut rng = Rng::new(seed);
+    // One DC coefficient per block and component; with every quantiser 8,
+    // a coefficient is the block's offset from mid-grey in sample levels.
+    let shades: Vec<Vec<i32>> = (0..blocks)
+        .map(|_| {
+            (0..components)
+                .map(|_| (rng.next_u64() % 161) as i32 - 80)
+                .collect()
+        })
+        .collect();
+    // The luminance DC table of ITU T.81 Annex K (categories 0 to 11).
+    let dc_bits = [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
+    let dc_symbols: Vec<u8> = (0..12).collect();
+    let dc = huffman(&dc_bits, &dc_symbols);
+    // AC: an end of block only; progressive: end-of-band runs 2^0 … 2^14.
+    let (ac_bits, ac_symbols): ([u8; 16], Vec<u8>) = match frame {
+        Frame::Progressive(_) => {
+            let mut bits = [0; 16];
+            bits[3] = 15;
+            (bits, (0..15).map(|r| r << 4).collect())
+        }
+        _ => {
+            let mut bits = [0; 16];
+            bits[0] = 1;
+            (bits, vec![0])
+        }
+    };
+    let ac = huffman(&ac_bits, &ac_symbols);
+    let mut out = vec![0xFF, 0xD8];
+    if cmyk {
+        segment(&mut out, 0xEE, b"Adobe\0\x64\0\0\0\0\0");
+    }
+    if frame != Frame::Lossless {
+        let mut dqt = vec![0];
+        dqt.extend_from_slice(&[8; 64]);
+        segment(&mut out, 0xDB, &dqt);
+    }
+    let (sof, precision) = match frame {
+        Frame::Baseline => (0xC0, 8),
+        Frame::Extended12 => (0xC1, 12),
+        Frame::Progressive(_) => (0xC2, 8),
+        Frame::Lossless => (0xC3, 8),
+    };
+    let mut body = vec![precision];
+    body.extend_from_slice(&height.to_be_bytes());
+    body.extend_from_slice(&width.to_be_bytes());
+    body.push(components);
+    for c in 1..=components {
+        body.extend_from_slice(&[c, 0x11, 0]);
+    }
+    segment(&mut out, sof, &body);
+    let mut dht = vec![0x00];
+    dht.extend_from_slice(&dc_bits);
+    dht.extend_from_slice(&dc_symbols);
+    if frame != Frame::Lossless {
+        dht.push(0x10);
+        dht.extend_from_slice(&ac_bits);
+        dht.extend_from_slice(&ac_symbols);
+    }
+    segment(&mut out, 0xC4, &dht);
+    let sos = |out: &mut Vec<u8>, ss: u8, se: u8| {
+        let mut body = vec![components];
+        for c in 1..=components {
+            body.extend_from_slice(&[c, 0x00]);
+        }
+        body.extend_from_slice(&[ss, se, 0]);
+        segment(out, 0xDA, &body);
+    };
+    let put_diff = |w: &mut BitWriter, diff: i32| {
+        let (cat, extra) = magnitude(diff);
+        let (code, len) = dc[&(cat as u8)];
+        w.put(code, len);
+        w.put(extra, cat);
+    };
+    // DC coefficients per block, interleaved by component as an MCU holds them.
+    let dc_scan = |with_eob: bool| {
+        let mut w = BitWriter::new();
+        let mut prev = vec![0; usize::from(components)];
+        for block in &shades {
+            for (c, &shade) in block.iter().enumerate() {
+                put_diff(&mut w, shade - prev[c]);
+                prev[c] = shade;
+                if with_eob {
+                    let (code, len) = ac[&0];
+                    w.put(code, len);
+                }
+            }
+        }
+        w.finish()
+    };
+    match frame {
+        Frame::Baseline | Frame::Extended12 => {
+            sos(&mut out, 0, 63);
+            out.extend_from_slice(&dc_scan(true));
+        }
+        Frame::Progressive(scans) => {
+            sos(&mut out, 0, 0);
+            out.extend_from_slice(&dc_scan(false));
+            for _ in 0..scans {
+                sos(&mut out, 1, 63);
+                let mut w = BitWriter::new();
+                let mut left = blocks;
+                while left > 0 {
+                    let run = left.min(0x7FFF);
+                    let r = usize::BITS - 1 - run.leading_zeros();
+                    let (code, len) = ac[&((r as u8) << 4)];
+                    w.put(code, len);
+                    w.put((run - (1 << r)) as u32, r);
+                    left -= run;
+                }
+                out.extend_from_slice(&w.finish());
+            }
+        }
+        Frame::Lossless => {
+            // Predictor 1 (the sample to the left; above at a row's start;
+            // 128 first), point transform 0.
+            sos(&mut out, 1, 0);
+            let (w8, w) = (usize::from(width / 8), usize::from(width));
+            let sample = |x: usize, y: usize| 128 + shades[(y / 8) * w8 + x / 8][0];
+            let mut bits = BitWriter::new();
+            for y in 0..usize::from(height) {
+                for x in 0..w {
+                    let predicted = match (x, y) {
+                        (0, 0) => 128,
+                        (0, _) => sample(0, y - 1),
+                        _ => sample(x - 1, y),
+                    };
+                    put_diff(&mut bits, sample(x, y) - predicted);
+                }
+            }
+            out.extend_from_slice(&bits.finish());
+        }
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
