@@ -1,4 +1,5 @@
-//! Who may call: every route but health, readiness and metrics needs
+//! Who may call: every route but health, readiness, metrics and the web
+//! frontend's page and assets needs
 //! `Authorization: Bearer KEY`. The key's tenant goes into the request as a
 //! [`Caller`]; then the tenant's request rate is checked (admins are not
 //! limited). Batch quotas are checked by the upload itself.
@@ -69,7 +70,7 @@ pub fn too_many(
 
 /// The middleware: checks the key, then the tenant's rate.
 pub async fn require_key(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    if PUBLIC.contains(&req.uri().path()) {
+    if PUBLIC.contains(&req.uri().path()) || crate::ui::is_ui_path(req.uri().path()) {
         return next.run(req).await;
     }
     let presented = req

@@ -111,3 +111,69 @@ pub async fn ready(State(s): State<AppState>) -> Response {
     }
     resp
 }
+
+/// How often the event stream reads the catalog.
+const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Longest life of one event stream: a client reconnects after it (and a
+/// stopping server is not held up by streams of slow batches for long).
+const EVENTS_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `GET /v1/batches/{id}/events`: server-sent events, one `status` event
+/// (the [`BatchView`] as JSON) at once and on every change, read from the
+/// catalog every 500 ms; the stream ends after the event of a final phase,
+/// or after five minutes (the client reconnects).
+pub async fn events(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    s.visible_batch(&caller, &id).await?;
+    let until = tokio::time::Instant::now() + EVENTS_LIFETIME;
+    // State: the last view sent, and whether the stream is over.
+    let stream = futures_util::stream::unfold((None::<String>, false), move |(last, done)| {
+        let s = s.clone();
+        let id = id.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let mut first = last.is_none();
+            loop {
+                if !first {
+                    if tokio::time::Instant::now() >= until {
+                        return None;
+                    }
+                    tokio::time::sleep(EVENTS_POLL).await;
+                }
+                first = false;
+                let view = match (s.catalog.batch(&id).await, s.catalog.counts(&id).await) {
+                    (Ok(Some(b)), Ok(counts)) => BatchView::new(&b, counts),
+                    (Ok(None), _) => return None,
+                    // A backend hiccup: try again at the next tick.
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(batch = %id, error = %e, "batch events: catalog read failed");
+                        continue;
+                    }
+                };
+                let json = serde_json::to_string(&view).unwrap_or_default();
+                if last.as_deref() == Some(json.as_str()) {
+                    continue;
+                }
+                let event = Event::default().event("status").data(&json);
+                let final_ = view.phase.is_final();
+                return Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (Some(json), final_),
+                ));
+            }
+        }
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}

@@ -6,9 +6,12 @@ mod audit;
 pub mod auth;
 mod batches;
 mod images;
+mod policy;
 mod problem;
 mod search;
 pub mod server;
+mod thumbnail;
+pub mod ui;
 mod upload;
 
 pub use auth::TenantLimits;
@@ -106,9 +109,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/batches/{id}", get(batches::status))
         .route("/v1/batches/{id}/report", get(batches::report))
+        .route("/v1/batches/{id}/events", get(batches::events))
+        .route("/v1/policy", get(policy::show))
         .route("/v1/images", get(images::list))
         .route("/v1/images/{id}", get(images::download))
         .route("/v1/images/{id}/metadata", get(images::metadata))
+        .route("/v1/images/{id}/thumbnail", get(thumbnail::thumbnail))
         .route("/v1/images/lookup", post(search::lookup))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/{batch}/{index}/content", get(audit::content))
@@ -121,6 +127,9 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(live))
         .route("/readyz", get(batches::ready))
         .route("/openapi.json", get(openapi))
+        // The web frontend (public: the page asks for the key).
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(|| async {
             Problem::new(
                 axum::http::StatusCode::NOT_FOUND,
