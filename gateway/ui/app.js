@@ -25,9 +25,9 @@ function el(tag, attrs = {}, ...children) {
 
 export function bytes(n) {
   if (!Number.isFinite(n)) return '?';
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return `${i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
 }
 
@@ -569,11 +569,11 @@ function entryRow(batch, e) {
     image = el('div', { class: 'pair' }, figs);
   }
   return el('tr', { 'data-verdict': e.verdict, 'data-index': e.index },
-    el('td', { text: String(e.index) }),
-    el('td', { class: 'name' }, e.entry),
-    el('td', { class: `v-${e.verdict}`, text: e.verdict }),
-    el('td', { class: 'why' }, why),
-    el('td', {}, image));
+    el('td', { 'data-label': '#', text: String(e.index) }),
+    el('td', { 'data-label': 'Entry', class: 'name' }, e.entry),
+    el('td', { 'data-label': 'Verdict', class: `v-${e.verdict}`, text: e.verdict }),
+    el('td', { 'data-label': 'Why', class: 'why' }, why),
+    el('td', { 'data-label': 'Image' }, image));
 }
 
 function renderReport(batch) {
