@@ -30,6 +30,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../ui/style.css"),
     ),
+    ("icon.svg", "image/svg+xml", include_str!("../ui/icon.svg")),
 ];
 
 const INDEX: &str = include_str!("../ui/index.html");
