@@ -218,6 +218,12 @@ pub enum ArchiveProblem {
     /// Two entries share a name (only the last would be reachable).
     #[error("the archive holds two or more entries with the same name; entry names must be unique")]
     DuplicateNames,
+    /// Entries share bytes (a Fifield-style "overlapping" zip bomb, or a
+    /// header inside another entry's data).
+    #[error(
+        "entries of the archive overlap: two or more entries share the same bytes (an overlapping-entry zip bomb)"
+    )]
+    Overlapping,
     /// Data before the first entry (a polyglot file).
     #[error("the archive starts at byte {0}, not 0: something is prepended to it")]
     Prepended(u64),
@@ -274,6 +280,68 @@ pub fn declared_entries<R: Read + Seek>(reader: &mut R) -> Option<u64> {
         .then(|| u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default()))
 }
 
+/// What the end-of-central-directory record (Zip64 aware) declares.
+struct EndRecord {
+    entries: u64,
+    dir_start: u64,
+}
+
+fn end_record<R: Read + Seek>(reader: &mut R) -> Option<EndRecord> {
+    use std::io::SeekFrom;
+    let len = reader.seek(SeekFrom::End(0)).ok()?;
+    let tail_len = len.min(22 + 65_535);
+    reader.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = vec![0u8; tail_len as usize];
+    reader.read_exact(&mut tail).ok()?;
+    let eocd = tail.windows(4).rposition(|w| w == b"PK\x05\x06")?;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(tail.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(tail.get(at..at + 4)?.try_into().ok()?));
+    let (entries, dir_start) = (u16_at(eocd + 10)?, u32_at(eocd + 16)?);
+    if entries != 0xFFFF && dir_start != 0xFFFF_FFFF {
+        return Some(EndRecord {
+            entries: u64::from(entries),
+            dir_start: u64::from(dir_start),
+        });
+    }
+    let loc = eocd.checked_sub(20)?;
+    if tail.get(loc..loc + 4)? != b"PK\x06\x07" {
+        return None;
+    }
+    let at = u64::from_le_bytes(tail.get(loc + 8..loc + 16)?.try_into().ok()?);
+    reader.seek(SeekFrom::Start(at)).ok()?;
+    let mut rec = [0u8; 56];
+    reader.read_exact(&mut rec).ok()?;
+    (rec[..4] == *b"PK\x06\x06").then(|| EndRecord {
+        entries: u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default()),
+        dir_start: u64::from_le_bytes(rec[48..56].try_into().unwrap_or_default()),
+    })
+}
+
+/// Walks the central directory's file headers from `start`, counting them
+/// (at most `cap`), until something else follows.
+fn count_central_headers<R: Read + Seek>(
+    reader: &mut R,
+    start: u64,
+    cap: u64,
+) -> std::io::Result<u64> {
+    reader.seek(std::io::SeekFrom::Start(start))?;
+    let mut r = std::io::BufReader::with_capacity(64 << 10, reader);
+    let mut n = 0u64;
+    let mut header = [0u8; 46];
+    while n < cap {
+        if r.read_exact(&mut header).is_err() || header[..4] != *b"PK\x01\x02" {
+            break;
+        }
+        n += 1;
+        let skip = [28, 30, 32]
+            .iter()
+            .map(|&at| i64::from(u16::from_le_bytes([header[at], header[at + 1]])))
+            .sum::<i64>();
+        r.seek_relative(skip)?;
+    }
+    Ok(n)
+}
+
 /// The gateway's light check of a staged archive: it is a zip starting at
 /// offset 0, within the entry and size limits, and its entries start like
 /// images. `head` is the upload's first bytes.
@@ -290,8 +358,32 @@ pub fn light_check<R: Read + Seek>(
     if let Some(n) = declared_entries(&mut reader).filter(|&n| n > policy.max_entries) {
         return Err(ArchiveProblem::TooManyEntries(n, policy.max_entries));
     }
+    // The end record's count is 16 bits (or a Zip64 field) and may wrap or
+    // lie: count the central directory's headers themselves.
+    if let Some(end) = end_record(&mut reader) {
+        let walked =
+            count_central_headers(&mut reader, end.dir_start, policy.max_entries + 1).unwrap_or(0);
+        if walked > policy.max_entries {
+            return Err(ArchiveProblem::TooManyEntries(walked, policy.max_entries));
+        }
+        if walked > end.entries {
+            return Err(ArchiveProblem::NotZip(format!(
+                "the end record declares {} entries, but the central directory holds {walked}",
+                end.entries
+            )));
+        }
+    }
     let mut archive = ZipArchive::new(reader)
         .map_err(|e| ArchiveProblem::NotZip(format!("the zip archive cannot be read: {e}")))?;
+    match archive.has_overlapping_entries() {
+        Ok(false) => {}
+        Ok(true) => return Err(ArchiveProblem::Overlapping),
+        Err(e) => {
+            return Err(ArchiveProblem::NotZip(format!(
+                "the archive's entries cannot be located: {e}"
+            )));
+        }
+    }
     // The zip reader keeps one entry per name: a repeated name would leave
     // an entry without a verdict.
     if archive.has_duplicate_names() {

@@ -252,29 +252,40 @@ fn exif_orientation(tiff: &[u8]) -> Option<u16> {
         .filter(|o| (1..=8).contains(o))
 }
 
+/// The fields of an Adobe APP14 segment: "Adobe", version, two flag words
+/// and the colour transform (how CMYK/YCCK and RGB pixels decode).
+const ADOBE_FIELDS: usize = 12;
+
 /// Whether a segment survives sanitising: everything the decoder needs
-/// (tables, frame, scans, restart interval, the ICC profile and the Adobe
-/// colour-transform flag that change how pixels decode) and nothing else.
+/// (tables, frame, scans, restart interval, and the Adobe colour-transform
+/// flag, cut to its fields) and nothing else. ICC profiles go too: they
+/// do not change the decoded pixels, and their tag data can carry anything.
 fn keep(marker: u8, body: &[u8]) -> bool {
     match marker {
         0xC4 | 0xCC | 0xDB | 0xDD | 0xDA | 0xD9 | 0xDC => true,
         m if is_sof(m) => true,
-        0xE2 => body.starts_with(b"ICC_PROFILE\0"),
-        0xEE => body.starts_with(b"Adobe"),
+        0xEE => body.starts_with(b"Adobe") && body.len() >= ADOBE_FIELDS,
         _ => false,
     }
 }
 
 /// Rebuilds the JPEG without metadata: EXIF (GPS included), XMP, IPTC,
-/// comments, JFIF thumbnails and unknown APPn segments go; the compressed
-/// image data is copied byte for byte. The result ends at the end-of-image
-/// marker.
+/// ICC profiles, comments, JFIF thumbnails and unknown APPn segments go,
+/// and an Adobe segment keeps only its fields; the compressed image data is
+/// copied byte for byte. The result ends at the end-of-image marker.
 pub fn strip_metadata(bytes: &[u8], structure: &Structure) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&[0xFF, 0xD8]);
     for s in &structure.segments {
         let body = bytes.get(s.body..s.end).unwrap_or(&[]);
-        if keep(s.marker, body) {
+        if !keep(s.marker, body) {
+            continue;
+        }
+        if s.marker == 0xEE {
+            out.extend_from_slice(&[0xFF, 0xEE]);
+            out.extend_from_slice(&((ADOBE_FIELDS + 2) as u16).to_be_bytes());
+            out.extend_from_slice(&body[..ADOBE_FIELDS]);
+        } else {
             out.extend_from_slice(&bytes[s.start..s.end]);
         }
     }
@@ -370,14 +381,24 @@ mod tests {
     #[test]
     fn segments_after_fill_bytes_are_recognised() {
         let j = tiny_jpeg();
-        // An ICC profile segment preceded by 0xFF fill bytes must survive.
-        let icc = with_segment(&j, 0xE2, b"ICC_PROFILE\0\x01\x01fake");
-        let mut filled = icc[..2].to_vec();
+        // An Adobe segment preceded by 0xFF fill bytes survives, cut to its
+        // fields; an ICC profile does not.
+        let adobe = with_segment(&j, 0xEE, b"Adobe\0\x64\0\0\0\0\x01<?php payload");
+        let both = with_segment(&adobe, 0xE2, b"ICC_PROFILE\0\x01\x01<?php icc");
+        let mut filled = both[..2].to_vec();
         filled.extend_from_slice(&[0xFF, 0xFF, 0xFF]);
-        filled.extend_from_slice(&icc[2..]);
+        filled.extend_from_slice(&both[2..]);
         let s = parse(&filled).unwrap();
         let clean = strip_metadata(&filled, &s);
-        assert!(clean.windows(11).any(|w| w == b"ICC_PROFILE"));
+        assert!(clean.windows(5).any(|w| w == b"Adobe"));
+        assert!(!clean.windows(5).any(|w| w == b"<?php"));
+        assert!(!clean.windows(11).any(|w| w == b"ICC_PROFILE"));
+        let again = parse(&clean).unwrap();
+        assert_eq!(
+            strip_metadata(&clean, &again),
+            clean,
+            "stripping is idempotent"
+        );
     }
 
     #[test]

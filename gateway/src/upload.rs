@@ -337,6 +337,7 @@ async fn light_check(
             bad("archive-offset", "Archive does not start at offset 0", p)
         }
         ArchiveProblem::Empty => bad("empty-archive", "Empty archive", p),
+        ArchiveProblem::Overlapping => bad("overlapping-entries", "Overlapping entries", p),
         ArchiveProblem::TooManyEntries(..) | ArchiveProblem::TooLarge(..) => {
             too_large(p.to_string())
         }
