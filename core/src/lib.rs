@@ -20,6 +20,7 @@ pub mod jpeg;
 pub mod model;
 pub mod pdq;
 pub mod pdq_index;
+pub mod pdq_memory;
 pub mod pipeline;
 pub mod policy;
 pub mod rate;

@@ -1,17 +1,20 @@
-//! The PDQ near-duplicate index (multi-index hashing in the SQLite
-//! catalog) next to a brute-force scan of the same hashes in memory, in
-//! the same run: query latency p50 and p99, and recall of planted
-//! neighbours at distances 0 to 31.
+//! The PDQ near-duplicate index next to a brute-force scan of the same
+//! hashes in memory, in the same run: query latency p50 and p99, and recall
+//! of planted neighbours at distances 0 to 31. The in-memory multi-index
+//! (`pdq_memory::MemoryIndex`, what the standalone catalog answers from)
+//! always; with PICSIFT_BENCH_SQLITE=1 the SQLite catalog itself (bulk
+//! loaded, then opened: the open loads its memory index);
+//! PICSIFT_BENCH_POSTGRES=1 also times the PostgreSQL catalog's MIH in the
+//! database (a server is started as in the tests).
 //!
 //! Run: `cargo bench -p picsift-tests --bench pdq_index`
 //! Size: PICSIFT_BENCH_HASHES (default 1000000), PICSIFT_BENCH_QUERIES (default 256).
-//! PICSIFT_BENCH_POSTGRES=1 also times the PostgreSQL catalog (a server is
-//! started as in the tests).
 
 use picsift_core::Result;
 use picsift_core::embedded::SqliteCatalog;
 use picsift_core::pdq::Hash;
 use picsift_core::pdq_index;
+use picsift_core::pdq_memory::MemoryIndex;
 use picsift_core::store::Catalog;
 use std::time::{Duration, Instant};
 
@@ -111,12 +114,6 @@ async fn main() -> Result<()> {
     }
     let n = env_num("PICSIFT_BENCH_HASHES", 1_000_000);
     let queries = env_num("PICSIFT_BENCH_QUERIES", 256);
-    let dir = tempfile::tempdir().map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
-    let path = dir.path().join("catalog.db");
-    let catalog = SqliteCatalog::open(&path).await?;
-
-    // Bulk load through a connection of our own: the catalog's
-    // insert_image is one transaction per image, too slow for millions.
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut all: Vec<(String, Hash)> = Vec::with_capacity((n + queries) as usize);
     for i in 0..n {
@@ -130,58 +127,31 @@ async fn main() -> Result<()> {
         probes.push((query, planted.0.clone(), d));
         all.push(planted);
     }
-    eprintln!("loading {} hashes into SQLite ...", all.len());
-    let load = Instant::now();
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
-    // A thousand images per statement, through json_each.
-    for (c, chunk) in all.chunks(1000).enumerate() {
-        let rows: Vec<serde_json::Value> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, (image_id, hash))| {
-                serde_json::json!([image_id, c * 1000 + i, hash.to_string()])
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
-             SELECT json_extract(value, '$[0]'), 'jpeg', 1, 1, 1, NULL, 'bench', json_extract(value, '$[1]'), 'x.jpg', 0, json_extract(value, '$[2]'), 90
-             FROM json_each(?)",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
-        let keys: Vec<serde_json::Value> = chunk
-            .iter()
-            .flat_map(|(image_id, hash)| {
-                pdq_index::keys(hash)
-                    .into_iter()
-                    .map(move |k| serde_json::json!([k, image_id]))
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO pdq_mih (k, image_id)
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
-        )
-        .bind(serde_json::Value::Array(keys).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+    println!("hashes: {n} (+{queries} planted neighbours at distances 0..31)");
+
+    // The in-memory multi-index.
+    let t = Instant::now();
+    let mut index = MemoryIndex::default();
+    for (image_id, hash) in &all {
+        index.insert(image_id, hash);
     }
-    tx.commit()
-        .await
-        .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
-    let db_mb = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) / (1 << 20);
-    eprintln!(
-        "loaded in {:.1} s ({db_mb} MiB)",
-        load.elapsed().as_secs_f64()
+    println!("MIH in memory: built in {:.1} s", t.elapsed().as_secs_f64());
+    let mut mem_t = Vec::new();
+    let mut mem_found = 0u32;
+    for (query, planted, _) in &probes {
+        let t = Instant::now();
+        let hits = index.search(query, 31, 10, |_| true);
+        mem_t.push(t.elapsed());
+        if hits.iter().any(|(id, _)| id == planted) {
+            mem_found += 1;
+        }
+    }
+    println!(
+        "MIH in memory:  p50 {:.3} ms  p99 {:.3} ms  recall {mem_found}/{queries}",
+        ms(percentile(&mut mem_t, 0.5)),
+        ms(percentile(&mut mem_t, 0.99)),
     );
+    drop(index);
 
     // Brute force: every hash in memory, popcount of the XOR.
     let flat: Vec<[u64; 4]> = all.iter().map(|(_, h)| words(h)).collect();
@@ -201,8 +171,6 @@ async fn main() -> Result<()> {
             brute_found += 1;
         }
     }
-    println!("hashes: {n} (+{queries} planted neighbours at distances 0..31)");
-    report("MIH (SQLite)", &catalog, &probes).await?;
     println!(
         "brute force (in memory, one core):  p50 {:.2} ms  p99 {:.2} ms  recall {}/{}",
         ms(percentile(&mut brute_t, 0.5)),
@@ -210,6 +178,72 @@ async fn main() -> Result<()> {
         brute_found,
         queries
     );
+    if std::env::var_os("PICSIFT_BENCH_SQLITE").is_some() {
+        let dir = tempfile::tempdir().map_err(backend)?;
+        let path = dir.path().join("catalog.db");
+        // Migrations first, then a bulk load through a connection of our
+        // own: insert_image is one transaction per image, too slow here.
+        drop(SqliteCatalog::open(&path).await?);
+        eprintln!("loading {} hashes into SQLite ...", all.len());
+        let load = Instant::now();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+        // A thousand images per statement, through json_each.
+        for (c, chunk) in all.chunks(1000).enumerate() {
+            let rows: Vec<serde_json::Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (image_id, hash))| {
+                    serde_json::json!([image_id, c * 1000 + i, hash.to_string()])
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO images (id, format, width, height, size, orientation, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
+                 SELECT json_extract(value, '$[0]'), 'jpeg', 1, 1, 1, NULL, 'bench', json_extract(value, '$[1]'), 'x.jpg', 0, json_extract(value, '$[2]'), 90
+                 FROM json_each(?)",
+            )
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+            let keys: Vec<serde_json::Value> = chunk
+                .iter()
+                .flat_map(|(image_id, hash)| {
+                    pdq_index::keys(hash)
+                        .into_iter()
+                        .map(move |k| serde_json::json!([k, image_id]))
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO pdq_mih (k, image_id)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
+            )
+            .bind(serde_json::Value::Array(keys).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
+        let db_mb = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) / (1 << 20);
+        eprintln!(
+            "loaded in {:.1} s ({db_mb} MiB)",
+            load.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        let catalog = SqliteCatalog::open(&path).await?;
+        eprintln!(
+            "opened (memory index loaded) in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        report("SQLite catalog (memory index)", &catalog, &probes).await?;
+    }
     if std::env::var_os("PICSIFT_BENCH_POSTGRES").is_some() {
         let pg = picsift_tests::services::postgres::Postgres::start();
         let catalog = picsift_core::cluster::PgCatalog::connect(&pg.url, 4).await?;

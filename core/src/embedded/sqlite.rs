@@ -5,7 +5,7 @@ use crate::auth::ApiKey;
 use crate::catalog_rows::{
     Arg, IMAGE_COLUMNS, api_key_from_row, batch_from_row, checks_json, counts_from_rows,
     duplicate_kind_code, image_from_row, image_search_sql, index_from_row, matchable_hash,
-    mih_keys, pending_from_row, rank_similar, report_entry_from_row,
+    mih_keys, pending_from_row, report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
 use crate::model::{
@@ -13,7 +13,7 @@ use crate::model::{
     ReportEntry,
 };
 use crate::pdq::Hash;
-use crate::pdq_index;
+use crate::pdq_memory::MemoryIndex;
 use crate::store::{Catalog, DedupIndex, Delivery, NewBatch, Similar};
 use crate::time::Millis;
 use crate::verdict::{Reason, Verdict};
@@ -23,12 +23,21 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The standalone catalog and dedup index.
-#[derive(Clone, Debug)]
+///
+/// One process owns the file, so the PDQ index lives in its memory
+/// ([`MemoryIndex`], loaded at open, updated with every image inserted):
+/// near-duplicate checks and similar-image searches never read `pdq_mih`.
+#[derive(Clone)]
 pub struct SqliteCatalog {
     pool: SqlitePool,
+    /// The stored images' matchable PDQ hashes. Its lock is also what
+    /// serializes image inserts, so a near-duplicate check sees every image
+    /// recorded before it.
+    pdq: Arc<tokio::sync::Mutex<MemoryIndex>>,
 }
 
 impl SqliteCatalog {
@@ -46,7 +55,46 @@ impl SqliteCatalog {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let mut index = MemoryIndex::default();
+        let rows =
+            sqlx::query("SELECT id, pdq FROM images WHERE pdq IS NOT NULL AND pdq_quality >= ?")
+                .bind(i64::from(crate::pdq::MIN_MATCH_QUALITY))
+                .fetch_all(&pool)
+                .await?;
+        for r in &rows {
+            let (id, pdq): (String, String) = (r.try_get("id")?, r.try_get("pdq")?);
+            if let Ok(hash) = pdq.parse::<Hash>() {
+                index.insert(&id, &hash);
+            }
+        }
+        Ok(Self {
+            pool,
+            pdq: Arc::new(tokio::sync::Mutex::new(index)),
+        })
+    }
+
+    /// Images near `hash` from the memory index, checked against `owner`'s
+    /// images when given.
+    async fn near(
+        &self,
+        index: &MemoryIndex,
+        hash: &Hash,
+        max_distance: u32,
+        limit: u32,
+        owner: Option<&str>,
+    ) -> Result<Vec<Similar>> {
+        let mut found = index.search(hash, max_distance, usize::MAX, |_| true);
+        if let Some(owner) = owner {
+            let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
+            let own: std::collections::HashSet<String> =
+                self.owned_images(owner, &ids).await?.into_iter().collect();
+            found.retain(|(id, _)| own.contains(id));
+        }
+        found.truncate(limit as usize);
+        Ok(found
+            .into_iter()
+            .map(|(image_id, distance)| Similar { image_id, distance })
+            .collect())
     }
 }
 
@@ -214,9 +262,13 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
+        let mut index = self.pdq.lock().await;
         let mut tx = self.pool.begin().await?;
-        insert_image_on(&mut tx, i).await?;
+        let new = insert_image_on(&mut tx, i).await?;
         tx.commit().await?;
+        if let (true, Some(hash)) = (new, matchable_hash(i)) {
+            index.insert(&i.id, &hash);
+        }
         Ok(())
     }
 
@@ -226,18 +278,22 @@ impl Catalog for SqliteCatalog {
         max_distance: u32,
         scope: Option<&str>,
     ) -> Result<Option<Similar>> {
-        // IMMEDIATE takes the write lock first: the check and the insert
-        // are one step among all writers of this file.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(hash) = matchable_hash(i) {
-            let found = similar_on(&mut tx, &hash, max_distance, 2, scope).await?;
+        // The index's lock makes the check and the insert one step among
+        // this process's inserts (the only writer of the file).
+        let mut index = self.pdq.lock().await;
+        let hash = matchable_hash(i);
+        if let Some(hash) = &hash {
+            let found = self.near(&index, hash, max_distance, 2, scope).await?;
             if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
-                tx.rollback().await?;
                 return Ok(Some(m));
             }
         }
-        insert_image_on(&mut tx, i).await?;
+        let mut tx = self.pool.begin().await?;
+        let new = insert_image_on(&mut tx, i).await?;
         tx.commit().await?;
+        if let (true, Some(hash)) = (new, hash) {
+            index.insert(&i.id, &hash);
+        }
         Ok(None)
     }
 
@@ -248,8 +304,8 @@ impl Catalog for SqliteCatalog {
         limit: u32,
         owner: Option<&str>,
     ) -> Result<Vec<Similar>> {
-        let mut conn = self.pool.acquire().await?;
-        similar_on(&mut conn, hash, max_distance, limit, owner).await
+        let index = self.pdq.lock().await;
+        self.near(&index, hash, max_distance, limit, owner).await
     }
 
     async fn image_owners(&self, id: &str) -> Result<Vec<String>> {
@@ -600,8 +656,9 @@ impl DedupIndex for SqliteCatalog {
     }
 }
 
-async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> Result<()> {
-    sqlx::query(
+/// Records the image; returns whether it was new.
+async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> Result<bool> {
+    let inserted = sqlx::query(
         "INSERT INTO images (id, format, width, height, size, orientation, owner, batch_id, entry_idx, entry_name, created_at, pdq, pdq_quality)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
     )
@@ -619,7 +676,9 @@ async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> 
     .bind(&i.pdq)
     .bind(i.pdq_quality.map(i64::from))
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
     sqlx::query("INSERT INTO image_owners (image_id, owner) VALUES (?, ?) ON CONFLICT DO NOTHING")
         .bind(&i.id)
         .bind(&i.owner)
@@ -632,30 +691,5 @@ async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> 
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
-}
-
-async fn similar_on(
-    conn: &mut sqlx::SqliteConnection,
-    hash: &Hash,
-    max_distance: u32,
-    limit: u32,
-    owner: Option<&str>,
-) -> Result<Vec<Similar>> {
-    let probes = pdq_index::probes(hash, max_distance);
-    let rows = sqlx::query(
-        "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
-         WHERE m.k IN (SELECT value FROM json_each(?))
-           AND (? IS NULL OR EXISTS (SELECT 1 FROM image_owners o WHERE o.image_id = i.id AND o.owner = ?))",
-    )
-    .bind(serde_json::to_string(&probes).unwrap_or_default())
-    .bind(owner)
-    .bind(owner)
-    .fetch_all(&mut *conn)
-    .await?;
-    let candidates = rows
-        .iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("pdq")?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(rank_similar(hash, max_distance, limit, candidates))
+    Ok(inserted)
 }
