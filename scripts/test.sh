@@ -19,3 +19,5 @@ cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
 # The Helm chart: lint, render, validate (Python, in .venv-chart).
 ./scripts/chart-test.sh -q
+# The web frontend in headless Chromium against the binary built above.
+./tests/web/run.sh
