@@ -160,8 +160,12 @@ async function download(id, name, button) {
 
 let leaving = new AbortController();
 
+let shown = null;
 function show(view) {
   for (const s of document.querySelectorAll('main > section')) s.hidden = s.id !== `view-${view}`;
+  // A new view: move the focus to its heading, as a page load would.
+  if (shown !== null && shown !== view) $(`view-${view}`).querySelector('h1').focus();
+  shown = view;
   $('nav').hidden = view === 'signin';
   for (const a of document.querySelectorAll('nav a')) {
     if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
@@ -232,7 +236,6 @@ $('signin-form').addEventListener('submit', async (ev) => {
   sessionStorage.setItem(KEY, k);
   $('signin-key').value = '';
   await route();
-  $('main').focus();
 });
 $('signout').addEventListener('click', () => signOut('Signed out.'));
 $('skip').addEventListener('click', (ev) => { ev.preventDefault(); $('main').focus(); });

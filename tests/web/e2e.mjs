@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
-import { zipStream } from '../../gateway/ui/zip.js';
+import { zipBlob, zipStream } from '../../gateway/ui/zip.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
@@ -222,6 +222,21 @@ try {
   assert.match(await first.textContent(), /0 bits apart/);
   await page.screenshot({ path: path.join(shots, '6-similar.png'), fullPage: true });
   log('images searched');
+
+  // A zip picked as it is (this one written by the page's own zip writer).
+  const zipPath = path.join(tmp, 'again.zip');
+  const again = await zipBlob([{ name: 'hills-again.jpg', file: await fs.openAsBlob(path.join(photos, 'photo_0001.jpg')) }]);
+  fs.writeFileSync(zipPath, Buffer.from(await again.arrayBuffer()));
+  await page.click('nav a[href="#/upload"]');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'upload-title', 'the focus moves to the new view');
+  await page.setInputFiles('#pick-files', zipPath);
+  await page.locator('#selection-summary', { hasText: 'sent as it is' }).waitFor();
+  await page.click('#upload-button');
+  await page.waitForURL((u) => !u.hash.endsWith(batch) && /#\/batch\//.test(u.hash));
+  await page.locator('#report-box').waitFor({ timeout: 60_000 });
+  assert.equal(await count('duplicate'), 1);
+  assert.equal(await verdictOf('hills-again.jpg'), 'duplicate');
+  log('zip uploaded');
 
   // ---------------------------------------------------------------- sign out
   await page.click('#signout');
