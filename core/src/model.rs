@@ -161,6 +161,8 @@ pub struct NotificationView {
 pub struct BatchView {
     /// The batch id.
     pub id: String,
+    /// The tenant that uploaded it.
+    pub owner: String,
     /// received, processing, completed or failed.
     pub phase: Phase,
     /// Verdict counts.
@@ -188,6 +190,7 @@ impl BatchView {
     pub fn new(b: &BatchRecord, counts: Counts) -> Self {
         Self {
             id: b.id.clone(),
+            owner: b.owner.clone(),
             phase: b.phase,
             counts,
             total_entries: b.total_entries,

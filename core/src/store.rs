@@ -195,6 +195,15 @@ pub trait Catalog: Send + Sync {
     async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
     /// Revokes a key; false when there is no such unrevoked key.
     async fn revoke_api_key(&self, id: &str, now: Millis) -> Result<bool>;
+    /// Batches, newest first (by upload time, then id descending), of
+    /// `owner` or of every tenant, after `after` (the last one of the
+    /// previous page: `(created_at, id)`), at most `limit`.
+    async fn list_batches(
+        &self,
+        owner: Option<&str>,
+        after: Option<(Millis, String)>,
+        limit: u32,
+    ) -> Result<Vec<BatchRecord>>;
     /// Batches of `owner` still received or processing.
     async fn open_batches(&self, owner: &str) -> Result<u64>;
     /// Bytes `owner` uploaded since `since` (ms).

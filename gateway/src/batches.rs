@@ -177,3 +177,59 @@ pub async fn events(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
+
+/// `GET /v1/batches` options.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// A tenant's batches (admins; a tenant lists its own).
+    owner: Option<String>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+    /// Batches per page (default 50, at most 500).
+    limit: Option<u32>,
+}
+
+/// `GET /v1/batches`: batches, newest first; a tenant's own, or any
+/// tenant's for an admin.
+pub async fn list(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let owner = match (caller.scope(), q.owner) {
+        (Some(own), Some(asked)) if asked != own => {
+            return Err(Problem::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "only admins may list another tenant's batches",
+            ));
+        }
+        (Some(own), _) => Some(own.to_string()),
+        (None, asked) => asked.filter(|o| !o.is_empty()),
+    };
+    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(c) => {
+            let parsed = c
+                .split_once('.')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())));
+            Some(parsed.ok_or_else(|| {
+                Problem::bad_request(format!("after={c:?} is not a cursor this API gave out"))
+            })?)
+        }
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let batches = s
+        .catalog
+        .list_batches(owner.as_deref(), after, limit)
+        .await?;
+    let next = (batches.len() as u32 == limit)
+        .then(|| batches.last().map(|b| format!("{}.{}", b.created_at, b.id)))
+        .flatten();
+    let mut views = Vec::with_capacity(batches.len());
+    for b in &batches {
+        views.push(BatchView::new(b, s.catalog.counts(&b.id).await?));
+    }
+    Ok(Json(serde_json::json!({ "batches": views, "next": next })))
+}

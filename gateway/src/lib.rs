@@ -105,7 +105,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/v1/batches",
-            post(upload::create_batch).layer(DefaultBodyLimit::max(upload_limit)),
+            post(upload::create_batch)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(batches::list),
         )
         .route("/v1/batches/{id}", get(batches::status))
         .route("/v1/batches/{id}/report", get(batches::report))

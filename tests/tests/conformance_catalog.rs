@@ -740,6 +740,48 @@ async fn owners_scope_images_searches_and_quotas(c: Arc<dyn Catalog>) {
     );
 }
 
+async fn batches_list_newest_first_by_owner_with_cursors(c: Arc<dyn Catalog>) {
+    // Five batches, two of them at the same time (ties go by id).
+    for (id, owner, at) in [
+        ("b1", "acme", T0),
+        ("b2", "bravo", T0 + 1),
+        ("b3", "acme", T0 + 2),
+        ("b4", "acme", T0 + 2),
+        ("b5", "bravo", T0 + 3),
+    ] {
+        let mut b = new_batch(id, None, at);
+        b.owner = owner.into();
+        c.create_batch(&b).await.unwrap();
+    }
+    let ids = |v: Vec<BatchRecord>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(c.list_batches(None, None, 10).await.unwrap()),
+        ["b5", "b4", "b3", "b2", "b1"]
+    );
+    assert_eq!(
+        ids(c.list_batches(Some("acme"), None, 10).await.unwrap()),
+        ["b4", "b3", "b1"]
+    );
+    // Pages of two, each after the last of the one before.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = c.list_batches(None, after.clone(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|b| (b.created_at, b.id.clone()));
+        seen.extend(ids(page));
+    }
+    assert_eq!(seen, ["b5", "b4", "b3", "b2", "b1"]);
+    assert!(
+        c.list_batches(Some("nobody"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn attempts_count_for_undecided_entries_only(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     assert_eq!(c.begin_attempt("b", 0).await.unwrap(), 1);
@@ -1293,4 +1335,5 @@ catalog_conforms! {
     api_keys_are_found_by_hash_listed_and_revoked,
     owners_scope_images_searches_and_quotas,
     attempts_count_for_undecided_entries_only,
+    batches_list_newest_first_by_owner_with_cursors,
 }

@@ -219,6 +219,20 @@ async fn keys_are_required_and_tenants_see_only_their_own() {
         .unwrap();
     assert_eq!(owned["images"].as_array().unwrap().len(), 2, "{owned}");
     assert_eq!(owned["images"][0]["owner"], "acme");
+    // Batch listings: A's own; the admin's, of everyone or by owner.
+    let list = |http: &Client, q: &str| {
+        let req = http.get(server.url(&format!("/v1/batches{q}")));
+        async move { req.send().await.unwrap() }
+    };
+    let mine: Value = list(&a, "").await.json().await.unwrap();
+    assert_eq!(mine["batches"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["batches"][0]["id"], a_batch.as_str());
+    assert_eq!(mine["batches"][0]["owner"], "acme");
+    let none: Value = list(&b, "").await.json().await.unwrap();
+    assert_eq!(none["batches"], serde_json::json!([]), "{none}");
+    assert_eq!(list(&b, "?owner=acme").await.status(), 403);
+    let by_admin: Value = list(&admin, "?owner=acme").await.json().await.unwrap();
+    assert_eq!(by_admin["batches"].as_array().unwrap().len(), 1);
     let audit = a
         .get(server.url(&format!("/v1/audit?batch={a_batch}")))
         .send()

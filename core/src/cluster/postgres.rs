@@ -345,6 +345,27 @@ impl Catalog for PgCatalog {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn list_batches(
+        &self,
+        owner: Option<&str>,
+        after: Option<(Millis, String)>,
+        limit: u32,
+    ) -> Result<Vec<BatchRecord>> {
+        let (at, id) = after.unwrap_or((Millis::MAX, String::new()));
+        let rows = sqlx::query(
+            "SELECT * FROM batches WHERE ($1::TEXT IS NULL OR owner = $1)
+               AND ((created_at, id) < ($2, $3) OR $3 = '')
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+        )
+        .bind(owner)
+        .bind(at)
+        .bind(&id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
     async fn open_batches(&self, owner: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM batches WHERE owner = $1 AND phase IN ('received', 'processing')",

@@ -368,6 +368,30 @@ impl Catalog for SqliteCatalog {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn list_batches(
+        &self,
+        owner: Option<&str>,
+        after: Option<(Millis, String)>,
+        limit: u32,
+    ) -> Result<Vec<BatchRecord>> {
+        let (at, id) = after.unwrap_or((Millis::MAX, String::new()));
+        let rows = sqlx::query(
+            "SELECT * FROM batches WHERE (? IS NULL OR owner = ?)
+               AND (created_at < ? OR (created_at = ? AND id < ?) OR ? = '')
+             ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(owner)
+        .bind(owner)
+        .bind(at)
+        .bind(at)
+        .bind(&id)
+        .bind(&id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
     async fn open_batches(&self, owner: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM batches WHERE owner = ? AND phase IN ('received', 'processing')",
