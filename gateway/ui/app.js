@@ -188,6 +188,10 @@ async function route() {
       show('batch');
       document.title = `Batch ${m[1]} · picsift`;
       await batchPage(m[1], leaving.signal);
+    } else if (hash === '#/batches') {
+      show('batches');
+      document.title = 'Batches · picsift';
+      await listBatches(true);
     } else if (hash === '#/images') {
       show('images');
       document.title = 'Images · picsift';
@@ -684,3 +688,39 @@ dropZone($('similar-drop'), (items) => { if (items[0]) similar(items[0].file); }
 
 window.addEventListener('hashchange', route);
 route();
+
+// ----------------------------------------------------------------- batches
+
+let batchesNext = null;
+async function listBatches(fresh) {
+  const body = $('batches').querySelector('tbody');
+  $('batches-error').textContent = '';
+  const q = new URLSearchParams();
+  const owner = $('b-owner').value.trim();
+  if (owner) q.set('owner', owner);
+  if (!fresh && batchesNext) q.set('after', batchesNext);
+  let page;
+  try {
+    page = await apiJson(`/v1/batches?${q}`);
+  } catch (e) {
+    $('batches-error').textContent = e.problem ? `${e.problem.title}: ${e.problem.detail}` : e.message;
+    return;
+  }
+  if (fresh) body.replaceChildren();
+  for (const b of page.batches) {
+    body.append(el('tr', {},
+      el('td', {}, el('a', { href: `#/batch/${b.id}`, text: b.id })),
+      el('td', { text: b.owner }),
+      el('td', { text: b.phase }),
+      el('td', { text: String(b.total_entries) }),
+      el('td', { text: String(b.counts.accepted) }),
+      el('td', { text: String(b.counts.duplicate) }),
+      el('td', { text: String(b.counts.rejected + b.counts.failed) }),
+      el('td', { text: new Date(b.created_at).toLocaleString() })));
+  }
+  batchesNext = page.next;
+  $('batches-more').hidden = !page.next;
+  announce(`${body.children.length} batches listed.`);
+}
+$('batches-form').addEventListener('submit', (ev) => { ev.preventDefault(); listBatches(true); });
+$('batches-more').addEventListener('click', () => listBatches(false));

@@ -203,6 +203,17 @@ try {
   await page.screenshot({ path: path.join(shots, '4-batch-375px.png'), fullPage: true });
   await page.setViewportSize({ width: 1280, height: 900 });
 
+  // ---------------------------------------------------------------- batches
+  await page.click('nav a[href="#/batches"]');
+  await page.locator(`#batches a[href="#/batch/${batch}"]`).waitFor();
+  assert.match(await page.locator('#batches tbody tr').first().textContent(), /default/);
+  await page.fill('#b-owner', 'nobody');
+  await page.click('#batches-form button[type=submit]');
+  await page.locator('#batches tbody tr').first().waitFor({ state: 'detached' });
+  await page.screenshot({ path: path.join(shots, '4b-batches.png'), fullPage: true });
+  await page.fill('#b-owner', '');
+  log('batches listed');
+
   // ----------------------------------------------------------------- images
   await page.click('nav a[href="#/images"]');
   await page.locator('#view-images').waitFor();
