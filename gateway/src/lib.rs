@@ -70,6 +70,31 @@ impl AppState {
         }
     }
 
+    /// The policy an upload naming `name` (or none) is checked against;
+    /// an unknown one is a problem with `status` (400 for an upload that
+    /// names it, 404 for a lookup of it).
+    pub async fn named_policy(
+        &self,
+        name: Option<&str>,
+        status: axum::http::StatusCode,
+    ) -> Result<Policy, Problem> {
+        self.scheduler
+            .policy(name)
+            .await
+            .map_err(|e| Problem::unavailable(format!("the policy cannot be read: {e}")))?
+            .ok_or_else(|| {
+                Problem::new(
+                    status,
+                    "unknown-policy",
+                    "Unknown policy",
+                    format!(
+                        "there is no policy named {:?}; name an existing ValidationPolicy with ?policy=, or leave it out",
+                        name.unwrap_or("default")
+                    ),
+                )
+            })
+    }
+
     /// A batch `caller` may see, or 404 (never 403: the id of another
     /// tenant's batch is not confirmed to exist).
     pub async fn visible_batch(

@@ -22,21 +22,8 @@ pub async fn show(
     Query(q): Query<PolicyQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     let policy = s
-        .scheduler
-        .policy(q.policy.as_deref())
-        .await
-        .map_err(|e| Problem::unavailable(format!("the policy cannot be read: {e}")))?
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-policy",
-                "Unknown policy",
-                format!(
-                    "there is no policy named {:?}",
-                    q.policy.as_deref().unwrap_or("default")
-                ),
-            )
-        })?;
+        .named_policy(q.policy.as_deref(), StatusCode::NOT_FOUND)
+        .await?;
     let reasons: Vec<_> = Reason::ALL
         .iter()
         .map(|r| {

@@ -86,21 +86,8 @@ pub async fn create_batch(
             .map_err(|e| Problem::unavailable(format!("the work queue is unavailable: {e}")))?;
     }
     let policy = s
-        .scheduler
-        .policy(q.policy.as_deref())
-        .await
-        .map_err(|e| Problem::unavailable(format!("the policy cannot be read: {e}")))?
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unknown-policy",
-                "Unknown policy",
-                format!(
-                    "there is no policy named {:?}; name an existing ValidationPolicy with ?policy=, or leave it out",
-                    q.policy.as_deref().unwrap_or("default")
-                ),
-            )
-        })?;
+        .named_policy(q.policy.as_deref(), StatusCode::BAD_REQUEST)
+        .await?;
     let limit = policy.max_upload_bytes.min(s.policy.max_upload_bytes);
     let declared = req
         .headers()
