@@ -34,7 +34,9 @@ echo "uploaded batch $ID"
 "$BIN/picsift" report "$ID"
 cat <<MSG
 
-Try it (the admin API key is in $DATA/admin.key):
+Open $PICSIFT_SERVER/ in a browser and sign in with the admin API key
+(in $DATA/admin.key) to upload folders, follow batches and search images.
+Or from a shell:
   KEY=\$(cat $DATA/admin.key)
   curl -s -H "Authorization: Bearer \$KEY" $PICSIFT_SERVER/v1/batches/$ID
   curl -s -H "Authorization: Bearer \$KEY" $PICSIFT_SERVER/v1/batches/$ID/report
