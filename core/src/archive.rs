@@ -253,31 +253,7 @@ pub enum ArchiveProblem {
 /// the zip reader holds the whole directory in memory, so a huge count must
 /// be refused before it runs. `None` when no record is found.
 pub fn declared_entries<R: Read + Seek>(reader: &mut R) -> Option<u64> {
-    use std::io::SeekFrom;
-    let len = reader.seek(SeekFrom::End(0)).ok()?;
-    let tail_len = len.min(22 + 65_535);
-    reader.seek(SeekFrom::Start(len - tail_len)).ok()?;
-    let mut tail = vec![0u8; tail_len as usize];
-    reader.read_exact(&mut tail).ok()?;
-    let eocd = tail.windows(4).rposition(|w| w == b"PK\x05\x06")?;
-    let count = u64::from(u16::from_le_bytes([
-        *tail.get(eocd + 10)?,
-        *tail.get(eocd + 11)?,
-    ]));
-    if count != 0xFFFF {
-        return Some(count);
-    }
-    // Zip64: the locator sits just before the EOCD and points at the Zip64 record.
-    let loc = eocd.checked_sub(20)?;
-    if tail.get(loc..loc + 4)? != b"PK\x06\x07" {
-        return Some(count);
-    }
-    let at = u64::from_le_bytes(tail.get(loc + 8..loc + 16)?.try_into().ok()?);
-    reader.seek(SeekFrom::Start(at)).ok()?;
-    let mut rec = [0u8; 40];
-    reader.read_exact(&mut rec).ok()?;
-    (rec[..4] == *b"PK\x06\x06")
-        .then(|| u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default()))
+    end_record(reader).map(|e| e.entries)
 }
 
 /// What the end-of-central-directory record (Zip64 aware) declares.

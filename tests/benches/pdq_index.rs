@@ -211,22 +211,6 @@ async fn main() -> Result<()> {
             .execute(&mut *tx)
             .await
             .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
-            let keys: Vec<serde_json::Value> = chunk
-                .iter()
-                .flat_map(|(image_id, hash)| {
-                    pdq_index::keys(hash)
-                        .into_iter()
-                        .map(move |k| serde_json::json!([k, image_id]))
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO pdq_mih (k, image_id)
-                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
-            )
-            .bind(serde_json::Value::Array(keys).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| picsift_core::Error::Backend(e.to_string()))?;
         }
         tx.commit()
             .await

@@ -5,7 +5,7 @@ use crate::auth::ApiKey;
 use crate::catalog_rows::{
     Arg, IMAGE_COLUMNS, api_key_from_row, batch_from_row, checks_json, counts_from_rows,
     duplicate_kind_code, image_from_row, image_search_sql, index_from_row, matchable_hash,
-    mih_keys, pending_from_row, report_entry_from_row,
+    pending_from_row, report_entry_from_row,
 };
 use crate::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
 use crate::model::{
@@ -30,7 +30,9 @@ use std::time::Duration;
 ///
 /// One process owns the file, so the PDQ index lives in its memory
 /// ([`MemoryIndex`], loaded at open, updated with every image inserted):
-/// near-duplicate checks and similar-image searches never read `pdq_mih`.
+/// near-duplicate checks and similar-image searches never read `pdq_mih`,
+/// so this catalog does not write it (the table stays, empty, from
+/// migration 0002).
 #[derive(Clone)]
 pub struct SqliteCatalog {
     pool: SqlitePool,
@@ -708,12 +710,5 @@ async fn insert_image_on(conn: &mut sqlx::SqliteConnection, i: &ImageRecord) -> 
         .bind(&i.owner)
         .execute(&mut *conn)
         .await?;
-    for k in mih_keys(i) {
-        sqlx::query("INSERT INTO pdq_mih (k, image_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(k)
-            .bind(&i.id)
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(inserted)
 }
