@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use picsift_core::model::owns_source;
 use picsift_core::store::{NewBatch, report_ndjson};
-use picsift_core::time::{Millis, now_ms};
+use picsift_core::time::Millis;
 use picsift_core::verdict::{Reason, Verdict};
 use picsift_crds::{UploadBatch, ValidationPolicy};
 use picsift_worker::WorkerConfig;
@@ -139,7 +139,7 @@ async fn observe(ctx: &Context, ub: &UploadBatch, ns: &str) -> Result<Observatio
                 .creation_timestamp
                 .as_ref()
                 .map(from_time)
-                .unwrap_or_else(now_ms),
+                .unwrap_or_else(|| ctx.clock.now()),
             deleting: meta.deletion_timestamp.is_some(),
             has_finalizer: ub.finalizers().iter().any(|f| f == FINALIZER),
             spec: ub.spec.clone(),
@@ -151,7 +151,7 @@ async fn observe(ctx: &Context, ub: &UploadBatch, ns: &str) -> Result<Observatio
             ttl_ms: ctx.ttl_ms,
             queue_idle: matches!(ctx.backends.queue.backlog().await, Ok(0)),
             stall_ms: ctx.stall_ms,
-            now: now_ms(),
+            now: ctx.clock.now(),
         },
         policy,
     })
@@ -249,7 +249,7 @@ async fn apply(
                     id,
                     picsift_core::model::Phase::Expired,
                     "the deadline passed before every entry was checked",
-                    now_ms(),
+                    ctx.clock.now(),
                 )
                 .await?;
         }
@@ -265,7 +265,7 @@ async fn apply(
                 .fail_batch(
                     id,
                     "the UploadBatch was deleted before the batch finished",
-                    now_ms(),
+                    ctx.clock.now(),
                 )
                 .await?;
         }
@@ -295,7 +295,7 @@ async fn apply(
 /// acked without work.
 async fn decide_rest(ctx: &Context, id: &str, reason: Reason, detail: &str) -> Result<()> {
     let catalog = &ctx.backends.catalog;
-    let now: Millis = now_ms();
+    let now: Millis = ctx.clock.now();
     for (index, _) in catalog.pending_entries(id).await? {
         catalog
             .record_verdict(id, index, &Verdict::refused(reason, detail), now)

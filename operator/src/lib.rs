@@ -56,6 +56,8 @@ pub struct Context {
     pub recorder: kube::runtime::events::Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The time every decision is taken at (the wall clock, or a set one in tests).
+    pub clock: picsift_core::time::Clock,
 }
 
 /// Errors of the operator.

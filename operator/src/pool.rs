@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::ResourceExt;
 use kube::runtime::controller::Action;
-use picsift_core::time::now_ms;
 use picsift_crds::{WorkerPool, WorkerPoolStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,7 +148,7 @@ async fn record_metrics(ctx: &Context, pool: &str, status: &WorkerPoolStatus) {
     }
     if let Ok(batches) = ctx.backends.catalog.unfinished_batches().await {
         let oldest = batches.iter().map(|b| b.created_at).min();
-        let age = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+        let age = oldest.map_or(0.0, |t| (ctx.clock.now() - t).max(0) as f64 / 1000.0);
         m.oldest_pending.set(age);
     }
 }

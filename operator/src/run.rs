@@ -113,6 +113,7 @@ pub async fn run(
             },
         ),
         metrics,
+        clock: picsift_core::time::Clock::system(),
     });
     let work = stop.child_token();
     let extra = on_leading(work.clone());

@@ -12,6 +12,7 @@ use picsift_core::chunk::{ChunkLimits, ChunkTask};
 use picsift_core::embedded::{FsBlobStore, MemQueue, SqliteCatalog};
 use picsift_core::model::{Phase, staging_key};
 use picsift_core::store::{NewBatch, Scheduler};
+use picsift_core::time::{Clock, Millis};
 use picsift_operator::metrics::Metrics;
 use picsift_operator::{Context, KubeScheduler, controller, pool};
 use picsift_worker::Backends;
@@ -133,7 +134,20 @@ async fn backends() -> Fixture {
     }
 }
 
+/// When the fixtures' UploadBatches were created (their `creationTimestamp`).
+const CREATED: &str = "2026-11-26T10:00:00Z";
+/// The time the tests run the controllers at: ten seconds after [`CREATED`],
+/// whatever the calendar says.
+fn created_ms() -> Millis {
+    picsift_core::time::parse_rfc3339(CREATED).unwrap()
+}
+const DAY_MS: Millis = 86_400_000;
+
 fn context(client: kube::Client, backends: Backends) -> Arc<Context> {
+    context_at(client, backends, created_ms() + 10_000)
+}
+
+fn context_at(client: kube::Client, backends: Backends, now: Millis) -> Arc<Context> {
     Arc::new(Context {
         client: client.clone(),
         backends,
@@ -152,6 +166,7 @@ fn context(client: kube::Client, backends: Backends) -> Arc<Context> {
             },
         ),
         metrics: Arc::new(Metrics::default()),
+        clock: Clock::fixed(now),
     })
 }
 
@@ -169,7 +184,7 @@ fn zip_of(n: u32) -> Vec<u8> {
 fn upload_batch(name: &str, spec: Value, extra_meta: Value) -> Value {
     let mut meta = json!({
         "name": name, "namespace": "picsift", "uid": format!("uid-{name}"),
-        "generation": 1, "creationTimestamp": "2026-11-26T10:00:00Z"
+        "generation": 1, "creationTimestamp": CREATED
     });
     if let (Some(m), Some(extra)) = (meta.as_object_mut(), extra_meta.as_object()) {
         m.extend(extra.clone());
@@ -371,7 +386,7 @@ async fn received_batch(f: &Fixture, id: &str, entries: u32) {
             upload_bytes: 1,
             total_entries: u64::from(entries),
             callback_url: None,
-            now: 1_700_000_000_000,
+            now: created_ms(),
         })
         .await
         .unwrap();
@@ -420,6 +435,37 @@ async fn past_its_deadline_a_batch_expires_with_a_report_and_no_staged_upload() 
     assert_eq!(find(&calls, "POST", EVENTS)[0].body["reason"], "Expired");
 }
 
+/// The deadline (default and most: 7 days after creation) is read from the
+/// clock the controller is given: a millisecond before it the batch goes on,
+/// at it the batch expires.
+#[tokio::test]
+async fn the_deadline_is_taken_from_the_injected_clock() {
+    let deadline = created_ms() + 7 * DAY_MS;
+    for (now, phase, expired) in [
+        (deadline - 1, "Processing", false),
+        (deadline, "Expired", true),
+    ] {
+        let f = backends().await;
+        received_batch(&f, "week", 2).await;
+        let ub = upload_batch(
+            "week",
+            json!({"source": {"key": staging_key("week")}}),
+            json!({"finalizers": ["picsift.io/cleanup"], "annotations": {"picsift.io/batch-id": "week"}}),
+        );
+        let (client, calls) = mock_client(server(ub.clone(), true));
+        controller::reconcile(dynamic(&ub), context_at(client, f.backends.clone(), now))
+            .await
+            .unwrap();
+        let calls = calls.lock().unwrap().clone();
+        let status = &find(&calls, "PATCH", "/uploadbatches/week/status")[0].body["status"];
+        assert_eq!(status["phase"], phase, "at deadline {:+} ms", now - deadline);
+        let batch = f.backends.catalog.batch("week").await.unwrap().unwrap();
+        assert_eq!(batch.phase == Phase::Expired, expired);
+        let counts = f.backends.catalog.counts("week").await.unwrap();
+        assert_eq!(counts.failed, if expired { 2 } else { 0 });
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_batch_cancels_its_work_deletes_the_staged_upload_and_drops_the_finalizer() {
     let f = backends().await;
@@ -455,7 +501,7 @@ async fn a_finished_batch_past_its_ttl_is_deleted() {
     received_batch(&f, "old", 1).await;
     f.backends
         .catalog
-        .fail_batch("old", "broken", 1_700_000_000_000)
+        .fail_batch("old", "broken", created_ms() - 2 * 3_600_000)
         .await
         .unwrap();
     let ub = upload_batch(
