@@ -5,9 +5,9 @@
 //! DATA/admin.key, and a cluster's from `PICSIFT_ADMIN_KEY`.
 
 use anyhow::{Context, bail};
+use picsift_backends::sql::SqlCatalog;
 use picsift_core::auth::{self, Role};
-use picsift_core::embedded::SqliteCatalog;
-use picsift_core::store::Catalog;
+use picsift_core::backend::Catalog;
 use picsift_core::time::{now_ms, rfc3339};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,7 +61,7 @@ async fn catalog(args: &AdminArgs) -> anyhow::Result<Arc<dyn Catalog>> {
         Some(path) => {
             let cfg = crate::config::Config::load(Some(path), |k| std::env::var(k).ok())?;
             Arc::new(
-                picsift_core::cluster::PgCatalog::connect(&cfg.postgres.url, 2)
+                picsift_backends::sql::SqlCatalog::connect_postgres(&cfg.postgres.url, 2)
                     .await
                     .context("cannot open the PostgreSQL catalog")?,
             )
@@ -75,7 +75,7 @@ async fn catalog(args: &AdminArgs) -> anyhow::Result<Arc<dyn Catalog>> {
                     args.data.display()
                 );
             }
-            Arc::new(SqliteCatalog::open(&db).await?)
+            Arc::new(SqlCatalog::open_sqlite(&db).await?)
         }
     })
 }

@@ -1,18 +1,20 @@
-//! The cluster processes: `picsift gateway`, `picsift worker` and
-//! `picsift reindex`, over S3, PostgreSQL and Redis, from one configuration
-//! file (docs/configuration.md).
+//! The cluster processes without libtorch: `picsift gateway`,
+//! `picsift operator` and `picsift reindex`, over S3, PostgreSQL and Redis,
+//! from one configuration file (docs/configuration.md); and the wiring the
+//! worker process (`crate::worker`) shares with them.
 
 use crate::config::Config;
+use crate::process::{init_logging, shutdown_signal};
 use anyhow::Context;
+use picsift_backends::cluster::{RedisDedup, RedisQueue, S3BlobStore};
+use picsift_backends::notify::{Notifier, NotifierConfig};
+use picsift_backends::sql::SqlCatalog;
+use picsift_core::backend::{Backends, Scheduler};
 use picsift_core::chunk::ChunkLimits;
-use picsift_core::cluster::{PgCatalog, RedisDedup, RedisQueue, S3BlobStore};
-use picsift_core::model::Phase;
-use picsift_core::store::Scheduler;
-use picsift_core::time::now_ms;
+use picsift_core::intake::{IntakeConfig, LocalScheduler};
 use picsift_core::webhook::Secret;
-use picsift_gateway::AppState;
-use picsift_operator::{KubeScheduler, OperatorConfig};
-use picsift_worker::{Backends, LocalScheduler, WorkerConfig};
+use picsift_gateway::{AppState, KubeScheduler};
+use picsift_operator::OperatorConfig;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,19 +29,8 @@ pub struct ClusterArgs {
     pub config: Option<PathBuf>,
 }
 
-fn load(args: &ClusterArgs) -> anyhow::Result<Config> {
+pub(crate) fn load(args: &ClusterArgs) -> anyhow::Result<Config> {
     Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
-}
-
-pub(crate) fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PICSIFT_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// Retries `connect` with backoff until it succeeds: a dependency that is
@@ -62,11 +53,11 @@ where
     }
 }
 
-async fn backends(cfg: &Config, consumer: &str) -> Backends {
+pub(crate) async fn backends(cfg: &Config, consumer: &str) -> Backends {
     let s3 = cfg.s3();
     let blobs = patiently("s3", || S3BlobStore::connect(s3.clone())).await;
     let catalog = patiently("postgres", || {
-        PgCatalog::connect(&cfg.postgres.url, cfg.postgres.max_connections)
+        SqlCatalog::connect_postgres(&cfg.postgres.url, cfg.postgres.max_connections)
     })
     .await;
     let dedup = patiently("redis", || {
@@ -90,28 +81,19 @@ async fn backends(cfg: &Config, consumer: &str) -> Backends {
     }
 }
 
-fn worker_config(cfg: &Config) -> anyhow::Result<WorkerConfig> {
-    let defaults = WorkerConfig::default();
-    Ok(WorkerConfig {
+/// How this deployment enqueues batches: the policy and chunk sizes of the
+/// configuration.
+pub(crate) fn intake_config(cfg: &Config) -> anyhow::Result<IntakeConfig> {
+    Ok(IntakeConfig {
         policy: cfg.policy()?,
         chunk_limits: ChunkLimits {
             max_entries: cfg.worker.chunk_entries.max(1),
             max_bytes: cfg.worker.chunk_bytes.max(1),
         },
-        lease_ms: cfg.worker.lease_ms,
-        concurrency: if cfg.worker.concurrency == 0 {
-            defaults.concurrency
-        } else {
-            cfg.worker.concurrency
-        },
-        max_deliveries: cfg.worker.max_deliveries.max(1),
-        idle_timeout: (cfg.worker.idle_timeout_secs > 0)
-            .then(|| Duration::from_secs(cfg.worker.idle_timeout_secs)),
-        ml: Arc::new(cfg.ml.runtime()?),
     })
 }
 
-fn consumer_name() -> String {
+pub(crate) fn consumer_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -139,7 +121,7 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
             &cfg.kubernetes.default_policy,
         ))
     } else {
-        Arc::new(LocalScheduler::new(b.clone(), worker_config(&cfg)?))
+        Arc::new(LocalScheduler::new(b.clone(), intake_config(&cfg)?))
     };
     let state = AppState {
         blobs: b.blobs.clone(),
@@ -150,7 +132,10 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
         limits: cfg.limits.tenant_limits(),
         rate: Arc::new(
             patiently("redis rate limiter", || {
-                picsift_core::cluster::RedisRateLimiter::connect(&cfg.redis.url, &cfg.redis.prefix)
+                picsift_backends::cluster::RedisRateLimiter::connect(
+                    &cfg.redis.url,
+                    &cfg.redis.prefix,
+                )
             })
             .await,
         ),
@@ -166,47 +151,16 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
         listener,
         picsift_gateway::router(state),
         cfg.limits.transport(),
-        crate::serve::shutdown_signal(),
+        shutdown_signal(),
     )
     .await
     .context("server failed")?;
     Ok(())
 }
 
-/// `picsift worker`: takes chunk tasks until stopped (or idle for
-/// `worker.idle_timeout_secs`). Outside Kubernetes it also delivers
-/// webhooks and plans batches a gateway received but did not get to plan;
-/// under Kubernetes the operator does both.
-pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
-    init_logging();
-    let cfg = load(&args)?;
-    let wcfg = worker_config(&cfg)?;
-    let b = backends(&cfg, &consumer_name()).await;
-    picsift_worker::checks::start_checks(&b, &wcfg)
-        .await
-        .context("the policy's quality and ML checks cannot run")?;
-    let stop = CancellationToken::new();
-    let standalone = !cfg.kubernetes.enabled;
-    let secret = standalone.then(|| Secret::parse(&cfg.webhook_secret));
-    let mut background = picsift_worker::start(b.clone(), wcfg.clone(), secret, stop.clone())?;
-    if standalone {
-        background.push(tokio::spawn(sweep(b, wcfg, stall_ms(&cfg), stop.clone())));
-    }
-    eprintln!("picsift worker {} started", consumer_name());
-    tokio::select! {
-        _ = crate::serve::shutdown_signal() => {}
-        _ = stop.cancelled() => eprintln!("picsift worker: idle; exiting"),
-    }
-    stop.cancel();
-    for task in background {
-        let _ = task.await;
-    }
-    Ok(())
-}
-
 /// A chunk legitimately takes up to a visibility timeout; twice that
 /// without progress means its task is gone.
-fn stall_ms(cfg: &Config) -> i64 {
+pub(crate) fn stall_ms(cfg: &Config) -> i64 {
     (2 * cfg.redis.visibility_timeout_ms as i64).max(60_000)
 }
 
@@ -231,7 +185,7 @@ fn namespace(cfg: &Config, client: &kube::Client) -> String {
 pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = load(&args)?;
-    let wcfg = worker_config(&cfg)?;
+    let intake = intake_config(&cfg)?;
     let client = kube_client().await?;
     let b = backends(&cfg, &consumer_name()).await;
     let stop = CancellationToken::new();
@@ -241,17 +195,17 @@ pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
         metrics_listen: cfg.operator.metrics_listen,
         lease_name: cfg.operator.lease_name.clone(),
         identity: consumer_name(),
-        chunk_limits: wcfg.chunk_limits,
+        chunk_limits: intake.chunk_limits,
         stall_ms: stall_ms(&cfg),
     };
     let signal = stop.clone();
     tokio::spawn(async move {
-        crate::serve::shutdown_signal().await;
+        shutdown_signal().await;
         signal.cancel();
     });
-    let notifier = picsift_worker::Notifier::new(
+    let notifier = Notifier::new(
         b.clone(),
-        picsift_worker::notifier_config(Secret::parse(&cfg.webhook_secret)),
+        NotifierConfig::new(Secret::parse(&cfg.webhook_secret)),
     )?;
     eprintln!("picsift operator {} started", op.identity);
     // Stalled batches are the UploadBatch controller's business here (it
@@ -264,72 +218,17 @@ pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Plans batches left in phase received for over 30 s (their gateway died
-/// between accepting and planning), and re-enqueues the pending entries of
-/// a processing batch whose pending count has not moved for `stall_ms`
-/// (its tasks were lost, e.g. by a Redis that restarted empty). Tasks
-/// enqueued twice do no harm: decided entries are skipped.
-async fn sweep(b: Backends, cfg: WorkerConfig, stall_ms: i64, stop: CancellationToken) {
-    let mut seen: std::collections::HashMap<String, (u64, i64)> = std::collections::HashMap::new();
-    loop {
-        let now = now_ms();
-        match b.catalog.unfinished_batches().await {
-            Ok(batches) => {
-                // Under a deep backlog a batch may wait its turn for long:
-                // only an empty queue says its tasks are gone.
-                let queue_idle = matches!(b.queue.backlog().await, Ok(0));
-                seen.retain(|id, _| batches.iter().any(|x| &x.id == id));
-                for batch in &batches {
-                    let stalled = match batch.phase {
-                        Phase::Received => batch.created_at < now - 30_000,
-                        _ => match b.catalog.counts(&batch.id).await {
-                            Ok(c) => {
-                                let entry =
-                                    seen.entry(batch.id.clone()).or_insert((c.pending, now));
-                                if entry.0 != c.pending {
-                                    *entry = (c.pending, now);
-                                }
-                                let stuck = queue_idle && now - entry.1 > stall_ms;
-                                if stuck {
-                                    entry.1 = now;
-                                }
-                                stuck
-                            }
-                            Err(_) => false,
-                        },
-                    };
-                    if stalled {
-                        tracing::warn!(
-                            batch = batch.id,
-                            phase = batch.phase.as_str(),
-                            "batch made no progress; planning it again"
-                        );
-                        if let Err(e) = picsift_worker::plan_batch(&b, &cfg, &batch.id).await {
-                            tracing::warn!(batch = batch.id, error = %e, "re-planning failed");
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list unfinished batches"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-        }
-    }
-}
-
 /// `picsift reindex`: rebuilds the Redis dedup claims from the catalog.
 pub async fn reindex(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = load(&args)?;
-    let catalog = PgCatalog::connect(&cfg.postgres.url, cfg.postgres.max_connections)
+    let catalog = SqlCatalog::connect_postgres(&cfg.postgres.url, cfg.postgres.max_connections)
         .await
         .context("cannot reach PostgreSQL")?;
     let dedup = RedisDedup::connect(&cfg.redis.url, &cfg.redis.prefix)
         .await
         .context("cannot reach Redis")?;
-    use picsift_core::store::{Catalog, DedupIndex};
+    use picsift_core::backend::{Catalog, DedupIndex};
     let ids = catalog.image_ids().await?;
     let mut restored = 0usize;
     for id in &ids {

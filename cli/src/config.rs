@@ -4,7 +4,7 @@
 //! docs/configuration.md documents each key; a test keeps the two in step.
 
 use anyhow::Context;
-use picsift_core::cluster::S3Config;
+use picsift_backends::cluster::S3Config;
 use picsift_core::format::Format;
 use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize};
 use serde::{Deserialize, Serialize};
@@ -172,16 +172,19 @@ pub struct MlSection {
 }
 
 impl Default for MlSection {
+    /// `picsift_ml::Options::default()`, written out so that the gateway's
+    /// and operator's build (no `ml` feature) reads the same file; a test
+    /// keeps the two equal.
     fn default() -> Self {
-        let o = picsift_ml::Options::default();
         Self {
             device: "auto".into(),
-            batch_size: o.batch_size,
-            max_wait_ms: o.max_wait.as_millis() as u64,
+            batch_size: 32,
+            max_wait_ms: 5,
         }
     }
 }
 
+#[cfg(feature = "ml")]
 impl MlSection {
     /// The runtime these settings describe (nothing is loaded yet).
     pub fn runtime(&self) -> anyhow::Result<picsift_ml::Runtime> {
@@ -393,13 +396,13 @@ impl Default for PostgresSection {
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        let w = picsift_worker::WorkerConfig::default();
+        let chunks = picsift_core::chunk::ChunkLimits::default();
         Self {
             concurrency: 0,
-            max_deliveries: w.max_deliveries,
-            lease_ms: w.lease_ms,
-            chunk_entries: w.chunk_limits.max_entries,
-            chunk_bytes: w.chunk_limits.max_bytes,
+            max_deliveries: picsift_core::chunk::DEFAULT_MAX_DELIVERIES,
+            lease_ms: picsift_core::dedup::DEFAULT_LEASE_MS,
+            chunk_entries: chunks.max_entries,
+            chunk_bytes: chunks.max_bytes,
             idle_timeout_secs: 0,
         }
     }
@@ -542,6 +545,19 @@ fn env_value(text: &str, like: &toml::Value) -> toml::Value {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[cfg(feature = "ml")]
+    #[test]
+    fn ml_defaults_are_the_ml_crates() {
+        let o = picsift_ml::Options::default();
+        let m = MlSection::default();
+        assert_eq!(
+            m.device.parse::<picsift_ml::DeviceChoice>().ok(),
+            Some(o.device)
+        );
+        assert_eq!(m.batch_size, o.batch_size);
+        assert_eq!(m.max_wait_ms, o.max_wait.as_millis() as u64);
+    }
 
     #[test]
     fn file_then_environment_overrides() {

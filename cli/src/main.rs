@@ -1,4 +1,10 @@
-//! `picsift`: the standalone server and the command-line client.
+//! `picsift`: the standalone server, the cluster processes and the
+//! command-line client.
+//!
+//! With the `ml` feature (the default) it has everything; without it
+//! (`--no-default-features`) it links no libtorch and leaves out the two
+//! commands that run the pipeline, `serve` and `worker`: that build is the
+//! gateway's and the operator's.
 
 mod admin;
 mod client;
@@ -7,7 +13,12 @@ mod config;
 mod crd;
 mod download;
 mod lookup;
+mod names;
+mod process;
+#[cfg(feature = "ml")]
 mod serve;
+#[cfg(feature = "ml")]
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -22,10 +33,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the standalone server: gateway, worker, files on disk, SQLite.
+    #[cfg(feature = "ml")]
     Serve(serve::ServeArgs),
     /// Run the HTTP gateway of a cluster deployment (S3, PostgreSQL, Redis).
     Gateway(cluster::ClusterArgs),
     /// Run a worker of a cluster deployment.
+    #[cfg(feature = "ml")]
     Worker(cluster::ClusterArgs),
     /// Run the Kubernetes operator (UploadBatch and WorkerPool controllers).
     Operator(cluster::ClusterArgs),
@@ -46,15 +59,18 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    names::apply();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "ml")]
             Command::Serve(args) => serve::run(args).await,
             Command::Gateway(args) => cluster::gateway(args).await,
-            Command::Worker(args) => cluster::worker(args).await,
+            #[cfg(feature = "ml")]
+            Command::Worker(args) => worker::worker(args).await,
             Command::Operator(args) => cluster::operator(args).await,
             Command::Reindex(args) => cluster::reindex(args).await,
             Command::Upload(args) => client::upload(args).await,

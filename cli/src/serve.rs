@@ -1,13 +1,17 @@
 //! `picsift serve`: the standalone server — gateway, in-process workers and
 //! webhook delivery over files on disk, SQLite and an in-process queue.
+//! Built only with the `ml` feature (the workers link libtorch).
 
 use anyhow::Context;
-use picsift_core::embedded::{FsBlobStore, MemQueue, SqliteCatalog};
+use picsift_backends::embedded::{FsBlobStore, MemQueue};
+use picsift_backends::sql::{SqlCatalog, SqliteDedup};
+use picsift_core::backend::Backends;
 use picsift_core::format::Format;
+use picsift_core::intake::{LocalScheduler, resume};
 use picsift_core::policy::Policy;
 use picsift_core::webhook::Secret;
 use picsift_gateway::AppState;
-use picsift_worker::{Backends, LocalScheduler, WorkerConfig};
+use picsift_worker::WorkerConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,61 +37,61 @@ pub struct ServeArgs {
     #[arg(long, env = "PICSIFT_POLICY")]
     pub policy: Option<PathBuf>,
     /// Image formats accepted, comma-separated: jpeg, png, webp (default jpeg).
-    #[arg(long, env = "PICSIFT_FORMATS", value_delimiter = ',')]
+    #[arg(long, env = "PICSIFT_POLICY_FORMATS", value_delimiter = ',')]
     pub formats: Option<Vec<String>>,
     /// Largest upload in bytes.
-    #[arg(long, env = "PICSIFT_MAX_UPLOAD_BYTES")]
+    #[arg(long, env = "PICSIFT_POLICY_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
     /// Chunks processed at once (default: one per core).
-    #[arg(long, env = "PICSIFT_WORKERS")]
-    pub workers: Option<usize>,
+    #[arg(long, env = "PICSIFT_WORKER_CONCURRENCY", alias = "workers")]
+    pub concurrency: Option<usize>,
     /// Most PDQ bits apart that count as the same picture (a near
     /// duplicate); 0–31, or `off` to store near duplicates.
     /// (default 31)
-    #[arg(long, env = "PICSIFT_NEAR_DISTANCE", value_parser = parse_near)]
+    #[arg(long, env = "PICSIFT_POLICY_NEAR_DISTANCE", value_parser = parse_near)]
     pub near_distance: Option<NearDistance>,
     /// Where the quality and ML checks run: auto (a CUDA GPU when there is
     /// one), cpu or cuda.
     #[arg(long, env = "PICSIFT_ML_DEVICE", default_value = "auto")]
     pub ml_device: picsift_ml::DeviceChoice,
     /// Most images per forward pass of a model.
-    #[arg(long, env = "PICSIFT_ML_BATCH", default_value_t = picsift_ml::Options::default().batch_size)]
-    pub ml_batch: usize,
+    #[arg(long, env = "PICSIFT_ML_BATCH_SIZE", alias = "ml-batch", default_value_t = crate::config::MlSection::default().batch_size)]
+    pub ml_batch_size: usize,
     /// Requests a second per tenant, on average (0: unlimited; admin keys
     /// are never limited).
-    #[arg(long, env = "PICSIFT_RATE_LIMIT", default_value_t = crate::config::LimitsSection::default().requests_per_second)]
-    pub rate_limit: f64,
+    #[arg(long, env = "PICSIFT_LIMITS_REQUESTS_PER_SECOND", alias = "rate-limit", default_value_t = crate::config::LimitsSection::default().requests_per_second)]
+    pub requests_per_second: f64,
     /// Requests a tenant may make at once above that rate.
-    #[arg(long, env = "PICSIFT_RATE_BURST", default_value_t = crate::config::LimitsSection::default().burst)]
-    pub rate_burst: f64,
+    #[arg(long, env = "PICSIFT_LIMITS_BURST", alias = "rate-burst", default_value_t = crate::config::LimitsSection::default().burst)]
+    pub burst: f64,
     /// Batches a tenant may have in progress at once (0: unlimited).
-    #[arg(long, env = "PICSIFT_MAX_OPEN_BATCHES", default_value_t = crate::config::LimitsSection::default().max_open_batches)]
+    #[arg(long, env = "PICSIFT_LIMITS_MAX_OPEN_BATCHES", default_value_t = crate::config::LimitsSection::default().max_open_batches)]
     pub max_open_batches: u64,
     /// Bytes a tenant may upload per calendar month, UTC (0: unlimited).
-    #[arg(long, env = "PICSIFT_MAX_BYTES_PER_MONTH", default_value_t = 0)]
+    #[arg(long, env = "PICSIFT_LIMITS_MAX_BYTES_PER_MONTH", default_value_t = 0)]
     pub max_bytes_per_month: u64,
     /// Seconds a client has to send a request's head.
-    #[arg(long, env = "PICSIFT_HEADER_READ_TIMEOUT_SECS", default_value_t = crate::config::LimitsSection::default().header_timeout_secs)]
-    pub header_read_timeout_secs: u64,
+    #[arg(long, env = "PICSIFT_LIMITS_HEADER_TIMEOUT_SECS", alias = "header-read-timeout-secs", default_value_t = crate::config::LimitsSection::default().header_timeout_secs)]
+    pub header_timeout_secs: u64,
     /// Longest pause, in seconds, within a request body (a stalled upload gets 408).
-    #[arg(long, env = "PICSIFT_BODY_IDLE_TIMEOUT_SECS", default_value_t = crate::config::LimitsSection::default().body_idle_timeout_secs)]
+    #[arg(long, env = "PICSIFT_LIMITS_BODY_IDLE_TIMEOUT_SECS", default_value_t = crate::config::LimitsSection::default().body_idle_timeout_secs)]
     pub body_idle_timeout_secs: u64,
     /// Connections served at once.
-    #[arg(long, env = "PICSIFT_MAX_CONNECTIONS", default_value_t = crate::config::LimitsSection::default().max_connections)]
+    #[arg(long, env = "PICSIFT_LIMITS_MAX_CONNECTIONS", default_value_t = crate::config::LimitsSection::default().max_connections)]
     pub max_connections: usize,
     /// Requests handled at once (more get 503).
-    #[arg(long, env = "PICSIFT_MAX_REQUESTS", default_value_t = crate::config::LimitsSection::default().max_requests)]
+    #[arg(long, env = "PICSIFT_LIMITS_MAX_REQUESTS", default_value_t = crate::config::LimitsSection::default().max_requests)]
     pub max_requests: usize,
 }
 
 impl ServeArgs {
     fn limits(&self) -> crate::config::LimitsSection {
         crate::config::LimitsSection {
-            requests_per_second: self.rate_limit,
-            burst: self.rate_burst,
+            requests_per_second: self.requests_per_second,
+            burst: self.burst,
             max_open_batches: self.max_open_batches,
             max_bytes_per_month: self.max_bytes_per_month,
-            header_timeout_secs: self.header_read_timeout_secs,
+            header_timeout_secs: self.header_timeout_secs,
             body_idle_timeout_secs: self.body_idle_timeout_secs,
             max_connections: self.max_connections,
             max_requests: self.max_requests,
@@ -153,7 +157,7 @@ fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
 
 /// Runs the standalone server until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    crate::cluster::init_logging();
+    crate::process::init_logging();
     let policy = policy(&args)?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
@@ -162,7 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => webhook_secret(&args.data)?,
     };
     let catalog = Arc::new(
-        SqliteCatalog::open(&args.data.join("catalog.db"))
+        SqlCatalog::open_sqlite(&args.data.join("catalog.db"))
             .await
             .context("cannot open the catalog")?,
     );
@@ -175,12 +179,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let backends = Backends {
         blobs: blobs.clone(),
         catalog: catalog.clone(),
-        dedup: catalog.clone(),
+        dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: Arc::new(MemQueue::new()),
     };
     let ml = picsift_ml::Runtime::new(picsift_ml::Options {
         device: args.ml_device,
-        batch_size: args.ml_batch,
+        batch_size: args.ml_batch_size,
         ..picsift_ml::Options::default()
     })?;
     let mut config = WorkerConfig {
@@ -188,33 +192,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ml: Arc::new(ml),
         ..WorkerConfig::default()
     };
-    if let Some(n) = args.workers {
+    if let Some(n) = args.concurrency {
         config.concurrency = n.max(1);
     }
     picsift_worker::checks::start_checks(&backends, &config)
         .await
         .context("the policy's quality and ML checks cannot run")?;
 
-    let resumed = picsift_worker::resume(&backends, &config)
+    let resumed = resume(&backends, &config.intake())
         .await
         .context("cannot resume unfinished batches")?;
     if resumed > 0 {
         tracing::info!(batches = resumed, "resumed unfinished batches");
     }
     let stop = CancellationToken::new();
-    let background = picsift_worker::start(
+    let background = crate::worker::start_workers(
         backends.clone(),
         config.clone(),
         Some(Secret::parse(&secret)),
         stop.clone(),
     )?;
 
-    let queue: Arc<dyn picsift_core::store::WorkQueue> = backends.queue.clone();
+    let queue: Arc<dyn picsift_core::backend::WorkQueue> = backends.queue.clone();
     let state = AppState {
         blobs,
         catalog,
         queue: Some(queue),
-        scheduler: Arc::new(LocalScheduler::new(backends, config)),
+        scheduler: Arc::new(LocalScheduler::new(backends, config.intake())),
         policy,
         limits: args.limits().tenant_limits(),
         rate: Arc::new(picsift_core::rate::MemoryRateLimiter::default()),
@@ -231,7 +235,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         picsift_gateway::router(state),
         args.limits().transport(),
-        shutdown_signal(),
+        crate::process::shutdown_signal(),
     )
     .await
     .context("server failed")?;
@@ -240,29 +244,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]
@@ -274,6 +255,56 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         serve: ServeArgs,
+    }
+
+    /// One name per setting: a flag that is also a configuration key has
+    /// the key's name and environment variable, and the docs list it.
+    #[test]
+    fn every_flag_is_named_for_its_configuration_key() {
+        use clap::CommandFactory;
+        let doc = include_str!("../../docs/configuration.md");
+        let defaults = toml::Table::try_from(crate::config::Config::default()).unwrap();
+        let mut keys = std::collections::HashMap::new();
+        for (key, value) in &defaults {
+            match value {
+                toml::Value::Table(section) => {
+                    for sub in section.keys() {
+                        let env = format!("PICSIFT_{}_{}", key.to_uppercase(), sub.to_uppercase());
+                        let flag = if key == "ml" {
+                            format!("ml-{}", sub.replace('_', "-"))
+                        } else {
+                            sub.replace('_', "-")
+                        };
+                        keys.insert(env, flag);
+                    }
+                }
+                _ => {
+                    keys.insert(
+                        format!("PICSIFT_{}", key.to_uppercase()),
+                        key.replace('_', "-"),
+                    );
+                }
+            }
+        }
+        let serve_only = ["PICSIFT_DATA", "PICSIFT_POLICY"];
+        for arg in Cli::command().get_arguments() {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+                continue;
+            };
+            let env = env.to_string_lossy().into_owned();
+            if serve_only.contains(&env.as_str()) {
+                continue;
+            }
+            assert_eq!(
+                keys.get(&env),
+                Some(&long.to_string()),
+                "--{long} reads {env}"
+            );
+            assert!(
+                doc.contains(&format!("`--{long}`")),
+                "docs/configuration.md lacks --{long}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! reader can walk a staged archive in any blob store. Use it only on a
 //! blocking thread (it blocks on the runtime for each read).
 
-use crate::store::BlobStore;
+use crate::backend::BlobStore;
 use bytes::Bytes;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Deliveries of a chunk task before it is dead-lettered, unless configured.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+
 /// One unit of work: some entries of one batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChunkTask {
@@ -48,7 +51,11 @@ impl Default for ChunkLimits {
 }
 
 /// Groups `(index, compressed size)` pairs, in order, into chunks.
-pub fn plan_chunks(batch_id: &str, entries: &[(u32, u64)], limits: ChunkLimits) -> Vec<ChunkTask> {
+pub fn group_entries(
+    batch_id: &str,
+    entries: &[(u32, u64)],
+    limits: ChunkLimits,
+) -> Vec<ChunkTask> {
     let mut out = Vec::new();
     let mut current: Vec<u32> = Vec::new();
     let mut bytes = 0u64;
@@ -104,7 +111,7 @@ mod tests {
             (vec![(4, 1), (9, 1)], vec![vec![4, 9]]),
         ];
         for (entries, want) in cases {
-            let got: Vec<Vec<u32>> = plan_chunks("b", &entries, limits)
+            let got: Vec<Vec<u32>> = group_entries("b", &entries, limits)
                 .into_iter()
                 .map(|c| c.entries)
                 .collect();

@@ -104,7 +104,7 @@ pub fn strict_jpeg(jpeg: &[u8], policy: &Policy) -> Result<Decoded, Rejection> {
         u32::try_from(w).unwrap_or(0),
         u32::try_from(hgt).unwrap_or(0),
     );
-    crate::pipeline::check_dimensions(width, height, policy)?;
+    policy.check_dimensions(width, height)?;
     let colorspace = h.get(tj::TJPARAM_TJPARAM_COLORSPACE);
     let (format, channels) =
         if colorspace == tj::TJCS_TJCS_CMYK as i32 || colorspace == tj::TJCS_TJCS_YCCK as i32 {

@@ -10,6 +10,10 @@
 
 use crate::time::Millis;
 
+/// How long a claim blocks others unless configured: a crashed worker's
+/// claims are free again after this.
+pub const DEFAULT_LEASE_MS: Millis = 120_000;
+
 /// A claim as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimRecord {

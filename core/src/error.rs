@@ -11,10 +11,10 @@ pub enum Error {
     Io(#[from] io::Error),
     /// The SQL catalog failed.
     #[error("catalog error: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(#[source] Source),
     /// A catalog migration failed.
     #[error("catalog migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(#[source] Source),
     /// An object key that the blob store refuses (it would escape its root).
     #[error("invalid object key {0:?}")]
     InvalidKey(String),
@@ -35,8 +35,12 @@ pub enum Error {
     Invalid(String),
     /// Redis (dedup claims, work queue) failed or is unreachable.
     #[error("Redis error: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[source] Source),
 }
+
+/// The error of a backend's driver (sqlx, redis), kept whole as the source:
+/// the core names the failing role without depending on the driver.
+pub type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -345,6 +345,12 @@ pub fn owns_source(key: &str) -> bool {
     key.starts_with(STAGING_PREFIX) && !key.ends_with('/')
 }
 
+/// Whether a batch's source is every object under a prefix (an UploadBatch
+/// applied by hand may point at one) rather than a zip.
+pub fn is_prefix(source: &str) -> bool {
+    source.ends_with('/')
+}
+
 /// Where a batch's audit sample is kept: `{index:08}.json` (the report
 /// line, with every score) and `{index:08}.data` (the entry as uploaded).
 /// Apart from `images/`: audit copies are never stored images.

@@ -108,27 +108,12 @@ pub fn prepare_with_pixels(
     Ok((prepared, upright))
 }
 
-/// Refuses dimensions over the policy's budget, before any pixel allocation.
-pub fn check_dimensions(width: u32, height: u32, policy: &Policy) -> Result<(), Rejection> {
-    let pixels = u64::from(width) * u64::from(height);
-    if width > policy.max_dimension || height > policy.max_dimension || pixels > policy.max_pixels {
-        return Err(Rejection::new(
-            Reason::DimensionsTooLarge,
-            format!(
-                "image is {width}×{height} ({pixels} pixels); the policy allows {} pixels per side and {} in all (ValidationPolicy.limits)",
-                policy.max_dimension, policy.max_pixels
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Stored bytes, width, height, EXIF orientation, decoded pixels.
 type Stage = (Vec<u8>, u32, u32, Option<u16>, Option<image::RgbImage>);
 
 fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let structure = jpeg::parse(data)?;
-    check_dimensions(structure.width, structure.height, policy)?;
+    policy.check_dimensions(structure.width, structure.height)?;
     let clean = jpeg::strip_metadata(data, &structure);
     // What is stored is what is decoded.
     let decoded = crate::decode::strict_jpeg(&clean, policy)?;
@@ -164,10 +149,10 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
     let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(data), image_format)
         .into_dimensions()
         .map_err(invalid)?;
-    check_dimensions(width, height, policy)?;
+    policy.check_dimensions(width, height)?;
     let clean = match format {
-        Format::Png => crate::chunks::strip_png(data)?,
-        _ => crate::chunks::strip_webp(data)?,
+        Format::Png => crate::png_webp::strip_png(data)?,
+        _ => crate::png_webp::strip_webp(data)?,
     };
     let mut reader =
         image::ImageReader::with_format(std::io::Cursor::new(&clean[..]), image_format);

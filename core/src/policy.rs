@@ -2,6 +2,7 @@
 //! it comes from the command line; in the cluster from a `ValidationPolicy`.
 
 use crate::format::Format;
+use crate::verdict::{Reason, Rejection};
 use serde::{Deserialize, Serialize};
 
 /// Limits and allow-lists applied to every batch and image.
@@ -253,6 +254,21 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Refuses dimensions over the policy's budget, before any pixel allocation.
+    pub fn check_dimensions(&self, width: u32, height: u32) -> Result<(), Rejection> {
+        let pixels = u64::from(width) * u64::from(height);
+        if width > self.max_dimension || height > self.max_dimension || pixels > self.max_pixels {
+            return Err(Rejection::new(
+                Reason::DimensionsTooLarge,
+                format!(
+                    "image is {width}×{height} ({pixels} pixels); the policy allows {} pixels per side and {} in all (ValidationPolicy.limits)",
+                    self.max_dimension, self.max_pixels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `format` may be stored.
     pub fn allows(&self, format: Format) -> bool {
         self.allowed_formats.contains(&format)

@@ -22,6 +22,11 @@ use kube::CustomResourceExt;
 /// The API group of every picsift resource.
 pub const GROUP: &str = "picsift.io";
 
+/// Annotation naming the catalog id of a batch the gateway created (an
+/// UploadBatch applied by hand uses its own uid). The gateway sets it; the
+/// operator reads it.
+pub const BATCH_ID_ANNOTATION: &str = "picsift.io/batch-id";
+
 /// Every CRD with the file name it is written to.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![

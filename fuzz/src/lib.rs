@@ -75,7 +75,8 @@ pub fn decode_jpeg(data: &[u8]) {
     let Ok(d) = decode::strict_jpeg(data, &policy) else {
         return;
     };
-    pipeline::check_dimensions(d.width, d.height, &policy)
+    policy
+        .check_dimensions(d.width, d.height)
         .unwrap_or_else(|r| panic!("decoded past the pixel budget: {r:?}"));
     if let Some(rgb) = &d.rgb {
         assert_eq!(rgb.len(), d.width as usize * d.height as usize * 3);
@@ -91,7 +92,8 @@ pub fn prepare(data: &[u8]) {
     };
     assert_eq!(p.id, pipeline::sha256_hex(&p.bytes));
     assert_eq!(p.source_sha256, pipeline::sha256_hex(data));
-    pipeline::check_dimensions(p.width, p.height, &policy)
+    policy
+        .check_dimensions(p.width, p.height)
         .unwrap_or_else(|r| panic!("prepared past the pixel budget: {r:?}"));
     let again = pipeline::prepare(&p.bytes, &policy)
         .unwrap_or_else(|r| panic!("the stored bytes fail the pipeline: {r:?}"));

@@ -49,7 +49,7 @@ pub async fn report(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/x-ndjson"));
     if ndjson {
-        let lines = picsift_core::store::report_ndjson(s.catalog.clone(), id, after, viewer);
+        let lines = picsift_core::backend::report_ndjson(s.catalog.clone(), id, after, viewer);
         let mut resp = Body::from_stream(lines).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -60,7 +60,8 @@ pub async fn report(
     let limit = q.limit.unwrap_or(PAGE).clamp(1, 10_000);
     let mut entries: Vec<ReportEntry> = s.catalog.report(&id, after, limit).await?;
     if let Some(tenant) = &viewer {
-        picsift_core::store::hide_foreign_images(s.catalog.as_ref(), tenant, &mut entries).await?;
+        picsift_core::backend::hide_foreign_images(s.catalog.as_ref(), tenant, &mut entries)
+            .await?;
     }
     let next = (entries.len() as u32 == limit)
         .then(|| entries.last().map(|e| e.index.to_string()))

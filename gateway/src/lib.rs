@@ -6,6 +6,7 @@ mod audit;
 pub mod auth;
 mod batches;
 mod images;
+pub mod kube_scheduler;
 mod policy;
 mod problem;
 mod search;
@@ -15,6 +16,7 @@ pub mod ui;
 mod upload;
 
 pub use auth::TenantLimits;
+pub use kube_scheduler::KubeScheduler;
 pub use problem::Problem;
 pub use server::{Transport, serve};
 
@@ -22,9 +24,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use picsift_core::auth::Caller;
+use picsift_core::backend::{BlobStore, Catalog, Scheduler, WorkQueue};
 use picsift_core::policy::Policy;
 use picsift_core::rate::RateLimiter;
-use picsift_core::store::{BlobStore, Catalog, Scheduler, WorkQueue};
 use std::sync::Arc;
 
 /// What the handlers share.

@@ -4,6 +4,7 @@
 
 use crate::conditions::{set_condition, to_time};
 use picsift_core::model::{BatchRecord, Counts, Phase, owns_source};
+use picsift_core::progress::{self, Progress};
 use picsift_core::time::Millis;
 use picsift_crds::{
     BatchCounts, BatchPhase, MAX_DEADLINE_SECONDS, UploadBatchSpec, UploadBatchStatus,
@@ -240,32 +241,37 @@ pub fn plan(o: &Observed) -> Plan {
     // The catalog's phase is the guard: planning moves a batch from
     // received to processing in one statement, so a reconcile working from
     // a stale status never enqueues a batch twice.
-    let pending_before = o.status.counts.map(|c| c.pending);
     if batch.phase == Phase::Received {
         plan.steps.push(Step::Enqueue);
         plan.events.push(planned());
         status.last_progress_time = Some(to_time(o.now));
-    } else if pending_before != Some(counts.pending as i64) || status.last_progress_time.is_none() {
-        status.last_progress_time = Some(to_time(o.now));
-    } else if o.queue_idle
-        && status
-            .last_progress_time
-            .as_ref()
-            .is_some_and(|t| o.now - crate::conditions::from_time(t) > o.stall_ms)
-    {
-        // Nothing queued and nothing decided for a while: the tasks were
-        // lost (a Redis that restarted empty). Decided entries are skipped,
-        // so planning again redoes nothing.
-        plan.steps.push(Step::Enqueue);
-        plan.events.push(Note {
-            warning: true,
-            reason: "Replanned",
-            message: format!(
-                "no progress for {} s with the queue empty; pending entries enqueued again",
-                o.stall_ms / 1000
-            ),
-        });
-        status.last_progress_time = Some(to_time(o.now));
+    } else {
+        // What the last reconcile saw, from the status it wrote.
+        let last = match (o.status.counts, &status.last_progress_time) {
+            (Some(c), Some(t)) => Some(Progress {
+                pending: c.pending.max(0) as u64,
+                at: crate::conditions::from_time(t),
+            }),
+            _ => None,
+        };
+        let (seen, replan) = progress::watch(last, counts.pending, o.queue_idle, o.now, o.stall_ms);
+        if last.map(|p| p.at) != Some(seen.at) {
+            status.last_progress_time = Some(to_time(seen.at));
+        }
+        if replan {
+            // Nothing queued and nothing decided for a while: the tasks were
+            // lost (a Redis that restarted empty). Decided entries are
+            // skipped, so planning again redoes nothing.
+            plan.steps.push(Step::Enqueue);
+            plan.events.push(Note {
+                warning: true,
+                reason: "Replanned",
+                message: format!(
+                    "no progress for {} s with the queue empty; pending entries enqueued again",
+                    o.stall_ms / 1000
+                ),
+            });
+        }
     }
     mark_processing(&mut status, o);
     plan.requeue_ms = Some(PROGRESS_INTERVAL_MS.min(deadline - o.now));

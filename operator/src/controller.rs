@@ -7,17 +7,17 @@
 
 use crate::batch::{self, Observed, SourceState, Step};
 use crate::conditions::from_time;
-use crate::{BATCH_ID_ANNOTATION, Context, Error, FIELD_MANAGER, FINALIZER, Result};
+use crate::{Context, Error, FIELD_MANAGER, FINALIZER, Result};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, Resource, ResourceExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use picsift_core::backend::{NewBatch, report_ndjson};
+use picsift_core::intake::{IntakeConfig, enqueue_batch};
 use picsift_core::model::owns_source;
-use picsift_core::store::{NewBatch, report_ndjson};
 use picsift_core::time::Millis;
 use picsift_core::verdict::{Reason, Verdict};
-use picsift_crds::{UploadBatch, ValidationPolicy};
-use picsift_worker::WorkerConfig;
+use picsift_crds::{BATCH_ID_ANNOTATION, UploadBatch, ValidationPolicy};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -229,12 +229,11 @@ async fn apply(
                 .as_ref()
                 .map(|p| p.spec.to_policy())
                 .unwrap_or_default();
-            let cfg = WorkerConfig {
+            let cfg = IntakeConfig {
                 policy,
                 chunk_limits: ctx.chunk_limits,
-                ..WorkerConfig::default()
             };
-            picsift_worker::plan_batch(&ctx.backends, &cfg, id).await?;
+            enqueue_batch(&ctx.backends, &cfg, id).await?;
         }
         Step::Expire => {
             decide_rest(

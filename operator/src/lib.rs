@@ -1,7 +1,7 @@
 //! The picsift operator: reconciles `UploadBatch` (plan, enqueue, progress,
 //! deadline, report, clean-up, TTL) and `WorkerPool` (worker Jobs that
-//! follow the backlog), and hands the gateway's uploads to the cluster as
-//! UploadBatch objects.
+//! follow the backlog). It links no libtorch: it enqueues batches through
+//! `picsift_core::intake` and never runs the pipeline.
 //!
 //! Decisions are pure ([`batch::plan`], [`autoscale::decide`],
 //! [`jobs::worker_job`]); the controllers only observe, apply and write
@@ -15,23 +15,18 @@ pub mod jobs;
 pub mod metrics;
 pub mod pool;
 pub mod run;
-pub mod scheduler;
 
 pub use run::{OperatorConfig, run};
-pub use scheduler::KubeScheduler;
 
+use picsift_core::backend::Backends;
 use picsift_core::chunk::ChunkLimits;
 use picsift_core::time::Millis;
-use picsift_worker::Backends;
 use std::sync::Arc;
 
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "picsift-operator";
 /// The finalizer that cleans a batch's staged upload and queued work.
 pub const FINALIZER: &str = "picsift.io/cleanup";
-/// Annotation naming the catalog id of a batch the gateway created (an
-/// UploadBatch applied by hand uses its own uid).
-pub const BATCH_ID_ANNOTATION: &str = "picsift.io/batch-id";
 /// Label of worker Jobs and pods: the pool they belong to.
 pub const POOL_LABEL: &str = "picsift.io/pool";
 /// Label of worker Jobs and pods: their slot in the pool.
@@ -69,9 +64,6 @@ pub enum Error {
     /// A backend (S3, PostgreSQL, Redis) failed.
     #[error(transparent)]
     Backend(#[from] picsift_core::Error),
-    /// Planning failed.
-    #[error(transparent)]
-    Worker(#[from] picsift_worker::Error),
     /// An object lacks what the API server always sets.
     #[error("{0}")]
     Malformed(String),

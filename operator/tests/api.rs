@@ -8,14 +8,16 @@ use kube::api::DynamicObject;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
+use picsift_backends::embedded::{FsBlobStore, MemQueue};
+use picsift_backends::sql::{SqlCatalog, SqliteDedup};
+use picsift_core::backend::Backends;
+use picsift_core::backend::{NewBatch, Scheduler};
 use picsift_core::chunk::{ChunkLimits, ChunkTask};
-use picsift_core::embedded::{FsBlobStore, MemQueue, SqliteCatalog};
 use picsift_core::model::{Phase, staging_key};
-use picsift_core::store::{NewBatch, Scheduler};
 use picsift_core::time::{Clock, Millis};
+use picsift_gateway::KubeScheduler;
 use picsift_operator::metrics::Metrics;
-use picsift_operator::{Context, KubeScheduler, controller, pool};
-use picsift_worker::Backends;
+use picsift_operator::{Context, controller, pool};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,11 +123,15 @@ struct Fixture {
 
 async fn backends() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
+    let catalog = Arc::new(
+        SqlCatalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .unwrap(),
+    );
     let backends = Backends {
         blobs: Arc::new(FsBlobStore::open(dir.path().join("blobs")).await.unwrap()),
         catalog: catalog.clone(),
-        dedup: catalog,
+        dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: Arc::new(MemQueue::new()),
     };
     Fixture {
@@ -391,7 +397,7 @@ async fn received_batch(f: &Fixture, id: &str, entries: u32) {
         .await
         .unwrap();
     // Planned: its entries are recorded and queued, none decided yet.
-    picsift_worker::plan_batch(&f.backends, &picsift_worker::WorkerConfig::default(), id)
+    picsift_core::intake::enqueue_batch(&f.backends, &Default::default(), id)
         .await
         .unwrap();
 }
@@ -458,7 +464,12 @@ async fn the_deadline_is_taken_from_the_injected_clock() {
             .unwrap();
         let calls = calls.lock().unwrap().clone();
         let status = &find(&calls, "PATCH", "/uploadbatches/week/status")[0].body["status"];
-        assert_eq!(status["phase"], phase, "at deadline {:+} ms", now - deadline);
+        assert_eq!(
+            status["phase"],
+            phase,
+            "at deadline {:+} ms",
+            now - deadline
+        );
         let batch = f.backends.catalog.batch("week").await.unwrap().unwrap();
         assert_eq!(batch.phase == Phase::Expired, expired);
         let counts = f.backends.catalog.counts("week").await.unwrap();
@@ -644,26 +655,24 @@ async fn the_gateway_reports_an_unknown_policy_as_none() {
     assert!(scheduler.policy(Some("nope")).await.unwrap().is_none());
 }
 
+/// The operator's half of a prefix batch: recorded with the prefix as its
+/// source and every object under it enqueued as an entry. The worker's half
+/// (each object checked, nothing deleted) is `worker/tests/prefix_batch.rs`.
 #[tokio::test]
-async fn a_prefix_batch_checks_every_object_under_it_and_deletes_none() {
+async fn a_prefix_batch_enqueues_every_object_under_it_and_deletes_none() {
     let f = backends().await;
     let blobs = &f.backends.blobs;
-    blobs
-        .put("imports/scan/a.jpg", picsift_tests::jpeg(1, 64, 48).into())
-        .await
-        .unwrap();
-    blobs
-        .put("imports/scan/b.jpg", picsift_tests::jpeg(2, 64, 48).into())
-        .await
-        .unwrap();
-    blobs
-        .put("imports/scan/c.jpg", picsift_tests::jpeg(1, 64, 48).into())
-        .await
-        .unwrap();
-    blobs
-        .put("imports/scan/notes.txt", b"not an image".to_vec().into())
-        .await
-        .unwrap();
+    for (name, bytes) in [
+        ("a.jpg", picsift_tests::jpeg(1, 64, 48)),
+        ("b.jpg", picsift_tests::jpeg(2, 64, 48)),
+        ("c.jpg", picsift_tests::jpeg(1, 64, 48)),
+        ("notes.txt", b"not an image".to_vec()),
+    ] {
+        blobs
+            .put(&format!("imports/scan/{name}"), bytes.into())
+            .await
+            .unwrap();
+    }
     let ub = upload_batch(
         "scan",
         json!({"source": {"prefix": "imports/scan/"}}),
@@ -673,40 +682,17 @@ async fn a_prefix_batch_checks_every_object_under_it_and_deletes_none() {
     controller::reconcile(dynamic(&ub), context(client, f.backends.clone()))
         .await
         .unwrap();
-    let cfg = picsift_worker::WorkerConfig::default();
+    let batch = f.backends.catalog.batch("uid-scan").await.unwrap().unwrap();
+    assert_eq!(
+        (batch.phase, batch.total_entries, batch.staged_key.as_str()),
+        (Phase::Processing, 4, "imports/scan/")
+    );
+    let mut queued = Vec::new();
     while let Some(lease) = f.backends.queue.dequeue(10).await.unwrap() {
-        picsift_worker::process_chunk(&f.backends, &cfg, &lease.task, lease.deliveries)
-            .await
-            .unwrap();
+        queued.extend(lease.task.entries.iter().copied());
         f.backends.queue.ack(&lease).await.unwrap();
     }
-    let batch = f.backends.catalog.batch("uid-scan").await.unwrap().unwrap();
-    assert_eq!((batch.phase, batch.total_entries), (Phase::Completed, 4));
-    let report = f
-        .backends
-        .catalog
-        .report("uid-scan", None, 10)
-        .await
-        .unwrap();
-    let verdicts: Vec<(String, String)> = report
-        .iter()
-        .map(|e| {
-            let v = serde_json::to_value(e).unwrap();
-            (
-                v["entry"].as_str().unwrap().into(),
-                v["verdict"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        verdicts,
-        [
-            ("a.jpg".into(), "accepted".into()),
-            ("b.jpg".into(), "accepted".into()),
-            ("c.jpg".into(), "duplicate".into()),
-            ("notes.txt".into(), "rejected".into()),
-        ]
-    );
+    assert_eq!(queued, [0, 1, 2, 3]);
     assert_eq!(
         blobs.list("imports/scan/").await.unwrap().len(),
         4,

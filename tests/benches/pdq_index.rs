@@ -10,12 +10,12 @@
 //! Run: `cargo bench -p picsift-tests --bench pdq_index`
 //! Size: PICSIFT_BENCH_HASHES (default 1000000), PICSIFT_BENCH_QUERIES (default 256).
 
+use picsift_backends::sql::SqlCatalog;
 use picsift_core::Result;
-use picsift_core::embedded::SqliteCatalog;
+use picsift_core::backend::Catalog;
 use picsift_core::pdq::Hash;
 use picsift_core::pdq_index;
 use picsift_core::pdq_memory::MemoryIndex;
-use picsift_core::store::Catalog;
 use std::time::{Duration, Instant};
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -183,7 +183,7 @@ async fn main() -> Result<()> {
         let path = dir.path().join("catalog.db");
         // Migrations first, then a bulk load through a connection of our
         // own: insert_image is one transaction per image, too slow here.
-        drop(SqliteCatalog::open(&path).await?);
+        drop(SqlCatalog::open_sqlite(&path).await?);
         eprintln!("loading {} hashes into SQLite ...", all.len());
         let load = Instant::now();
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
@@ -221,7 +221,7 @@ async fn main() -> Result<()> {
             load.elapsed().as_secs_f64()
         );
         let t = Instant::now();
-        let catalog = SqliteCatalog::open(&path).await?;
+        let catalog = SqlCatalog::open_sqlite(&path).await?;
         eprintln!(
             "opened (memory index loaded) in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -230,7 +230,7 @@ async fn main() -> Result<()> {
     }
     if std::env::var_os("PICSIFT_BENCH_POSTGRES").is_some() {
         let pg = picsift_tests::services::postgres::Postgres::start();
-        let catalog = picsift_core::cluster::PgCatalog::connect(&pg.url, 4).await?;
+        let catalog = picsift_backends::sql::SqlCatalog::connect_postgres(&pg.url, 4).await?;
         let pool = sqlx::PgPool::connect(&pg.url).await.map_err(backend)?;
         let load = Instant::now();
         for chunk in all.chunks(1000) {

@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
-                "--workers",
+                "--concurrency",
                 "1",
                 "--data",
             ])

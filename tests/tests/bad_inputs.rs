@@ -909,7 +909,7 @@ async fn slow_stalled_and_cut_off_uploads_leave_nothing_behind() {
     let server = Server::start(
         dir.path(),
         &[
-            "--header-read-timeout-secs",
+            "--header-timeout-secs",
             "1",
             "--body-idle-timeout-secs",
             "1",

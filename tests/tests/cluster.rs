@@ -5,8 +5,8 @@
 mod common;
 
 use common::{picsift_bin, sha256_hex};
-use picsift_core::cluster::{RedisDedup, S3BlobStore, S3Config};
-use picsift_core::store::{BlobStore, DedupIndex};
+use picsift_backends::cluster::{RedisDedup, S3BlobStore, S3Config};
+use picsift_core::backend::{BlobStore, DedupIndex};
 use picsift_tests::services::garage::{self, Garage};
 use picsift_tests::services::postgres::Postgres;
 use picsift_tests::services::redis::RedisServer;

@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use picsift_core::cluster::{S3BlobStore, S3Config};
-use picsift_core::embedded::FsBlobStore;
-use picsift_core::store::{BlobStore, ByteStream};
+use picsift_backends::cluster::{S3BlobStore, S3Config};
+use picsift_backends::embedded::FsBlobStore;
+use picsift_core::backend::{BlobStore, ByteStream};
 use picsift_tests::services::garage::{self, Garage};
 use std::sync::Arc;
 

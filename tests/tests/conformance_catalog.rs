@@ -4,13 +4,12 @@
 //! holding nothing else; `catalog_conforms!` turns every behaviour into one
 //! test per backend (`sqlite::…`, `postgres::…`).
 
-use picsift_core::cluster::PgCatalog;
-use picsift_core::embedded::SqliteCatalog;
+use picsift_backends::sql::SqlCatalog;
+use picsift_core::backend::{Catalog, Delivery, NewBatch};
 use picsift_core::format::Format;
 use picsift_core::model::{
     BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry,
 };
-use picsift_core::store::{Catalog, Delivery, NewBatch};
 use picsift_core::time::Millis;
 use picsift_core::verdict::{Reason, Verdict};
 use picsift_tests::services::postgres::Postgres;
@@ -82,7 +81,7 @@ fn rejected(detail: &str) -> Verdict {
 /// A batch with `n` planned entries, in phase processing.
 async fn planned(c: &Arc<dyn Catalog>, id: &str, callback: Option<&str>, n: u32) {
     c.create_batch(&new_batch(id, callback, T0)).await.unwrap();
-    c.plan_batch(id, &entries(n), T0 + 10).await.unwrap();
+    c.record_entries(id, &entries(n), T0 + 10).await.unwrap();
 }
 
 /// Gives every pending entry of the batch a verdict.
@@ -161,7 +160,7 @@ async fn creating_an_existing_batch_id_fails_and_changes_nothing(c: Arc<dyn Cata
 
 async fn planning_records_entries_and_moves_the_batch_to_processing(c: Arc<dyn Catalog>) {
     c.create_batch(&new_batch("b", None, T0)).await.unwrap();
-    c.plan_batch("b", &entries(4), T0 + 10).await.unwrap();
+    c.record_entries("b", &entries(4), T0 + 10).await.unwrap();
     let b = batch(&c, "b").await;
     assert_eq!(b.phase, Phase::Processing);
     assert_eq!(b.total_entries, 4);
@@ -196,7 +195,7 @@ async fn planning_again_adds_nothing_and_keeps_verdicts_names_and_start_time(c: 
             ..e
         })
         .collect();
-    c.plan_batch("b", &renamed, T0 + 20).await.unwrap();
+    c.record_entries("b", &renamed, T0 + 20).await.unwrap();
     let b = batch(&c, "b").await;
     assert_eq!(b.phase, Phase::Processing);
     assert_eq!(
@@ -225,7 +224,7 @@ async fn planning_does_not_revive_a_failed_batch(c: Arc<dyn Catalog>) {
     c.fail_batch("b", "archive unreadable", T0 + 5)
         .await
         .unwrap();
-    c.plan_batch("b", &entries(2), T0 + 10).await.unwrap();
+    c.record_entries("b", &entries(2), T0 + 10).await.unwrap();
     let b = batch(&c, "b").await;
     assert_eq!(
         (b.phase, b.started_at, b.updated_at),
@@ -268,7 +267,7 @@ async fn pending_entries_are_the_undecided_ones_with_sizes_in_index_order(c: Arc
         entry(2, 20),
         entry(1, 10),
     ];
-    c.plan_batch("b", &plan, T0 + 10).await.unwrap();
+    c.record_entries("b", &plan, T0 + 10).await.unwrap();
     c.record_verdict("b", 2, &rejected("cut off"), T0 + 20)
         .await
         .unwrap();
@@ -973,7 +972,7 @@ async fn completing_a_batch_without_callback_schedules_no_notification(c: Arc<dy
 
 async fn an_empty_batch_completes_as_soon_as_it_is_planned(c: Arc<dyn Catalog>) {
     c.create_batch(&new_batch("b", None, T0)).await.unwrap();
-    c.plan_batch("b", &[], T0 + 10).await.unwrap();
+    c.record_entries("b", &[], T0 + 10).await.unwrap();
     assert_eq!(batch(&c, "b").await.total_entries, 0);
     assert!(c.try_complete("b", T0 + 11).await.unwrap());
 }
@@ -1119,13 +1118,13 @@ async fn unfinished_batches_are_the_received_and_processing_ones_oldest_first(c:
     c.create_batch(&new_batch("processing", None, T0 + 1))
         .await
         .unwrap();
-    c.plan_batch("processing", &entries(2), T0 + 10)
+    c.record_entries("processing", &entries(2), T0 + 10)
         .await
         .unwrap();
     c.create_batch(&new_batch("completed", None, T0 + 2))
         .await
         .unwrap();
-    c.plan_batch("completed", &[], T0 + 10).await.unwrap();
+    c.record_entries("completed", &[], T0 + 10).await.unwrap();
     assert!(c.try_complete("completed", T0 + 11).await.unwrap());
     c.create_batch(&new_batch("failed", None, T0 + 4))
         .await
@@ -1249,13 +1248,13 @@ async fn a_failed_delivery_without_a_retry_time_gives_up(c: Arc<dyn Catalog>) {
 /// A fresh SQLite catalog in a temporary folder, kept as long as the guard.
 async fn sqlite_catalog() -> (Arc<dyn Catalog>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"))
+    let catalog = SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
         .await
         .unwrap();
     (Arc::new(catalog), dir)
 }
 
-/// A PgCatalog on a fresh database of the one server this test binary
+/// A PostgreSQL catalog on a fresh database of the one server this test binary
 /// starts (initdb takes seconds; a database takes milliseconds). The
 /// server outlives the tests; its harness removes it after the process.
 async fn postgres_catalog() -> Arc<dyn Catalog> {
@@ -1271,7 +1270,11 @@ async fn postgres_catalog() -> Arc<dyn Catalog> {
     .await
     .unwrap();
     // More connections than racers, so the race tests race in the database.
-    Arc::new(PgCatalog::connect(&url, RACERS + 4).await.unwrap())
+    Arc::new(
+        SqlCatalog::connect_postgres(&url, RACERS + 4)
+            .await
+            .unwrap(),
+    )
 }
 
 /// One test per behaviour and backend: `sqlite::<behaviour>` and

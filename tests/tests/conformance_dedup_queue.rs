@@ -4,11 +4,12 @@
 //! promise; what only Redis promises (a visibility timeout, surviving a
 //! server restart) is tested on Redis alone, below them.
 
+use picsift_backends::cluster::{RedisDedup, RedisQueue};
+use picsift_backends::embedded::MemQueue;
+use picsift_backends::sql::{SqlCatalog, SqliteDedup};
+use picsift_core::backend::{DedupIndex, WorkQueue};
 use picsift_core::chunk::ChunkTask;
-use picsift_core::cluster::{RedisDedup, RedisQueue};
 use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
-use picsift_core::embedded::{MemQueue, SqliteCatalog};
-use picsift_core::store::{DedupIndex, WorkQueue};
 use picsift_core::time::Millis;
 use picsift_tests::services::redis::RedisServer;
 use std::sync::Arc;
@@ -273,10 +274,11 @@ async fn queue_conforms(q: Arc<dyn WorkQueue>) -> Res {
 
 async fn sqlite_dedup() -> (Arc<dyn DedupIndex>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"))
+    let catalog = SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
         .await
         .expect("open the SQLite catalog");
-    (Arc::new(catalog), dir)
+    let dedup = SqliteDedup::of(&catalog).expect("a SQLite catalog");
+    (Arc::new(dedup), dir)
 }
 
 async fn redis_dedup(server: &RedisServer) -> Arc<dyn DedupIndex> {
@@ -424,15 +426,19 @@ async fn redis_deliveries_keep_counting_across_releases_and_crashes() -> Res {
 async fn redis_unreadable_queue_entry_is_dead_lettered_not_handed_out() -> Res {
     let server = RedisServer::start();
     let q = redis_queue(&server, "w", 600_000).await;
-    let client = redis::Client::open(server.url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let client = redis::Client::open(server.url.as_str()).expect("a Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
     redis::cmd("XADD")
         .arg(format!("{PREFIX}queue"))
         .arg("*")
         .arg("task")
         .arg("{not json")
         .exec_async(&mut conn)
-        .await?;
+        .await
+        .expect("XADD");
     q.enqueue(task(2)).await?;
 
     let lease = q
@@ -508,6 +514,6 @@ async fn memory_rate_limiter_is_a_token_bucket() -> Res {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_rate_limiter_is_the_same_token_bucket() -> Res {
     let server = RedisServer::start();
-    let l = picsift_core::cluster::RedisRateLimiter::connect(&server.url, "t:").await?;
+    let l = picsift_backends::cluster::RedisRateLimiter::connect(&server.url, "t:").await?;
     rate_limiter_conforms(Arc::new(l)).await
 }

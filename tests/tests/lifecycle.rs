@@ -5,7 +5,7 @@ mod common;
 
 use axum::http::{HeaderMap, StatusCode};
 use common::{Server, files_under, line, picsift_bin, sha256_hex};
-use picsift_core::store::{Catalog, DedupIndex};
+use picsift_core::backend::{Catalog, DedupIndex};
 use picsift_core::webhook::Secret;
 use picsift_tests::{ZipBuilder, jpeg};
 use std::sync::{Arc, Mutex};
@@ -93,7 +93,7 @@ async fn webhook_is_signed_retried_and_its_outcome_shown() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_in_the_middle_of_a_batch_loses_nothing_and_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--workers", "1"]);
+    let mut server = Server::start(dir.path(), &["--concurrency", "1"]);
     let mut z = ZipBuilder::new();
     let n = 40;
     for i in 0..n {
@@ -123,9 +123,10 @@ async fn restart_in_the_middle_of_a_batch_loses_nothing_and_stores_nothing_twice
     }
     server.kill();
     {
-        let catalog = picsift_core::embedded::SqliteCatalog::open(&dir.path().join("catalog.db"))
-            .await
-            .unwrap();
+        let catalog =
+            picsift_backends::sql::SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
+                .await
+                .unwrap();
         let pending = catalog.pending_entries(&id).await.unwrap();
         assert!(
             !pending.is_empty(),
@@ -133,7 +134,7 @@ async fn restart_in_the_middle_of_a_batch_loses_nothing_and_stores_nothing_twice
         );
     }
 
-    let server = Server::start(dir.path(), &["--workers", "1"]);
+    let server = Server::start(dir.path(), &["--concurrency", "1"]);
     let done = server.wait_done(&id).await;
     assert_eq!(done["phase"], "completed");
     assert_eq!(
@@ -167,11 +168,12 @@ async fn restart_in_the_middle_of_a_batch_loses_nothing_and_stores_nothing_twice
         assert_eq!(sha256_hex(&std::fs::read(&path).unwrap()), name);
     }
     drop(server);
-    let catalog = picsift_core::embedded::SqliteCatalog::open(&dir.path().join("catalog.db"))
+    let catalog = picsift_backends::sql::SqlCatalog::open_sqlite(&dir.path().join("catalog.db"))
         .await
         .unwrap();
+    let claims = picsift_backends::sql::SqliteDedup::of(&catalog).unwrap();
     assert_eq!(
-        catalog.pending_claims().await.unwrap(),
+        claims.pending_claims().await.unwrap(),
         0,
         "no claim left pending"
     );

@@ -86,7 +86,7 @@ async fn call(
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_are_required_and_tenants_see_only_their_own() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--rate-limit", "0"]);
+    let server = Server::start(dir.path(), &["--requests-per-second", "0"]);
     let mode = std::fs::metadata(dir.path().join("admin.key")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -366,9 +366,9 @@ async fn rates_and_quotas_answer_429_with_retry_after() {
     let server = Server::start(
         dir.path(),
         &[
-            "--rate-limit",
+            "--requests-per-second",
             "0.5",
-            "--rate-burst",
+            "--burst",
             "3",
             "--max-bytes-per-month",
             "2000",
@@ -435,7 +435,7 @@ async fn slow_clients_are_cut_off_and_stalled_uploads_leave_nothing() {
     let server = Server::start(
         dir.path(),
         &[
-            "--header-read-timeout-secs",
+            "--header-timeout-secs",
             "1",
             "--body-idle-timeout-secs",
             "1",

@@ -212,7 +212,7 @@ fn status_events(body: &str) -> Vec<Value> {
 #[tokio::test]
 async fn events_stream_each_change_and_end_when_the_batch_is_final() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--workers", "1"]);
+    let server = Server::start(dir.path(), &["--concurrency", "1"]);
     let owner = client_with(&server.tenant_key("acme"));
     let other = client_with(&server.tenant_key("globex"));
     let mut zip = ZipBuilder::new();

@@ -85,7 +85,7 @@ async function allImagesLoaded(page, scope) {
 // -------------------------------------------------------------------- server
 
 const data = path.join(tmp, 'data');
-const server = spawn(bin, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--workers', '2'], {
+const server = spawn(bin, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--concurrency', '2'], {
   env: { ...process.env, PICSIFT_LOG: 'warn' },
   stdio: ['ignore', 'ignore', 'pipe'],
 });

@@ -1,7 +1,8 @@
 //! The quality and ML checks as the worker runs them (models loaded from
 //! files or the blob store), and the audit sample.
 
-use crate::{Backends, Result};
+use crate::Result;
+use picsift_core::backend::Backends;
 use picsift_core::model::{ReportEntry, audit_key};
 use picsift_core::policy::Policy;
 use picsift_core::verdict::Verdict;

@@ -1,34 +1,20 @@
-//! The picsift worker: plans a batch's chunks from its archive's central
-//! directory, takes chunk tasks from the queue, runs the pipeline on each
-//! entry, claims, stores and commits, records verdicts, completes batches
-//! and delivers their webhooks.
+//! The picsift worker: takes chunk tasks from the queue, runs the pipeline
+//! and the quality and ML checks (libtorch) on each entry, claims, stores
+//! and commits, records verdicts and completes batches.
+//!
+//! Only this crate (and the binaries that run it) links libtorch: planning
+//! batches is `picsift_core::intake`, webhook delivery is
+//! `picsift_backends::notify`.
 
 pub mod checks;
-mod notify;
-mod plan;
 mod process;
 
-pub use notify::{Notifier, NotifierConfig};
-pub use plan::{LocalScheduler, plan_batch, resume};
 pub use process::{process_chunk, run_workers};
 
 use picsift_core::chunk::ChunkLimits;
+use picsift_core::intake::IntakeConfig;
 use picsift_core::policy::Policy;
-use picsift_core::store::{BlobStore, Catalog, DedupIndex, WorkQueue};
 use std::sync::Arc;
-
-/// The backends a worker uses, whatever their implementation.
-#[derive(Clone)]
-pub struct Backends {
-    /// Staged uploads and stored images.
-    pub blobs: Arc<dyn BlobStore>,
-    /// Batches, verdicts and images.
-    pub catalog: Arc<dyn Catalog>,
-    /// Exact-dedup claims.
-    pub dedup: Arc<dyn DedupIndex>,
-    /// Chunk tasks.
-    pub queue: Arc<dyn WorkQueue>,
-}
 
 /// How the worker runs.
 #[derive(Clone, Debug)]
@@ -55,9 +41,9 @@ impl Default for WorkerConfig {
         Self {
             policy: Policy::default(),
             chunk_limits: ChunkLimits::default(),
-            lease_ms: 120_000,
-            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_deliveries: 5,
+            lease_ms: picsift_core::dedup::DEFAULT_LEASE_MS,
+            concurrency: default_concurrency(),
+            max_deliveries: picsift_core::chunk::DEFAULT_MAX_DELIVERIES,
             idle_timeout: None,
             ml: Arc::new(
                 picsift_ml::Runtime::new(picsift_ml::Options::default())
@@ -67,32 +53,18 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Starts `cfg.concurrency` chunk workers and, given a secret, the webhook
-/// notifier; both run until `stop` is cancelled (or the workers were idle
-/// for `cfg.idle_timeout`, which cancels `stop`). The standalone server and
-/// the cluster worker process run exactly this; under Kubernetes the
-/// operator delivers webhooks and workers pass `None`.
-pub fn start(
-    b: Backends,
-    cfg: WorkerConfig,
-    secret: Option<picsift_core::webhook::Secret>,
-    stop: tokio_util::sync::CancellationToken,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, reqwest::Error> {
-    let completed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let mut tasks = Vec::new();
-    if let Some(secret) = secret {
-        let notifier = Notifier::new(b.clone(), notifier_config(secret))?;
-        tasks.push(tokio::spawn(notifier.run(completed.clone(), stop.clone())));
-    }
-    tasks.push(tokio::spawn(run_workers(b, cfg, completed, stop)));
-    Ok(tasks)
+/// Chunks processed at once unless configured: one per core.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// How webhooks are delivered: signed with `secret`, 10 s per attempt.
-pub fn notifier_config(secret: picsift_core::webhook::Secret) -> NotifierConfig {
-    NotifierConfig {
-        secret,
-        timeout: std::time::Duration::from_secs(10),
+impl WorkerConfig {
+    /// What enqueueing a batch under this configuration needs.
+    pub fn intake(&self) -> IntakeConfig {
+        IntakeConfig {
+            policy: self.policy.clone(),
+            chunk_limits: self.chunk_limits,
+        }
     }
 }
 

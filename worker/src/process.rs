@@ -1,8 +1,9 @@
 //! Processing chunk tasks: one entry at a time through the pipeline, then
 //! claim, store, commit and record the verdict.
 
-use crate::{Backends, Result, WorkerConfig, checks};
+use crate::{Result, WorkerConfig, checks};
 use picsift_core::archive::{self, EntryMeta};
+use picsift_core::backend::Backends;
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::chunk::ChunkTask;
 use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
@@ -51,7 +52,7 @@ struct Checking {
     batch_id: Arc<str>,
     /// On a redelivered task: the catalog, to count each entry's decodes.
     guard: Option<(
-        Arc<dyn picsift_core::store::Catalog>,
+        Arc<dyn picsift_core::backend::Catalog>,
         tokio::runtime::Handle,
     )>,
 }
@@ -185,7 +186,7 @@ pub async fn process_chunk(
                 .then(|| (b.catalog.clone(), tokio::runtime::Handle::current())),
         };
         let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(depth);
-        let producer = if is_prefix(&batch.staged_key) {
+        let producer = if picsift_core::model::is_prefix(&batch.staged_key) {
             let names = entry_names(b, &batch.id, first, last).await?;
             tokio::spawn(check_objects(
                 b.clone(),
@@ -295,12 +296,6 @@ async fn complete(b: &Backends, batch_id: &str, staged_key: &str) -> Result<bool
         return Ok(true);
     }
     Ok(false)
-}
-
-/// Whether a batch's source is a key prefix (every object under it is an
-/// entry) rather than a zip.
-pub fn is_prefix(source: &str) -> bool {
-    source.ends_with('/')
 }
 
 /// The names of a batch's entries `first..=last`, from the catalog.
@@ -623,7 +618,7 @@ async fn put_with_retries(
 /// Gives up on a task that failed `max_deliveries` times: its undecided
 /// entries get a `failed` verdict (so the batch still finishes) and the
 /// task goes to the dead-letter queue.
-async fn dead_letter(b: &Backends, lease: &picsift_core::store::Lease) -> Result<()> {
+async fn dead_letter(b: &Backends, lease: &picsift_core::backend::Lease) -> Result<()> {
     let task = &lease.task;
     tracing::error!(
         batch = task.batch_id,

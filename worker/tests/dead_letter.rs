@@ -1,11 +1,13 @@
 //! A chunk that keeps failing is dead-lettered, never retried forever, and
 //! its entries get a `failed` verdict so the batch still finishes.
 
+use picsift_backends::embedded::{FsBlobStore, MemQueue};
+use picsift_backends::sql::{SqlCatalog, SqliteDedup};
+use picsift_core::backend::Backends;
+use picsift_core::backend::{Catalog, NewBatch, WorkQueue};
 use picsift_core::chunk::ChunkTask;
-use picsift_core::embedded::{FsBlobStore, MemQueue, SqliteCatalog};
 use picsift_core::model::{EntryPlan, Phase};
-use picsift_core::store::{Catalog, NewBatch, WorkQueue};
-use picsift_worker::{Backends, WorkerConfig};
+use picsift_worker::WorkerConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -14,12 +16,16 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread")]
 async fn task_past_its_delivery_limit_is_dead_lettered_and_its_entries_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
+    let catalog = Arc::new(
+        SqlCatalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .unwrap(),
+    );
     let queue = Arc::new(MemQueue::new());
     let b = Backends {
         blobs: Arc::new(FsBlobStore::open(dir.path().join("blobs")).await.unwrap()),
         catalog: catalog.clone(),
-        dedup: catalog.clone(),
+        dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: queue.clone(),
     };
     let batch = NewBatch {
@@ -39,7 +45,7 @@ async fn task_past_its_delivery_limit_is_dead_lettered_and_its_entries_fail() {
             compressed_size: 10,
         })
         .collect();
-    catalog.plan_batch("b1", &entries, 0).await.unwrap();
+    catalog.record_entries("b1", &entries, 0).await.unwrap();
     // Entry 2 was decided before the trouble started; it keeps its verdict.
     let ok = picsift_core::verdict::Verdict::accepted("x".repeat(64));
     catalog.record_verdict("b1", 2, &ok, 0).await.unwrap();

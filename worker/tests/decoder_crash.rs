@@ -3,12 +3,14 @@
 //! done so on a redelivered task, instead of being retried until the task
 //! is dead-lettered with the rest of its chunk.
 
+use picsift_backends::embedded::{FsBlobStore, MemQueue};
+use picsift_backends::sql::{SqlCatalog, SqliteDedup};
+use picsift_core::backend::Backends;
+use picsift_core::backend::{BlobStore, Catalog, NewBatch};
 use picsift_core::chunk::ChunkTask;
-use picsift_core::embedded::{FsBlobStore, MemQueue, SqliteCatalog};
 use picsift_core::model::EntryPlan;
-use picsift_core::store::{BlobStore, Catalog, NewBatch};
 use picsift_core::verdict::Reason;
-use picsift_worker::{Backends, WorkerConfig, process_chunk};
+use picsift_worker::{WorkerConfig, process_chunk};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -27,9 +29,13 @@ fn photo(seed: u8) -> Vec<u8> {
     out
 }
 
-async fn setup() -> (tempfile::TempDir, Backends, Arc<SqliteCatalog>) {
+async fn setup() -> (tempfile::TempDir, Backends, Arc<SqlCatalog>) {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
+    let catalog = Arc::new(
+        SqlCatalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .unwrap(),
+    );
     let blobs = Arc::new(FsBlobStore::open(dir.path().join("blobs")).await.unwrap());
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for i in 0..3u8 {
@@ -61,11 +67,11 @@ async fn setup() -> (tempfile::TempDir, Backends, Arc<SqliteCatalog>) {
             compressed_size: 10,
         })
         .collect();
-    catalog.plan_batch("b1", &entries, 0).await.unwrap();
+    catalog.record_entries("b1", &entries, 0).await.unwrap();
     let b = Backends {
         blobs,
         catalog: catalog.clone(),
-        dedup: catalog.clone(),
+        dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: Arc::new(MemQueue::new()),
     };
     (dir, b, catalog)

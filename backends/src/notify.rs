@@ -1,9 +1,10 @@
 //! Completion webhooks: a signed POST per finished batch, retried with
 //! backoff; every attempt's outcome is recorded in the batch.
 
-use crate::{Backends, Result};
+use picsift_core::Result;
+use picsift_core::backend::Backends;
+use picsift_core::backend::Delivery;
 use picsift_core::model::BatchView;
-use picsift_core::store::Delivery;
 use picsift_core::time::{Millis, now_ms};
 use picsift_core::webhook::{self, Secret};
 use std::sync::Arc;
@@ -18,6 +19,16 @@ pub struct NotifierConfig {
     pub secret: Secret,
     /// Per-attempt timeout.
     pub timeout: Duration,
+}
+
+impl NotifierConfig {
+    /// Webhooks signed with `secret`, 10 s per attempt.
+    pub fn new(secret: Secret) -> Self {
+        Self {
+            secret,
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Delivers due webhooks.

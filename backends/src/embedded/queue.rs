@@ -2,10 +2,10 @@
 //! restart: the catalog knows which entries still lack a verdict, and
 //! startup re-enqueues them.
 
-use crate::Result;
-use crate::chunk::ChunkTask;
-use crate::store::{Lease, WorkQueue};
 use async_trait::async_trait;
+use picsift_core::Result;
+use picsift_core::backend::{Lease, WorkQueue};
+use picsift_core::chunk::ChunkTask;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;

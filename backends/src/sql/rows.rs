@@ -1,13 +1,14 @@
-//! Row → model mapping shared by the SQL catalogs (SQLite and PostgreSQL).
+//! Row → model mapping for both SQL dialects (SQLite and PostgreSQL).
 //!
 //! Both schemas use the same column names and store every number as a
 //! 64-bit integer and every enum as its stable text, so one mapping serves
-//! both; only the SQL dialect differs between the two catalogs.
+//! both.
 
-use crate::format::Format;
-use crate::model::{BatchRecord, Counts, ImageRecord, NotifyState, Phase, ReportEntry};
-use crate::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
-use crate::{Error, Result};
+use crate::DriverResult;
+use picsift_core::format::Format;
+use picsift_core::model::{BatchRecord, Counts, ImageRecord, NotifyState, Phase, ReportEntry};
+use picsift_core::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
+use picsift_core::{Error, Result};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// Image columns in the order [`image_from_row`] expects them named.
@@ -34,19 +35,19 @@ where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
 {
     fn text(&self, col: &str) -> Result<String> {
-        Ok(self.try_get(col)?)
+        self.try_get(col).or_backend()
     }
 
     fn opt_text(&self, col: &str) -> Result<Option<String>> {
-        Ok(self.try_get(col)?)
+        self.try_get(col).or_backend()
     }
 
     fn int(&self, col: &str) -> Result<i64> {
-        Ok(self.try_get(col)?)
+        self.try_get(col).or_backend()
     }
 
     fn opt_int(&self, col: &str) -> Result<Option<i64>> {
-        Ok(self.try_get(col)?)
+        self.try_get(col).or_backend()
     }
 }
 
@@ -76,12 +77,12 @@ pub(crate) fn batch_from_row(r: &impl CatalogRow) -> Result<BatchRecord> {
 }
 
 /// An `api_keys` row.
-pub(crate) fn api_key_from_row(r: &impl CatalogRow) -> Result<crate::auth::ApiKey> {
+pub(crate) fn api_key_from_row(r: &impl CatalogRow) -> Result<picsift_core::auth::ApiKey> {
     let role = r.text("role")?;
-    Ok(crate::auth::ApiKey {
+    Ok(picsift_core::auth::ApiKey {
         id: r.text("id")?,
         tenant: r.text("tenant")?,
-        role: crate::auth::Role::parse(&role)
+        role: picsift_core::auth::Role::parse(&role)
             .ok_or_else(|| Error::Corrupt(format!("key role {role:?}")))?,
         label: r.text("label")?,
         created_at: r.int("created_at")?,
@@ -195,30 +196,31 @@ pub(crate) fn counts_from_rows<R: CatalogRow>(rows: &[R]) -> Result<Counts> {
 /// The multi-index-hashing keys an image is indexed under: none unless its
 /// PDQ hash is good enough to match.
 pub(crate) fn mih_keys(i: &ImageRecord) -> Vec<i64> {
-    matchable_hash(i).map_or_else(Vec::new, |h| crate::pdq_index::keys(&h).to_vec())
+    matchable_hash(i).map_or_else(Vec::new, |h| picsift_core::pdq_index::keys(&h).to_vec())
 }
 
 /// An image's PDQ hash, when it is good enough to match.
-pub(crate) fn matchable_hash(i: &ImageRecord) -> Option<crate::pdq::Hash> {
+pub(crate) fn matchable_hash(i: &ImageRecord) -> Option<picsift_core::pdq::Hash> {
     let quality_ok = i
         .pdq_quality
-        .is_some_and(|q| q >= crate::pdq::MIN_MATCH_QUALITY);
+        .is_some_and(|q| q >= picsift_core::pdq::MIN_MATCH_QUALITY);
     quality_ok.then(|| i.pdq.as_deref()?.parse().ok()).flatten()
 }
 
 /// Candidates `(id, pdq)` from the index, checked exactly and ranked.
 pub(crate) fn rank_similar(
-    query: &crate::pdq::Hash,
+    query: &picsift_core::pdq::Hash,
     max_distance: u32,
     limit: u32,
     candidates: Vec<(String, Option<String>)>,
-) -> Vec<crate::store::Similar> {
-    let mut out: Vec<crate::store::Similar> = candidates
+) -> Vec<picsift_core::backend::Similar> {
+    let mut out: Vec<picsift_core::backend::Similar> = candidates
         .into_iter()
         .filter_map(|(image_id, pdq)| {
-            let hash: crate::pdq::Hash = pdq?.parse().ok()?;
+            let hash: picsift_core::pdq::Hash = pdq?.parse().ok()?;
             let distance = query.distance(&hash);
-            (distance <= max_distance).then_some(crate::store::Similar { image_id, distance })
+            (distance <= max_distance)
+                .then_some(picsift_core::backend::Similar { image_id, distance })
         })
         .collect();
     out.sort_by(|a, b| {
@@ -238,24 +240,19 @@ pub(crate) enum Arg {
     Text(String),
 }
 
-/// The SQL of an image search for either catalog (`dollar`: PostgreSQL's
-/// `$n` placeholders, else SQLite's `?`), with its bind values in order.
+/// The SQL of an image search (either dialect), with its bind values in
+/// order.
 pub(crate) fn image_search_sql(
-    f: &crate::model::ImageFilter,
-    sort: crate::model::ImageSort,
-    after: Option<&crate::model::ImageCursor>,
+    f: &picsift_core::model::ImageFilter,
+    sort: picsift_core::model::ImageSort,
+    after: Option<&picsift_core::model::ImageCursor>,
     limit: u32,
-    dollar: bool,
 ) -> (String, Vec<Arg>) {
     let mut args = Vec::new();
     let mut conds: Vec<String> = Vec::new();
     let ph = |a: Arg, args: &mut Vec<Arg>| {
         args.push(a);
-        if dollar {
-            format!("${}", args.len())
-        } else {
-            "?".to_string()
-        }
+        format!("${}", args.len())
     };
     if let Some(o) = &f.owner {
         conds.push(format!(

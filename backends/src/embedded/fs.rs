@@ -1,11 +1,11 @@
 //! Blob store on the local filesystem. Writes go to a temporary file that
 //! is synced and renamed into place, so a crash never leaves half an object.
 
-use crate::store::{BlobStore, ByteStream};
-use crate::{Error, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use picsift_core::backend::{BlobStore, ByteStream};
+use picsift_core::{Error, Result};
 use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::{Path, PathBuf};

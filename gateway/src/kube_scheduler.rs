@@ -1,13 +1,13 @@
 //! The gateway's side of the cluster: an upload becomes an UploadBatch,
 //! checked against the ValidationPolicy it names.
 
-use crate::BATCH_ID_ANNOTATION;
 use async_trait::async_trait;
 use kube::api::{Api, ObjectMeta, PostParams};
+use picsift_core::backend::{NewBatch, Scheduler};
 use picsift_core::policy::Policy;
-use picsift_core::store::{NewBatch, Scheduler};
 use picsift_crds::{
-    Notification, PolicyRef, Source, UploadBatch, UploadBatchSpec, ValidationPolicy,
+    BATCH_ID_ANNOTATION, Notification, PolicyRef, Source, UploadBatch, UploadBatchSpec,
+    ValidationPolicy,
 };
 use std::collections::BTreeMap;
 

@@ -24,6 +24,20 @@ use std::sync::Arc;
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// Object storage: staged uploads and content-addressed images.
+/// The backends a process works with, whatever their implementation: the
+/// embedded ones in `picsift serve`, the cluster ones elsewhere.
+#[derive(Clone)]
+pub struct Backends {
+    /// Staged uploads and stored images.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Batches, verdicts and images.
+    pub catalog: Arc<dyn Catalog>,
+    /// Exact-dedup claims.
+    pub dedup: Arc<dyn DedupIndex>,
+    /// Chunk tasks.
+    pub queue: Arc<dyn WorkQueue>,
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// Stores `bytes` under `key`, replacing any object there; atomic.
@@ -103,7 +117,7 @@ pub trait Catalog: Send + Sync {
     /// Verdict counts of a batch.
     async fn counts(&self, id: &str) -> Result<Counts>;
     /// Records the planned entries (idempotent) and moves the batch to processing.
-    async fn plan_batch(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()>;
+    async fn record_entries(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()>;
     /// Ends an unfinished batch in `phase` (failed or expired) with `error`;
     /// a batch that already ended is left as it is.
     async fn end_batch(&self, id: &str, phase: Phase, error: &str, now: Millis) -> Result<()>;

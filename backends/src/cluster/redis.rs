@@ -3,7 +3,7 @@
 //! Claims are hashes `{prefix}claim:{key}` with the fields `owner`,
 //! `image_id` (committed) or `lease_until` (pending). Each claim and each
 //! commit is one Lua script (one round trip, atomic) that mirrors
-//! [`crate::dedup::decide_claim`] and [`crate::dedup::decide_commit`] line
+//! [`picsift_core::dedup::decide_claim`] and [`picsift_core::dedup::decide_commit`] line
 //! for line; the caller passes the time, so the decisions never depend on
 //! Redis' clock.
 //!
@@ -17,12 +17,13 @@
 //! Cluster, put a hash tag in the prefix (`{picsift}:`) to keep them in one
 //! slot.
 
-use crate::chunk::ChunkTask;
-use crate::dedup::{ClaimOutcome, CommitOutcome};
-use crate::store::{DedupIndex, Lease, WorkQueue};
-use crate::time::Millis;
-use crate::{Error, Result};
+use crate::DriverResult;
 use async_trait::async_trait;
+use picsift_core::backend::{DedupIndex, Lease, WorkQueue};
+use picsift_core::chunk::ChunkTask;
+use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
+use picsift_core::time::Millis;
+use picsift_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, RedisError, Script};
@@ -48,11 +49,13 @@ async fn connect_manager(
     url: &str,
     response_timeout: Option<Duration>,
 ) -> Result<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+    let client = redis::Client::open(url).or_backend()?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(response_timeout);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .or_backend()
 }
 
 /// Escapes the glob characters of SCAN MATCH, so a prefix is matched literally.
@@ -67,7 +70,7 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// [`crate::dedup::decide_claim`] in Lua. KEYS[1]: the claim. ARGV:
+/// [`picsift_core::dedup::decide_claim`] in Lua. KEYS[1]: the claim. ARGV:
 /// owner, now, now + lease (added by the caller: Lua numbers are doubles).
 /// Replies `{'new'}`, `{'yours'}`, `{'committed', image_id, owner}` or
 /// `{'pending', lease_until}`.
@@ -102,7 +105,7 @@ return {'pending', lease_until}
     )
 });
 
-/// [`crate::dedup::decide_commit`] in Lua. KEYS[1]: the claim. ARGV: owner,
+/// [`picsift_core::dedup::decide_commit`] in Lua. KEYS[1]: the claim. ARGV: owner,
 /// image id. Replies `'committed'` or `'lost'`.
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -189,7 +192,8 @@ impl DedupIndex for RedisDedup {
             .arg(now)
             .arg(now.saturating_add(lease_ms))
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await
+            .or_backend()?;
         claim_outcome(&reply, owner)
     }
 
@@ -199,7 +203,8 @@ impl DedupIndex for RedisDedup {
             .arg(owner)
             .arg(image_id)
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await
+            .or_backend()?;
         match reply.as_str() {
             "committed" => Ok(CommitOutcome::Committed),
             "lost" => Ok(CommitOutcome::Lost),
@@ -214,7 +219,8 @@ impl DedupIndex for RedisDedup {
             .key(self.key(key))
             .arg(owner)
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await
+            .or_backend()?;
         Ok(())
     }
 
@@ -235,14 +241,15 @@ impl DedupIndex for RedisDedup {
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
                 .query_async(&mut conn)
-                .await?;
+                .await
+                .or_backend()?;
             if !keys.is_empty() {
                 let mut pipe = redis::pipe();
                 for k in &keys {
                     pipe.hmget(k, &["owner", "image_id"]);
                 }
                 let fields: Vec<(Option<String>, Option<String>)> =
-                    pipe.query_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await.or_backend()?;
                 for (k, (owner, image_id)) in keys.into_iter().zip(fields) {
                     // No owner: the key vanished between SCAN and HMGET.
                     if owner.is_some() && image_id.is_none() {
@@ -267,7 +274,8 @@ impl DedupIndex for RedisDedup {
             .hdel(&key, "lease_until")
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
-            .await?;
+            .await
+            .or_backend()?;
         Ok(())
     }
 }
@@ -395,7 +403,7 @@ impl RedisQueue {
             .query_async(&mut self.conn.clone())
             .await;
         match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(Error::Redis(Box::new(e))),
             _ => Ok(()),
         }
     }
@@ -410,9 +418,9 @@ impl RedisQueue {
         match op().await {
             Err(e) if is_nogroup(&e) => {
                 self.ensure_group().await?;
-                Ok(op().await?)
+                op().await.or_backend()
             }
-            other => Ok(other?),
+            other => other.or_backend(),
         }
     }
 
@@ -420,8 +428,12 @@ impl RedisQueue {
     /// kept raw so that an entry that was never a valid task still shows)
     /// and why.
     pub async fn dead_letters(&self) -> Result<Vec<(String, String)>> {
-        let reply: redis::streams::StreamRangeReply =
-            self.conn.clone().xrange_all(&self.dead).await?;
+        let reply: redis::streams::StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_all(&self.dead)
+            .await
+            .or_backend()?;
         Ok(reply
             .ids
             .iter()
@@ -564,7 +576,8 @@ impl RedisQueue {
             .xdel(&self.stream, &[id])
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
-            .await?;
+            .await
+            .or_backend()?;
         Ok(())
     }
 }
@@ -588,7 +601,8 @@ impl WorkQueue for RedisQueue {
             .conn
             .clone()
             .xadd(&self.stream, "*", &[("task", json)])
-            .await?;
+            .await
+            .or_backend()?;
         Ok(())
     }
 
@@ -618,7 +632,8 @@ impl WorkQueue for RedisQueue {
             .xdel(&self.stream, &[&lease.receipt])
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
-            .await?;
+            .await
+            .or_backend()?;
         Ok(())
     }
 
@@ -651,12 +666,12 @@ impl WorkQueue for RedisQueue {
     /// the tasks workers hold right now (and those of dead workers waiting
     /// for redelivery): all of them still need a worker.
     async fn backlog(&self) -> Result<u64> {
-        let n: u64 = self.conn.clone().xlen(&self.stream).await?;
+        let n: u64 = self.conn.clone().xlen(&self.stream).await.or_backend()?;
         Ok(n)
     }
 }
 
-/// [`crate::rate::take`] in Lua. KEYS[1]: the bucket (a hash of `tokens`
+/// [`picsift_core::rate::take`] in Lua. KEYS[1]: the bucket (a hash of `tokens`
 /// and `at`). ARGV: rate per second, burst, now (ms). Replies the
 /// milliseconds to wait, 0 when the request may go. The bucket expires
 /// once it would be full again anyway.
@@ -700,11 +715,11 @@ impl RedisRateLimiter {
 }
 
 #[async_trait]
-impl crate::rate::RateLimiter for RedisRateLimiter {
+impl picsift_core::rate::RateLimiter for RedisRateLimiter {
     async fn take(
         &self,
         tenant: &str,
-        rate: crate::rate::Rate,
+        rate: picsift_core::rate::Rate,
         now: Millis,
     ) -> Result<Option<Millis>> {
         let wait: i64 = TAKE_SCRIPT
@@ -713,7 +728,8 @@ impl crate::rate::RateLimiter for RedisRateLimiter {
             .arg(rate.burst)
             .arg(now)
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await
+            .or_backend()?;
         Ok((wait > 0).then_some(wait))
     }
 }

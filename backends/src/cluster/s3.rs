@@ -5,14 +5,14 @@
 //! behind; zip entries are read by range; images are put whole under their
 //! content-addressed key.
 
-use crate::store::{BlobStore, ByteStream};
-use crate::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use picsift_core::backend::{BlobStore, ByteStream};
+use picsift_core::{Error, Result};
 use serde::Deserialize;
 use std::ops::Range;
 use std::time::Duration;

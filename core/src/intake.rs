@@ -1,20 +1,35 @@
-//! Planning: entries from the central directory, grouped into chunk tasks.
+//! Intake of a received batch: its entries read from the source's central
+//! directory (or the objects under a prefix), recorded in the catalog, and
+//! grouped into chunk tasks on the queue.
+//!
+//! The standalone server, the cluster gateway and worker, and the operator
+//! all enqueue batches through [`enqueue_batch`], over the backend traits.
 
-use crate::{Backends, Result, WorkerConfig};
+use crate::archive::EntryMeta;
+use crate::backend::{Backends, NewBatch, Scheduler};
+use crate::blob_reader::BlobReader;
+use crate::chunk::{ChunkLimits, group_entries};
+use crate::model::{EntryPlan, Phase, is_prefix, owns_source};
+use crate::policy::Policy;
+use crate::time::now_ms;
+use crate::{Error, Result};
 use async_trait::async_trait;
-use picsift_core::archive::EntryMeta;
-use picsift_core::blob_reader::BlobReader;
-use picsift_core::chunk::plan_chunks;
-use picsift_core::model::{EntryPlan, Phase, owns_source};
-use picsift_core::policy::Policy;
-use picsift_core::store::{NewBatch, Scheduler};
-use picsift_core::time::now_ms;
 use zip::ZipArchive;
+
+/// What enqueueing a batch needs besides the backends.
+#[derive(Clone, Debug, Default)]
+pub struct IntakeConfig {
+    /// The batch's policy: its entry limit, and what the chunk tasks carry
+    /// so that any worker applies it.
+    pub policy: Policy,
+    /// How entries are grouped into chunk tasks.
+    pub chunk_limits: ChunkLimits,
+}
 
 /// Reads the staged archive's central directory, records its entries and
 /// enqueues chunks for those without a verdict. Safe to call again: entries
 /// are recorded once, and decided entries are not enqueued.
-pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Result<()> {
+pub async fn enqueue_batch(b: &Backends, cfg: &IntakeConfig, batch_id: &str) -> Result<()> {
     let Some(batch) = b.catalog.batch(batch_id).await? else {
         return Ok(());
     };
@@ -23,7 +38,11 @@ pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Res
     }
     if batch.phase == Phase::Received {
         match read_entries(b, &batch.staged_key, cfg.policy.max_entries).await? {
-            Ok(entries) => b.catalog.plan_batch(batch_id, &entries, now_ms()).await?,
+            Ok(entries) => {
+                b.catalog
+                    .record_entries(batch_id, &entries, now_ms())
+                    .await?
+            }
             Err(problem) => {
                 tracing::warn!(batch = batch_id, %problem, "batch archive unreadable");
                 b.catalog.fail_batch(batch_id, &problem, now_ms()).await?;
@@ -35,7 +54,7 @@ pub async fn plan_batch(b: &Backends, cfg: &WorkerConfig, batch_id: &str) -> Res
         }
     }
     let pending = b.catalog.pending_entries(batch_id).await?;
-    for mut task in plan_chunks(batch_id, &pending, cfg.chunk_limits) {
+    for mut task in group_entries(batch_id, &pending, cfg.chunk_limits) {
         task.policy = Some(cfg.policy.clone());
         task.owner = batch.owner.clone();
         task.replanned = batch.phase == Phase::Processing;
@@ -57,7 +76,7 @@ async fn read_entries(
     key: &str,
     max_entries: u64,
 ) -> Result<Result<Vec<EntryPlan>, String>> {
-    if crate::process::is_prefix(key) {
+    if is_prefix(key) {
         return read_prefix(b, key, max_entries).await;
     }
     read_zip_entries(b, key, max_entries).await
@@ -134,23 +153,23 @@ async fn read_zip_entries(
             })
             .collect()
     })
-    .await?;
+    .await
+    .map_err(|e| Error::Backend(format!("reading the archive's entries stopped: {e}")))?;
     // A store that could not be read is a retry, not a broken archive.
     if let Some(f) = failure.get() {
-        return Err(picsift_core::Error::Backend(format!(
+        return Err(Error::Backend(format!(
             "reading the staged archive failed: {f}"
-        ))
-        .into());
+        )));
     }
     Ok(read)
 }
 
 /// Re-plans every unfinished batch: after a restart, the in-process queue
 /// is empty but the catalog knows what is left.
-pub async fn resume(b: &Backends, cfg: &WorkerConfig) -> Result<usize> {
+pub async fn resume(b: &Backends, cfg: &IntakeConfig) -> Result<usize> {
     let batches = b.catalog.unfinished_batches().await?;
     for batch in &batches {
-        plan_batch(b, cfg, &batch.id).await?;
+        enqueue_batch(b, cfg, &batch.id).await?;
     }
     Ok(batches.len())
 }
@@ -158,12 +177,12 @@ pub async fn resume(b: &Backends, cfg: &WorkerConfig) -> Result<usize> {
 /// The standalone scheduler: plans a batch in-process as soon as it is received.
 pub struct LocalScheduler {
     backends: Backends,
-    config: WorkerConfig,
+    config: IntakeConfig,
 }
 
 impl LocalScheduler {
     /// A scheduler over the given backends.
-    pub fn new(backends: Backends, config: WorkerConfig) -> Self {
+    pub fn new(backends: Backends, config: IntakeConfig) -> Self {
         Self { backends, config }
     }
 }
@@ -171,11 +190,11 @@ impl LocalScheduler {
 #[async_trait]
 impl Scheduler for LocalScheduler {
     /// One policy, the configured one (also reachable by the name `default`).
-    async fn policy(&self, name: Option<&str>) -> picsift_core::Result<Option<Policy>> {
+    async fn policy(&self, name: Option<&str>) -> Result<Option<Policy>> {
         Ok(matches!(name, None | Some("default")).then(|| self.config.policy.clone()))
     }
 
-    async fn submit(&self, batch: &NewBatch, _policy: Option<&str>) -> picsift_core::Result<()> {
+    async fn submit(&self, batch: &NewBatch, _policy: Option<&str>) -> Result<()> {
         let (b, cfg, id) = (self.backends.clone(), self.config.clone(), batch.id.clone());
         // Planning reads the whole central directory; the upload response
         // need not wait for it. A backend hiccup is retried with backoff
@@ -183,7 +202,7 @@ impl Scheduler for LocalScheduler {
         tokio::spawn(async move {
             let mut delay = std::time::Duration::from_millis(200);
             for attempt in 1..=8 {
-                match plan_batch(&b, &cfg, &id).await {
+                match enqueue_batch(&b, &cfg, &id).await {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(batch = id, attempt, error = %e, "planning failed; retrying");

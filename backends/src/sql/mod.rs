@@ -1,0 +1,56 @@
+//! The catalog in SQL: one implementation of `Catalog` for both databases,
+//! SQLite (the standalone server's file) and PostgreSQL (the cluster's).
+//!
+//! The queries are written once, with `$n` placeholders, which both drivers
+//! take. What differs between the dialects lives in two small modules:
+//! [`sqlite`] (the file one process owns: near duplicates from an index in
+//! memory, inserts serialized by its lock, the dedup claims) and
+//! [`postgres`] (many processes: row locks, an advisory lock and the
+//! `pdq_mih` table for near duplicates, array parameters). [`with_db!`]
+//! runs one body against whichever pool a catalog holds.
+
+mod catalog;
+mod migrations;
+pub(crate) mod postgres;
+pub(crate) mod rows;
+pub(crate) mod sqlite;
+
+pub use sqlite::SqliteDedup;
+
+use picsift_core::pdq_memory::MemoryIndex;
+use sqlx::{PgPool, SqlitePool};
+use std::sync::Arc;
+
+/// Batches, entries, verdicts, images, API keys and quotas, in SQLite or in
+/// PostgreSQL ([`SqlCatalog::open_sqlite`], [`SqlCatalog::connect_postgres`]).
+#[derive(Clone)]
+pub struct SqlCatalog {
+    db: Db,
+}
+
+/// The pool of one database, with what its dialect needs besides.
+#[derive(Clone)]
+pub(crate) enum Db {
+    /// The standalone file. One process owns it, so the stored images'
+    /// PDQ hashes are indexed in its memory; the index's lock is also what
+    /// serializes image inserts, so a near-duplicate check sees every image
+    /// recorded before it.
+    Sqlite {
+        pool: SqlitePool,
+        pdq: Arc<tokio::sync::Mutex<MemoryIndex>>,
+    },
+    /// The cluster's database, shared by every gateway and worker.
+    Postgres { pool: PgPool },
+}
+
+/// Runs `$body` with `$pool` bound to the catalog's pool, whichever
+/// database it is: the same tokens type-check against each driver.
+macro_rules! with_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::sql::Db::Sqlite { pool: $pool, .. } => $body,
+            $crate::sql::Db::Postgres { pool: $pool } => $body,
+        }
+    };
+}
+pub(crate) use with_db;

@@ -1,0 +1,231 @@
+//! What only the PostgreSQL catalog does: connect and migrate, lock where
+//! SQLite relied on having a single writer, pass arrays, and keep the
+//! near-duplicate index in the `pdq_mih` table every process shares.
+//!
+//! Transactions run at PostgreSQL's default READ COMMITTED: each statement
+//! sees what was committed when it started. Single-row updates guarded by
+//! their own `WHERE` (first verdict wins, phase changes) are safe there,
+//! because a blocked update re-checks its condition on the row's newest
+//! version. A condition on *other* rows is not re-checked, so the
+//! "no entry is pending" test of [`try_complete`] runs under a lock on the
+//! batch row that [`record_entries`] takes too.
+
+use super::catalog::{COMPLETE, RECORD_ENTRIES_PHASE, insert_image_rows};
+use super::rows::{matchable_hash, mih_keys, rank_similar};
+use super::{Db, SqlCatalog, migrations};
+use crate::DriverResult;
+use picsift_core::Result;
+use picsift_core::backend::Similar;
+use picsift_core::model::{EntryPlan, ImageRecord};
+use picsift_core::pdq::Hash;
+use picsift_core::pdq_index;
+use picsift_core::time::Millis;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// The advisory lock key of the near-duplicate check ("picsift" in ASCII).
+const NEAR_LOCK: i64 = 0x0070_6963_7369_6674;
+
+impl SqlCatalog {
+    /// Connects to `url` (`postgres://user:password@host:port/database`)
+    /// with a pool of at most `max_connections`, and migrates the schema.
+    /// Processes starting together are safe: the migrator holds an
+    /// advisory lock while it runs.
+    pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            // A pool of zero connections could never serve a query.
+            .max_connections(max_connections.max(1))
+            .connect(url)
+            .await
+            .or_backend()?;
+        migrations::postgres().run(&pool).await.or_backend()?;
+        Ok(Self {
+            db: Db::Postgres { pool },
+        })
+    }
+}
+
+/// Takes the batch row's lock until the end of `tx`, to order this
+/// transaction with the others that change the batch's set of pending
+/// entries or decide on it (see the module comment).
+async fn lock_batch(tx: &mut sqlx::PgConnection, id: &str) -> Result<()> {
+    sqlx::query("SELECT 1 FROM batches WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(tx)
+        .await
+        .or_backend()?;
+    Ok(())
+}
+
+/// Records a batch's entries (one statement for all: an archive may hold
+/// thousands, and each statement is a round trip) and moves it to
+/// processing, under the batch's lock.
+pub(super) async fn record_entries(
+    pool: &PgPool,
+    id: &str,
+    entries: &[EntryPlan],
+    now: Millis,
+) -> Result<()> {
+    let (mut idx, mut names, mut sizes) = (
+        Vec::with_capacity(entries.len()),
+        Vec::with_capacity(entries.len()),
+        Vec::with_capacity(entries.len()),
+    );
+    for e in entries {
+        idx.push(i64::from(e.index));
+        names.push(e.name.as_str());
+        sizes.push(e.compressed_size as i64);
+    }
+    let mut tx = pool.begin().await.or_backend()?;
+    // Before inserting: a try_complete waiting on this lock then sees the
+    // new entries as pending instead of completing without them.
+    lock_batch(&mut tx, id).await?;
+    sqlx::query(
+        "INSERT INTO entries (batch_id, idx, name, compressed_size)
+         SELECT $1, e.idx, e.name, e.size FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS e(idx, name, size)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(&idx)
+    .bind(&names)
+    .bind(&sizes)
+    .execute(&mut *tx)
+    .await
+    .or_backend()?;
+    sqlx::query(RECORD_ENTRIES_PHASE)
+        .bind(entries.len() as i64)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .or_backend()?;
+    tx.commit().await.or_backend()
+}
+
+/// Completes a batch with no undecided entry; whether this call did.
+pub(super) async fn try_complete(pool: &PgPool, id: &str, now: Millis) -> Result<bool> {
+    let mut tx = pool.begin().await.or_backend()?;
+    // The update below is a new statement, so it reads entries as
+    // committed once we hold the lock: a record_entries that inserts
+    // entries has either committed them or not started inserting. The lock
+    // also queues concurrent callers, and each later one finds the phase
+    // already completed: exactly one caller wins.
+    lock_batch(&mut tx, id).await?;
+    let done = sqlx::query(COMPLETE)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .or_backend()?;
+    tx.commit().await.or_backend()?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records an image, its owner and its `pdq_mih` keys on `conn`.
+async fn insert_image_on(conn: &mut sqlx::PgConnection, i: &ImageRecord) -> Result<()> {
+    insert_image_rows!(conn, i);
+    let keys = mih_keys(i);
+    if !keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO pdq_mih (k, image_id) SELECT k, $2 FROM UNNEST($1::BIGINT[]) AS k
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&keys)
+        .bind(&i.id)
+        .execute(&mut *conn)
+        .await
+        .or_backend()?;
+    }
+    Ok(())
+}
+
+/// Records an image.
+pub(super) async fn insert_image(pool: &PgPool, i: &ImageRecord) -> Result<()> {
+    let mut tx = pool.begin().await.or_backend()?;
+    insert_image_on(&mut tx, i).await?;
+    tx.commit().await.or_backend()
+}
+
+/// Records an image unless a stored one is within `max_distance`.
+pub(super) async fn insert_image_unless_near(
+    pool: &PgPool,
+    i: &ImageRecord,
+    max_distance: u32,
+    scope: Option<&str>,
+) -> Result<Option<Similar>> {
+    let mut tx = pool.begin().await.or_backend()?;
+    // One transaction at a time runs this check and insert: near
+    // duplicates are not keyed, so no row lock could serialize them.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(NEAR_LOCK)
+        .execute(&mut *tx)
+        .await
+        .or_backend()?;
+    if let Some(hash) = matchable_hash(i) {
+        let found = similar_on(&mut tx, &hash, max_distance, 2, scope).await?;
+        if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
+            tx.rollback().await.or_backend()?;
+            return Ok(Some(m));
+        }
+    }
+    insert_image_on(&mut tx, i).await?;
+    tx.commit().await.or_backend()?;
+    Ok(None)
+}
+
+/// Images within `max_distance` of `hash`: candidates from `pdq_mih`,
+/// checked exactly and ranked.
+pub(super) async fn similar_on(
+    conn: &mut sqlx::PgConnection,
+    hash: &Hash,
+    max_distance: u32,
+    limit: u32,
+    owner: Option<&str>,
+) -> Result<Vec<Similar>> {
+    let probes = pdq_index::probes(hash, max_distance);
+    let candidates: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
+         WHERE m.k = ANY($1)
+           AND ($2::TEXT IS NULL OR EXISTS (SELECT 1 FROM image_owners o WHERE o.image_id = i.id AND o.owner = $2))",
+    )
+    .bind(&probes)
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await
+    .or_backend()?;
+    Ok(rank_similar(hash, max_distance, limit, candidates))
+}
+
+/// Which of `ids` `owner` holds.
+pub(super) async fn owned_images(
+    pool: &PgPool,
+    owner: &str,
+    ids: &[String],
+) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT image_id FROM image_owners WHERE owner = $1 AND image_id = ANY($2) ORDER BY image_id",
+    )
+    .bind(owner)
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .or_backend()
+}
+
+/// Originals among `sha256s`, with their images.
+pub(super) async fn known_originals(
+    pool: &PgPool,
+    sha256s: &[String],
+    owner: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT sha256, image_id FROM originals o WHERE sha256 = ANY($1)
+           AND ($2::TEXT IS NULL OR EXISTS (SELECT 1 FROM image_owners w WHERE w.image_id = o.image_id AND w.owner = $2))
+         ORDER BY sha256",
+    )
+    .bind(sha256s)
+    .bind(owner)
+    .fetch_all(pool)
+    .await
+    .or_backend()
+}
