@@ -5,8 +5,6 @@ mod client;
 mod cluster;
 mod config;
 mod crd;
-mod download;
-mod lookup;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -38,7 +36,7 @@ enum Command {
     /// Print a batch's verdicts as a table.
     Report(client::ReportArgs),
     /// Download stored images by id, by batch or by search, each checked against its id.
-    Download(download::DownloadArgs),
+    Download(client::DownloadArgs),
     /// Print the CustomResourceDefinitions, or write them into a checkout.
     Crd(crd::CrdArgs),
     /// Administration: API keys.
@@ -60,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             Command::Upload(args) => client::upload(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Report(args) => client::report(args).await,
-            Command::Download(args) => download::download(args).await,
+            Command::Download(args) => client::download(args).await,
             Command::Crd(args) => crd::run(args),
             Command::Admin(args) => admin::run(args).await,
         }
