@@ -11,8 +11,6 @@ mod client;
 mod cluster;
 mod config;
 mod crd;
-mod download;
-mod lookup;
 mod names;
 mod process;
 #[cfg(feature = "ml")]
@@ -51,7 +49,7 @@ enum Command {
     /// Print a batch's verdicts as a table.
     Report(client::ReportArgs),
     /// Download stored images by id, by batch or by search, each checked against its id.
-    Download(download::DownloadArgs),
+    Download(client::DownloadArgs),
     /// Print the CustomResourceDefinitions, or write them into a checkout.
     Crd(crd::CrdArgs),
     /// Administration: API keys.
@@ -60,6 +58,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     names::apply();
+    // Two TLS providers are linked (aws-lc-rs through the S3 client, ring
+    // through the Kubernetes client), so rustls cannot pick one by itself
+    // and would panic at the first TLS client: choose one for the process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             Command::Upload(args) => client::upload(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Report(args) => client::report(args).await,
-            Command::Download(args) => download::download(args).await,
+            Command::Download(args) => client::download(args).await,
             Command::Crd(args) => crd::run(args),
             Command::Admin(args) => admin::run(args).await,
         }

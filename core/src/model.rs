@@ -3,10 +3,10 @@
 use crate::format::Format;
 use crate::time::{Millis, rfc3339};
 use crate::verdict::{DuplicateKind, Reason, Verdict, VerdictKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a batch is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Uploaded and lightly verified; not planned yet.
@@ -52,7 +52,7 @@ impl Phase {
 }
 
 /// Verdict counts of a batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Stored images.
     pub accepted: u64,
@@ -67,7 +67,7 @@ pub struct Counts {
 }
 
 /// State of the completion webhook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyState {
     /// No callback was given.
@@ -142,7 +142,7 @@ pub struct BatchRecord {
 }
 
 /// The notification part of the batch status.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationView {
     /// Callback URL.
     pub url: String,
@@ -156,8 +156,9 @@ pub struct NotificationView {
     pub delivered_at: Option<String>,
 }
 
-/// The batch status document of the API and the webhook.
-#[derive(Clone, Debug, Serialize)]
+/// The batch status document of the API and the webhook; the client
+/// reads it back with the same type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchView {
     /// The batch id.
     pub id: String,
@@ -222,8 +223,8 @@ pub struct EntryPlan {
     pub compressed_size: u64,
 }
 
-/// One report line.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One report line, as the API writes it and the client reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReportEntry {
     /// Index in the archive.
     pub index: u32,
@@ -242,10 +243,10 @@ pub struct ReportEntry {
     /// exact or near.
     pub duplicate_kind: Option<DuplicateKind>,
     /// PDQ distance to the original (near duplicates).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance: Option<u32>,
     /// Quality measurements and every model's scores, when checks ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<crate::verdict::Checks>,
 }
 
@@ -280,9 +281,14 @@ impl ReportEntry {
         }
     }
 
+    /// The final verdict of this line; `None` while it is `pending`.
+    pub fn verdict_kind(&self) -> Option<VerdictKind> {
+        VerdictKind::parse(&self.verdict)
+    }
+
     /// Whether this line has a final verdict.
     pub fn is_decided(&self) -> bool {
-        VerdictKind::parse(&self.verdict).is_some()
+        self.verdict_kind().is_some()
     }
 }
 
@@ -524,5 +530,171 @@ impl ImageCursor {
             key: key.parse().ok()?,
             id: is_image_id(id).then(|| id.to_string())?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{Checks, Quality, Reason};
+
+    /// What the gateway writes (`serde_json::to_string`) read back with
+    /// the same type, as the client does.
+    fn round_trip<T>(value: &T) -> T
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        let json = serde_json::to_string(value).unwrap();
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json} does not read back: {e}"))
+    }
+
+    fn record(phase: Phase, callback: Option<&str>, notify_state: NotifyState) -> BatchRecord {
+        BatchRecord {
+            id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            phase,
+            owner: "acme".into(),
+            staged_key: staging_key("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+            upload_bytes: 123_456,
+            total_entries: 7,
+            error: (phase == Phase::Failed).then(|| "not a zip archive".into()),
+            callback_url: callback.map(String::from),
+            notify_state,
+            notify_attempts: 2,
+            notify_last_error: Some("connection refused".into()),
+            notify_next_at: Some(1_800_000_000_500),
+            notify_delivered_at: (notify_state == NotifyState::Delivered)
+                .then_some(1_800_000_000_900),
+            created_at: 1_800_000_000_000,
+            updated_at: 1_800_000_000_250,
+            started_at: Some(1_800_000_000_100),
+            completed_at: phase.is_final().then_some(1_800_000_000_800),
+        }
+    }
+
+    #[test]
+    fn batch_view_reads_back_as_written_for_every_phase_and_notify_state() {
+        let counts = Counts {
+            accepted: 3,
+            duplicate: 1,
+            rejected: 2,
+            failed: 0,
+            pending: 1,
+        };
+        let phases = [
+            Phase::Received,
+            Phase::Processing,
+            Phase::Completed,
+            Phase::Failed,
+            Phase::Expired,
+        ];
+        let states = [
+            NotifyState::None,
+            NotifyState::Pending,
+            NotifyState::Delivered,
+            NotifyState::Failed,
+        ];
+        for phase in phases {
+            assert_eq!(round_trip(&phase), phase);
+            let plain = BatchView::new(&record(phase, None, NotifyState::None), counts);
+            assert_eq!(round_trip(&plain), plain);
+            for state in states {
+                assert_eq!(round_trip(&state), state);
+                let view = BatchView::new(
+                    &record(phase, Some("https://hooks.example/x"), state),
+                    counts,
+                );
+                assert_eq!(round_trip(&view), view);
+            }
+        }
+    }
+
+    #[test]
+    fn enums_are_written_as_their_stable_names() {
+        assert_eq!(
+            serde_json::to_string(&Phase::Expired).unwrap(),
+            "\"expired\""
+        );
+        assert_eq!(
+            serde_json::to_string(&NotifyState::Delivered).unwrap(),
+            "\"delivered\""
+        );
+        for phase in [Phase::Received, Phase::Processing, Phase::Completed] {
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(json, format!("\"{}\"", phase.as_str()));
+        }
+    }
+
+    #[test]
+    fn batch_status_document_as_the_api_shows_it_reads_into_batch_view() {
+        // The shape of `GET /v1/batches/{id}` (gateway/src/openapi.json).
+        let json = r#"{"id":"b1","owner":"acme","phase":"processing",
+            "counts":{"accepted":1,"duplicate":0,"rejected":2,"failed":0,"pending":4},
+            "total_entries":7,"upload_bytes":2048,"error":null,
+            "created_at":"2026-12-01T10:00:00.000Z","updated_at":"2026-12-01T10:00:01.000Z",
+            "started_at":"2026-12-01T10:00:00.500Z","completed_at":null,
+            "notification":{"url":"https://hooks.example/x","state":"pending","attempts":0,
+                "last_error":null,"delivered_at":null}}"#;
+        let view: BatchView = serde_json::from_str(json).unwrap();
+        assert_eq!(view.phase, Phase::Processing);
+        assert_eq!(view.counts.pending, 4);
+        assert_eq!(
+            view.notification.as_ref().map(|n| n.state),
+            Some(NotifyState::Pending)
+        );
+        let again: serde_json::Value = serde_json::to_value(&view).unwrap();
+        let original: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(again, original, "reading and writing keep every field");
+    }
+
+    #[test]
+    fn report_entries_read_back_as_written_for_every_kind_of_verdict() {
+        let mut scores = crate::verdict::Scores::new();
+        scores
+            .entry("nudenet".into())
+            .or_default()
+            .insert("FACE_MALE".into(), 0.25);
+        let checked = Verdict {
+            checks: Some(Checks {
+                quality: Some(Quality {
+                    contrast: 41.5,
+                    sharpness: 812.125,
+                    overexposed: 0.0625,
+                    underexposed: 0.5,
+                }),
+                scores,
+            }),
+            ..Verdict::refused(Reason::ModelRejected, "nudenet: FACE_MALE 0.25 >= 0.2")
+        };
+        let empty_checks = Verdict {
+            checks: Some(Checks::default()),
+            ..Verdict::accepted("a".repeat(64))
+        };
+        let verdicts = [
+            None,
+            Some(Verdict::accepted("a".repeat(64))),
+            Some(Verdict::exact_duplicate("b".repeat(64))),
+            Some(Verdict::near_duplicate("c".repeat(64), 12)),
+            Some(Verdict::refused(Reason::Truncated, "file ends early")),
+            Some(Verdict::refused(Reason::StorageError, "S3 unavailable")),
+            Some(checked),
+            Some(empty_checks),
+        ];
+        for (i, verdict) in verdicts.into_iter().enumerate() {
+            let entry = ReportEntry::new(i as u32, format!("photos/{i}.jpg"), verdict);
+            let back = round_trip(&entry);
+            assert_eq!(back, entry);
+            assert_eq!(back.verdict_kind(), entry.verdict_kind());
+        }
+    }
+
+    #[test]
+    fn report_entry_without_optional_fields_reads_as_pending() {
+        // `distance` and `checks` are left out when unset; the rest is null.
+        let json = r#"{"index":5,"entry":"a.jpg","verdict":"pending","reason":null,
+            "detail":null,"image_id":null,"duplicate_of":null,"duplicate_kind":null}"#;
+        let entry: ReportEntry = serde_json::from_str(json).unwrap();
+        assert_eq!(entry, ReportEntry::new(5, "a.jpg".into(), None));
+        assert_eq!(entry.verdict_kind(), None);
+        assert!(!entry.is_decided());
     }
 }

@@ -50,6 +50,16 @@ pub enum DuplicateKind {
     Near,
 }
 
+impl DuplicateKind {
+    /// The stable lower-case name used in the API and the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Near => "near",
+        }
+    }
+}
+
 macro_rules! reasons {
     ($( $(#[$doc:meta])* $variant:ident = $code:literal, $kind:ident, $remedy:literal; )*) => {
         /// Why an entry was rejected or failed. Codes are stable API.
@@ -292,6 +302,56 @@ mod tests {
             );
             let json = serde_json::to_string(r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.code()));
+            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), *r);
+        }
+    }
+
+    #[test]
+    fn verdict_and_duplicate_kinds_read_back_from_their_stable_names() {
+        for kind in [
+            VerdictKind::Accepted,
+            VerdictKind::Duplicate,
+            VerdictKind::Rejected,
+            VerdictKind::Failed,
+        ] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<VerdictKind>(&json).unwrap(), kind);
+            assert_eq!(VerdictKind::parse(kind.as_str()), Some(kind));
+        }
+        for kind in [DuplicateKind::Exact, DuplicateKind::Near] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<DuplicateKind>(&json).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn verdicts_read_back_as_written() {
+        let near = Verdict {
+            checks: Some(Checks {
+                quality: Some(Quality {
+                    contrast: 12.5,
+                    sharpness: 300.0,
+                    overexposed: 0.0,
+                    underexposed: 0.125,
+                }),
+                scores: Scores::new(),
+            }),
+            ..Verdict::near_duplicate("c".repeat(64), 7)
+        };
+        for verdict in [
+            Verdict::accepted("a".repeat(64)),
+            Verdict::exact_duplicate("b".repeat(64)),
+            near,
+            Verdict::refused(Reason::DecoderCrash, "the decoder crashed twice"),
+        ] {
+            let json = serde_json::to_string(&verdict).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Verdict>(&json).unwrap(),
+                verdict,
+                "{json}"
+            );
         }
     }
 }

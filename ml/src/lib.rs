@@ -118,9 +118,35 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Loads libtorch's CUDA half (`libtorch_cuda.so`) when the libtorch we
+/// run with has one. tch references none of its symbols, so the linker's
+/// `--as-needed` leaves it out of the binary's dependencies, and without
+/// it loaded `tch::Cuda::is_available()` is false even on a GPU machine.
+/// Loading it registers CUDA with libtorch, as importing torch does in
+/// Python. A CPU-only libtorch has no such library: nothing happens.
+fn load_cuda_half() {
+    static LOADED: std::sync::Once = std::sync::Once::new();
+    LOADED.call_once(|| {
+        // SAFETY: dlopen with a constant, NUL-terminated name; the handle
+        // is kept for the life of the process (never dlclose'd).
+        let handle = unsafe {
+            libc::dlopen(
+                c"libtorch_cuda.so".as_ptr(),
+                libc::RTLD_NOW | libc::RTLD_GLOBAL,
+            )
+        };
+        if handle.is_null() {
+            tracing::debug!("no libtorch_cuda.so on the library path: CPU only");
+        }
+    });
+}
+
 impl Runtime {
     /// A runtime on the chosen device; nothing is loaded yet.
     pub fn new(options: Options) -> Result<Self, ConfigError> {
+        if options.device != DeviceChoice::Cpu {
+            load_cuda_half();
+        }
         let device = match options.device {
             DeviceChoice::Auto => tch::Device::cuda_if_available(),
             DeviceChoice::Cpu => tch::Device::Cpu,

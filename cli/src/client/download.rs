@@ -1,66 +1,31 @@
 //! `picsift download`: stored images by id, by batch, or by search, each
 //! checked against its id (the SHA-256 of its bytes) before it is kept.
 
-use crate::client::{Api, REQUEST_TIMEOUT, ServerArgs, style};
+use std::io::Write;
+use std::path::Path;
+
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use picsift_core::format::Format;
 use picsift_core::model::is_image_id;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
-/// Options of `picsift download`.
-#[derive(clap::Args)]
-pub struct DownloadArgs {
-    /// Image ids to download.
-    ids: Vec<String>,
-    /// Every image a batch stored.
-    #[arg(long, value_name = "ID")]
-    batch: Option<String>,
-    /// Every image a search finds: the query of `GET /v1/images`, such as
-    /// `format=jpeg&min_width=1000&from=2026-11-01T00:00:00Z`.
-    #[arg(long, value_name = "QUERY")]
-    search: Option<String>,
-    /// Where the files go (`<id>.<ext>`); created if missing.
-    #[arg(long, short, default_value = ".", value_name = "DIR")]
-    out: PathBuf,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(Deserialize)]
-struct Page {
-    images: Vec<Listed>,
-    next: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Listed {
-    id: String,
-    format: String,
-    size: u64,
-}
+use super::api::{Api, ImageListed};
+use super::args::DownloadArgs;
+use super::folder::file_sha256;
+use super::render::style;
 
 /// Downloads every image the arguments name, skipping files already there
 /// whole, and prints each file written.
 pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.server)?;
-    let mut wanted: Vec<Listed> = Vec::new();
+    let mut wanted: Vec<ImageListed> = Vec::new();
     for id in &args.ids {
         if !is_image_id(id) {
             bail!("{id:?} is not an image id (64 lower-case hex characters)");
         }
-        let meta = api.url(&["v1", "images", id, "metadata"])?;
-        let request = api.http.get(meta).timeout(REQUEST_TIMEOUT);
-        let listed: Listed = api
-            .check(api.send(request).await?, None)
-            .await
-            .with_context(|| format!("image {id}"))?
-            .json()
-            .await
-            .context("the image metadata is not the expected JSON")?;
+        let listed = api.image_metadata(id).await?;
         if &listed.id != id {
             bail!("asked for image {id}, the server described {}", listed.id);
         }
@@ -100,7 +65,7 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
         bar.set_message(format!("{}/{}", n + 1, wanted.len()));
         let path = args
             .out
-            .join(format!("{}.{}", image.id, extension(&image.format)));
+            .join(format!("{}.{}", image.id, extension(image.format)));
         let whole = std::fs::metadata(&path).is_ok_and(|m| m.len() == image.size)
             && file_sha256(&path).is_ok_and(|h| h == image.id);
         if whole {
@@ -115,21 +80,10 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
 }
 
 /// Every page of `GET /v1/images?QUERY`.
-async fn list(api: &Api, query: &str, out: &mut Vec<Listed>) -> anyhow::Result<()> {
+async fn list(api: &Api, query: &str, out: &mut Vec<ImageListed>) -> anyhow::Result<()> {
     let mut after: Option<String> = None;
     loop {
-        let mut url = api.url(&["v1", "images"])?;
-        url.set_query(Some(query));
-        let mut request = api.http.get(url).timeout(REQUEST_TIMEOUT);
-        if let Some(a) = &after {
-            request = request.query(&[("after", a.as_str())]);
-        }
-        let page: Page = api
-            .check(api.send(request).await?, None)
-            .await?
-            .json()
-            .await
-            .context("the image list is not the expected JSON")?;
+        let page = api.image_page(query, after.as_deref()).await?;
         out.extend(page.images);
         match page.next {
             Some(next) if after.as_ref() != Some(&next) => after = Some(next),
@@ -140,9 +94,13 @@ async fn list(api: &Api, query: &str, out: &mut Vec<Listed>) -> anyhow::Result<(
 
 /// Streams one image to a temporary file, checks its hash, then renames
 /// it; the temporary file goes on any failure.
-async fn fetch(api: &Api, image: &Listed, path: &Path, bar: &ProgressBar) -> anyhow::Result<()> {
-    let url = api.url(&["v1", "images", &image.id])?;
-    let response = api.check(api.send(api.http.get(url)).await?, None).await?;
+async fn fetch(
+    api: &Api,
+    image: &ImageListed,
+    path: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let response = api.image_bytes(&image.id).await?;
     let tmp = path.with_extension("part");
     let result = stream_to(response, &tmp, image, bar).await;
     if result.is_err() {
@@ -156,7 +114,7 @@ async fn fetch(api: &Api, image: &Listed, path: &Path, bar: &ProgressBar) -> any
 async fn stream_to(
     response: reqwest::Response,
     tmp: &Path,
-    image: &Listed,
+    image: &ImageListed,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let mut file =
@@ -178,27 +136,11 @@ async fn stream_to(
     Ok(())
 }
 
-/// The file extension of a format the server names; anything else is `.bin`.
-fn extension(format: &str) -> &'static str {
+/// The file extension of a stored image's format.
+fn extension(format: Format) -> &'static str {
     match format {
-        "jpeg" => "jpg",
-        "png" => "png",
-        "webp" => "webp",
-        _ => "bin",
-    }
-}
-
-/// Lower-case hex SHA-256 of a file.
-pub(crate) fn file_sha256(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
+        Format::Jpeg => "jpg",
+        Format::Png => "png",
+        Format::Webp => "webp",
     }
 }
