@@ -3,7 +3,7 @@
 # end to end against a real `picsift serve`). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --tests
 # libtorch for tch (torch 2.13.0 from PyPI, installed once and reused), and
 # the models the ML tests load (trained or converted once, then cached).
 source scripts/torch-env.sh
