@@ -1,33 +1,21 @@
 # picsift standalone (`picsift serve`) and the command line: one process,
 # its data in /data (SQLite catalog, blobs, admin key), listening on
 # 0.0.0.0:8080. Try it:
-#   podman run -p 8080:8080 -v data:/data picsift/picsift serve
+#   podman run -p 8080:8080 -v data:/data picsift/picsift:VERSION serve
 # The first start prints the admin API key (also in /data/admin.key).
 #
-# The same layers as picsift/worker (the full binary and libtorch: the ML
-# checks run on a CUDA GPU when there is one, else the CPU), so the two
-# images share their disk and pulls.
-#
-# Context: the folder scripts/images.sh stages (target/images), holding
-# bin/picsift (cargo build --release --locked -p picsift) and libtorch/.
-# By hand, after scripts/images.sh has staged them:
-#   docker build -f docker/picsift.Dockerfile -t picsift/picsift:VERSION target/images
+# Built on the worker image (the full binary and libtorch: the ML checks
+# run on a CUDA GPU when there is one, else the CPU), so the two share
+# their layers on disk and in registries. scripts/images.sh builds
+# picsift/worker first and passes it as WORKER_IMAGE; by hand:
+#   docker build -f docker/picsift.Dockerfile --build-arg WORKER_IMAGE=picsift/worker:VERSION \
+#       -t picsift/picsift:VERSION target/images
 #
 # Health: GET /livez and /readyz on port 8080 (HEALTHCHECK below). Runs as
 # UID 65532; with a read-only root it needs /data and /tmp writable.
-ARG BASE=docker.io/library/debian:bookworm-slim
-FROM ${BASE}
-RUN set -eu; \
-    apt-get update -qq; \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null; \
-    rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \
-    groupadd --gid 65532 nonroot; \
-    useradd --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin nonroot
-# libtorch through the normal library path: ld.so.conf.d and its cache.
-COPY libtorch/ /opt/libtorch/lib/
-RUN echo /opt/libtorch/lib >/etc/ld.so.conf.d/libtorch.conf && ldconfig
-COPY bin/picsift /usr/local/bin/picsift
-RUN if ldd /usr/local/bin/picsift | grep 'not found'; then exit 1; fi
+ARG WORKER_IMAGE=picsift/worker:latest
+FROM ${WORKER_IMAGE}
+USER root
 # A named volume mounted here starts out owned by the image's user.
 RUN mkdir /data && chown 65532:65532 /data
 ARG VERSION=0.0.0
@@ -40,9 +28,7 @@ LABEL org.opencontainers.image.title="picsift" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PICSIFT_DATA=/data \
-    PICSIFT_LISTEN=0.0.0.0:8080 \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    CUDA_CACHE_PATH=/tmp/cuda-cache
+    PICSIFT_LISTEN=0.0.0.0:8080
 VOLUME /data
 EXPOSE 8080
 # No HTTP client in the image: bash's /dev/tcp asks /livez.

@@ -3,7 +3,7 @@
 # picsift/<role>:<workspace version>:
 #   gateway, operator  the slim binary (no libtorch) on a distroless-style root
 #   worker             the full binary and the libtorch libraries it loads
-#   picsift            standalone `picsift serve` and the CLI (worker's layers)
+#   picsift            standalone `picsift serve` and the CLI, on the worker image
 # Safe to run again: unchanged inputs reuse the engine's layer cache.
 #
 # The binaries are compiled here, on the host (no Rust toolchain in an image
@@ -69,10 +69,11 @@ cargo build "${cargo_profile[@]}" --locked "${full[@]}"
 stage_binary "$target/$out/picsift" "$ctx/bin/picsift"
 
 # 2. libtorch: what the worker loads, from the torch wheel and its nvidia-*
-# wheels. The dynamic loader's closure of the binary's DT_NEEDED (libtorch,
-# CUDA runtime, cuBLAS, cuFFT, cuSPARSE(Lt), cuRAND, NCCL, NVSHMEM, cuFile,
-# CUPTI, NVRTC, cuDNN's loader), plus what is dlopen()ed when a model runs
-# on a GPU: cuDNN's sub-libraries (each loaded on first use: convolutions,
+# wheels. The dynamic loader's closure of the binary's DT_NEEDED and of
+# libtorch's CUDA half (libtorch.so, libtorch_cuda.so: the CUDA runtime,
+# cuBLAS, cuFFT, cuSPARSE(Lt), cuRAND, NCCL, NVSHMEM, cuFile, CUPTI, NVRTC,
+# cuDNN's loader), which tch sees only when the binary loads it, plus what
+# is dlopen()ed when a model runs on a GPU: cuDNN's sub-libraries (each loaded on first use: convolutions,
 # engines, heuristics, RNN/attention), the NVRTC builtins and torch's NVRTC
 # stub (TorchScript's fuser), torch's lazy CUDA linear algebra (cuSOLVER).
 # Left out: Python bindings (libtorch_python, libtorch_global_deps, libshm),
@@ -94,7 +95,7 @@ find_lib() {
 }
 needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
 declare -A keep=()
-todo=($(needed "$ctx/bin/picsift"))
+todo=($(needed "$ctx/bin/picsift") libtorch.so libtorch_cuda.so)
 for d in "${search[@]}"; do
     for f in "$d"/libcudnn_*.so.[0-9] "$d"/libnvrtc-builtins.so.* "$d"/libcaffe2_nvrtc.so "$d"/libtorch_cuda_linalg.so; do
         [[ -f $f && $f != *.alt.* ]] && todo+=("$(basename "$f")")
@@ -125,6 +126,9 @@ fi
 kept=$(du -cbl "$ctx"/libtorch/* | tail -1 | cut -f1)
 all=$(du -cbl "$PICSIFT_TORCH_LIB"/*.so* "$site"/nvidia/*/lib/*.so* | tail -1 | cut -f1)
 echo "images: libtorch for the worker: ${#keep[@]} libraries, $((kept >> 20)) MiB of the wheels' $((all >> 20)) MiB" >&2
+if ! needed "$ctx/bin/picsift" | grep -qx 'libtorch_cuda.so\|libtorch.so'; then
+    echo "images: warning: bin/picsift does not load libtorch_cuda.so (the linker dropped it as unneeded), so its ML checks never see a GPU; link it with -Wl,--no-as-needed -ltorch_cuda" >&2
+fi
 
 # 3. The base image.
 if ! picsift_have_image "$PICSIFT_BASE_IMAGE"; then
@@ -167,7 +171,8 @@ if [[ $engine == podman ]]; then
 fi
 for role in gateway operator worker picsift; do
     echo "images: building picsift/$role:$version" >&2
-    "$engine" build -q "${build_args[@]}" -f "docker/$role.Dockerfile" -t "picsift/$role:$version" "$ctx" >/dev/null
+    "$engine" build -q "${build_args[@]}" --build-arg "WORKER_IMAGE=picsift/worker:$version" \
+        -f "docker/$role.Dockerfile" -t "picsift/$role:$version" "$ctx" >/dev/null
 done
 
 echo "images: slim binary's libraries (gateway, operator):" >&2
