@@ -109,13 +109,14 @@ while ((${#todo[@]})); do
     keep[$name]=$path
     todo+=($(needed "$path"))
 done
-stamp=$(for name in "${!keep[@]}"; do stat -c '%n %s %Y' "${keep[$name]}"; done | sort)
+# What was staged, and how: a change of either stages again.
+stamp=$(echo "strip --strip-unneeded where .symtab"; for name in "${!keep[@]}"; do stat -c '%n %s %Y' "${keep[$name]}"; done | sort)
 if [[ $stamp != "$(cat "$ctx/libtorch.stamp" 2>/dev/null)" ]]; then
     rm -rf "$ctx/libtorch" "$ctx/libtorch.stamp"
     mkdir -p "$ctx/libtorch"
     for name in "${!keep[@]}"; do
         src=${keep[$name]} dst=$ctx/libtorch/$name
-        if readelf -S "$src" | grep -q '\.symtab'; then
+        if readelf -S "$src" | grep '\.symtab' >/dev/null; then  # not -q: under pipefail, readelf's SIGPIPE would fail the test
             strip --strip-unneeded -o "$dst" "$src"
         else
             ln -f "$src" "$dst" 2>/dev/null || cp "$src" "$dst"
@@ -126,7 +127,7 @@ fi
 kept=$(du -cbl "$ctx"/libtorch/* | tail -1 | cut -f1)
 all=$(du -cbl "$PICSIFT_TORCH_LIB"/*.so* "$site"/nvidia/*/lib/*.so* | tail -1 | cut -f1)
 echo "images: libtorch for the worker: ${#keep[@]} libraries, $((kept >> 20)) MiB of the wheels' $((all >> 20)) MiB" >&2
-if ! needed "$ctx/bin/picsift" | grep -qx 'libtorch_cuda.so\|libtorch.so'; then
+if ! needed "$ctx/bin/picsift" | grep -x 'libtorch_cuda.so\|libtorch.so' >/dev/null; then
     echo "images: warning: bin/picsift does not load libtorch_cuda.so (the linker dropped it as unneeded), so its ML checks never see a GPU; link it with -Wl,--no-as-needed -ltorch_cuda" >&2
 fi
 
