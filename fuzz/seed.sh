@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Fills fuzz/corpus/<target>/ with starting inputs: the small committed
 # seeds in fuzz/seeds/, and the JPEGs under 32 KB of the PDQ reference
-# corpus (../shared/corpus/pdq, or $PICSIFT_PDQ_CORPUS) when it is there.
+# corpus (tests/data/pdq, or $PICSIFT_PDQ_CORPUS).
 # Existing corpus files are kept: libFuzzer adds what it finds to them.
 set -euo pipefail
 fuzz=$(cd "$(dirname "$0")" && pwd)
-pdq=${PICSIFT_PDQ_CORPUS:-$fuzz/../../shared/corpus/pdq}
+pdq=${PICSIFT_PDQ_CORPUS:-$fuzz/../tests/data/pdq}
 seeds=$fuzz/seeds
 
 fill() {

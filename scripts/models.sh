@@ -31,7 +31,7 @@ mkdir -p "$CACHE"
 if [[ ! -f $CACHE/demo-models.json ]]; then
     echo "models: training the demo models (once)" >&2
     rm -rf "$CACHE/demo.tmp"
-    python "$REPO/scripts/ml/demo_models.py" --out "$CACHE/demo.tmp" --corpus "$REPO/../shared/corpus/pdq"
+    python "$REPO/scripts/ml/demo_models.py" --out "$CACHE/demo.tmp" --corpus "$REPO/tests/data/pdq"
     mv "$CACHE/demo.tmp"/* "$CACHE/" && rmdir "$CACHE/demo.tmp"
 fi
 # Traced where it will run: a CPU trace does not run on a GPU.

@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
-# Installs what building and testing picsift needs on a fresh Debian
-# machine, and nothing that is already there. Safe to run again.
+# Installs what building picsift needs on a fresh Debian machine, and
+# nothing that is already there. Safe to run again.
+#   scripts/setup.sh          what `cargo build` and scripts/demo.sh need
+#   scripts/setup.sh --tests  that, plus what only the tests need: real
+#                             Redis, PostgreSQL and Garage (S3) servers,
+#                             podman for the container images, clippy
+#                             (scripts/test.sh passes it)
 set -euo pipefail
+
+tests=0
+case "${1:-}" in
+    --tests) tests=1 ;;
+    "") ;;
+    *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+esac
 
 need=()
 command -v cmake >/dev/null || need+=(cmake)        # builds the vendored libjpeg-turbo
 command -v nasm >/dev/null || need+=(nasm)          # its SIMD decoder
-command -v djpeg >/dev/null || need+=(libjpeg-turbo-progs)  # the benchmark's baseline
-command -v curl >/dev/null || need+=(curl)
-# Real servers for the cluster-backend tests (started by the tests themselves).
-command -v redis-server >/dev/null || need+=(redis-server)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v curl >/dev/null || need+=(curl)          # demo.sh waits on /healthz
+if ((tests)); then
+    command -v djpeg >/dev/null || need+=(libjpeg-turbo-progs)  # the benchmark's baseline
+    # Real servers for the cluster-backend tests (started by the tests themselves).
+    command -v redis-server >/dev/null || need+=(redis-server)
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+    # The container images and their test (scripts/images.sh): podman with
+    # runc, and mmdebstrap to make the Debian base image where no registry
+    # can be reached.
+    command -v podman >/dev/null || need+=(podman)
+    command -v runc >/dev/null || need+=(runc)
+    command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+fi
 if ((${#need[@]})); then
     echo "setup: installing ${need[*]}" >&2
     SUDO=""
@@ -18,6 +38,7 @@ if ((${#need[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+((tests)) || exit 0
 # PostgreSQL's Debian package starts a cluster of its own; the tests do not use it.
 # Garage (S3) builds from crates.io once (about 11 minutes) and is reused.
 if ! command -v garage >/dev/null && [[ ! -x "$HOME/.cargo/bin/garage" ]]; then

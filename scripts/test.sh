@@ -3,7 +3,7 @@
 # end to end against a real `picsift serve`). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --tests
 # libtorch for tch (torch 2.13.0 from PyPI, installed once and reused), and
 # the models the ML tests load (trained or converted once, then cached).
 source scripts/torch-env.sh
@@ -17,6 +17,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # included), so `cargo test` reuses them instead of building twice.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
+# The container images (docker/*.Dockerfile), then the cluster run from
+# them: gateway and worker containers against real Garage, PostgreSQL and
+# Redis, a worker killed mid-batch, the operator image without an API
+# server, the standalone image (tests/tests/containers.rs). The dev
+# profile reuses the binaries built above; `scripts/images.sh` alone
+# builds release images.
+./scripts/images.sh --profile dev
+source scripts/container-env.sh
+cargo test --locked -p picsift-tests --test containers -- --ignored
 # The Helm chart: lint, render, validate (Python, in .venv-chart).
 ./scripts/chart-test.sh -q
 # The web frontend in headless Chromium against the binary built above.

@@ -1,4 +1,4 @@
-//! PDQ against the ThreatExchange reference images in ../shared/corpus/pdq
+//! PDQ against the ThreatExchange reference images in tests/data/pdq
 //! (see its README): the reference's own hashes, benign edits, unrelated
 //! photos, EXIF rotations and the 8 dihedral variants.
 //!
@@ -17,14 +17,11 @@ use picsift_core::pdq::{self, Hash, MATCH_DISTANCE, MIN_MATCH_QUALITY};
 const REFERENCE_TOLERANCE: u32 = 16;
 
 fn corpus() -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/corpus/pdq"
-    ));
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/pdq"));
     assert!(
         dir.join("expected-pdq-hashes.csv").is_file(),
         "the PDQ reference corpus is missing: expected {} with expected-pdq-hashes.csv \
-         (the ThreatExchange pdq test images); fetch it there to run these tests",
+         (the ThreatExchange pdq test images, committed in the repository)",
         dir.display()
     );
     dir

@@ -3,8 +3,8 @@
 use crate::{POOL_LABEL, SLOT_LABEL};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -20,8 +20,10 @@ pub fn job_name(pool: &str, slot: u32) -> String {
 ///
 /// Slots below `minWorkers` never time out (the pool keeps them); the rest
 /// exit after the pool's idle timeout. The pod has no Kubernetes API
-/// access, runs as non-root with a read-only root filesystem, and does not
-/// deliver webhooks or plan batches (the operator does).
+/// access, runs as non-root with a read-only root filesystem (a writable
+/// `/tmp` emptyDir, where CUDA keeps its kernel cache: the worker image
+/// sets `CUDA_CACHE_PATH` there), and does not deliver webhooks or plan
+/// batches (the operator does).
 pub fn worker_job(
     pool: &str,
     pool_uid: &str,
@@ -84,6 +86,11 @@ pub fn worker_job(
             }),
             ..SecurityContext::default()
         }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     };
     let mut job = Job {
@@ -114,6 +121,11 @@ pub fn worker_job(
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
                     node_selector: (!spec.node_selector.is_empty())
                         .then(|| spec.node_selector.clone()),
                     tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
@@ -123,8 +135,10 @@ pub fn worker_job(
                     enable_service_links: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
-                        // The chart's default user for every picsift pod.
+                        // The chart's default user for every picsift pod,
+                        // and the user of the worker image.
                         run_as_user: Some(65532),
+                        run_as_group: Some(65532),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
                             ..SeccompProfile::default()
@@ -169,7 +183,7 @@ mod tests {
     fn pool() -> WorkerPoolSpec {
         serde_json::from_value(serde_json::json!({
             "minWorkers": 1, "maxWorkers": 4, "idleTimeoutSeconds": 120,
-            "image": "ghcr.io/picsift/picsift:1",
+            "image": "picsift/worker:1",
             "gpu": {"resourceName": "nvidia.com/gpu", "count": 1},
             "resources": {"requests": {"cpu": "2"}},
             "nodeSelector": {"gpu": "yes"},
@@ -193,7 +207,7 @@ mod tests {
         assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         let pod = &v["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
-        assert_eq!(c["image"], "ghcr.io/picsift/picsift:1");
+        assert_eq!(c["image"], "picsift/worker:1");
         assert_eq!(c["args"][0], "worker");
         assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
         assert_eq!(c["resources"]["requests"]["nvidia.com/gpu"], "1");
@@ -203,6 +217,19 @@ mod tests {
         assert_eq!(pod["priorityClassName"], "batch");
         assert_eq!(pod["automountServiceAccountToken"], false);
         assert_eq!(c["envFrom"][0]["configMapRef"]["name"], "picsift-config");
+        // A read-only root with one writable path, as the container test
+        // runs the worker image (tests/tests/containers.rs).
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            c["volumeMounts"],
+            serde_json::json!([{"name": "tmp", "mountPath": "/tmp"}])
+        );
+        assert_eq!(
+            pod["volumes"],
+            serde_json::json!([{"name": "tmp", "emptyDir": {}}])
+        );
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+        assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
         let idle = c["env"]
             .as_array()
             .unwrap()
@@ -236,7 +263,7 @@ mod tests {
         let job = worker_job("gpu", "u", &spec, 2, "ns");
         assert!(is_current(&job, &worker_job("gpu", "u", &spec, 2, "ns")));
         let mut newer = spec.clone();
-        newer.image = "ghcr.io/picsift/picsift:2".into();
+        newer.image = "picsift/worker:2".into();
         assert!(!is_current(&job, &worker_job("gpu", "u", &newer, 2, "ns")));
         // Lowering minWorkers turns a kept slot into one that times out.
         let kept = worker_job("gpu", "u", &spec, 0, "ns");

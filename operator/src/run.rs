@@ -15,8 +15,20 @@ use picsift_core::chunk::ChunkLimits;
 use picsift_core::time::Millis;
 use picsift_crds::{ValidationPolicy, WorkerPool};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Why this replica is not ready, answered by /readyz with a 503; `None`
+/// once the Kubernetes API has answered.
+type NotReady = Arc<Mutex<Option<String>>>;
+
+fn set_not_ready(state: &NotReady, reason: Option<String>) {
+    match state.lock() {
+        Ok(mut r) => *r = reason,
+        Err(poisoned) => *poisoned.into_inner() = reason,
+    }
+}
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -64,20 +76,51 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
         .await
         .map_err(|e| RunError::Listen(cfg.metrics_listen, e))?;
+    let not_ready: NotReady = Arc::new(Mutex::new(Some(
+        "waiting for the Kubernetes API".to_string(),
+    )));
     tokio::spawn(serve_http(
         listener,
         metrics.clone(),
         backends.clone(),
+        not_ready.clone(),
         stop.clone(),
     ));
 
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
-        .with_namespace(&cfg.namespace)
-        .with_identity(&cfg.identity)
-        .with_field_manager(FIELD_MANAGER)
-        .build()
-        .await
-        .map_err(|e| RunError::Lease(e.to_string()))?;
+    // Taking part in the election needs the API server (the Lease is
+    // created or read here). Until it answers, the replica stays up, not
+    // ready, and says why, rather than exiting into a crash loop.
+    let mut delay = Duration::from_secs(1);
+    let manager = loop {
+        let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
+            .with_namespace(&cfg.namespace)
+            .with_identity(&cfg.identity)
+            .with_field_manager(FIELD_MANAGER)
+            .build()
+            .await;
+        match built {
+            Ok(manager) => break manager,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    lease = cfg.lease_name,
+                    namespace = cfg.namespace,
+                    retry_in_s = delay.as_secs(),
+                    "cannot reach the Kubernetes API (its address comes from the pod's service account or KUBECONFIG); not ready until it answers"
+                );
+                set_not_ready(
+                    &not_ready,
+                    Some(format!("cannot reach the Kubernetes API: {e}")),
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    set_not_ready(&not_ready, None);
     tracing::info!(
         identity = cfg.identity,
         lease = cfg.lease_name,
@@ -88,9 +131,10 @@ pub async fn run(
             _ = stop.cancelled() => return Ok(()),
             changed = manager.changed() => match changed {
                 Ok(true) => break,
-                Ok(false) => {}
+                Ok(false) => set_not_ready(&not_ready, None),
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election: retrying");
+                    set_not_ready(&not_ready, Some(format!("leader election: {e}")));
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 }
             },
@@ -206,6 +250,7 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     backends: Backends,
+    not_ready: NotReady,
     stop: CancellationToken,
 ) {
     use axum::http::{StatusCode, header};
@@ -231,7 +276,14 @@ async fn serve_http(
             "/readyz",
             get(move || {
                 let queue = backends.queue.clone();
+                let not_ready = match not_ready.lock() {
+                    Ok(r) => r.clone(),
+                    Err(poisoned) => poisoned.into_inner().clone(),
+                };
                 async move {
+                    if let Some(reason) = not_ready {
+                        return (StatusCode::SERVICE_UNAVAILABLE, reason);
+                    }
                     match queue.backlog().await {
                         Ok(_) => (StatusCode::OK, "ok".to_string()),
                         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")),

@@ -50,7 +50,7 @@ N_HELD_OUT = 1000
 BATCH = 64
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "pdq"
+DEFAULT_CORPUS = REPO / "tests" / "data" / "pdq"
 
 # Real photos held out from training; the pattern model must call them all
 # "photo". Several are deliberately hard: a near-flat sky, zebra-like stripes,

@@ -33,6 +33,18 @@ from conftest import (
 
 FULLNAME = "demo-picsift"
 CUSTOM_GROUPS = (GROUP, "monitoring.coreos.com")
+# How the container test runs each role's image (tests/tests/containers.rs).
+CONTAINERS = json.loads((REPO / "tests" / "data" / "containers.json").read_text())
+
+
+def workspace_version() -> str:
+    in_section = False
+    for line in (REPO / "Cargo.toml").read_text().splitlines():
+        if line.startswith("["):
+            in_section = line.strip() == "[workspace.package]"
+        elif in_section and line.startswith("version"):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise AssertionError("Cargo.toml has no [workspace.package] version")
 
 
 def env_names(container_or_spec: dict[str, Any]) -> list[str]:
@@ -253,25 +265,61 @@ def test_service_monitor_scrapes_the_operator_metrics_service():
 # --- the product's contract -----------------------------------------------
 
 
-def test_gateway_and_operator_run_the_one_image_with_their_subcommand():
+def test_gateway_and_operator_run_their_image_as_the_container_test_runs_it():
     rendered = render()
-    for name, arg, port, port_name in [("gateway", "gateway", 8080, "http"), ("operator", "operator", 9090, "metrics")]:
+    version = workspace_version()
+    for name, port_name in [("gateway", "http"), ("operator", "metrics")]:
+        role = CONTAINERS["roles"][name]
         deployment = rendered.one("Deployment", f"{FULLNAME}-{name}", NAMESPACE)
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert container["image"] == "ghcr.io/picsift/picsift:0.1.0"
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        # scripts/images.sh tags picsift/<role>:<workspace version>.
+        assert container["image"] == f"{role['repository']}:{version}"
         assert container["imagePullPolicy"] == "IfNotPresent"
-        assert container["args"] == [arg]
-        assert container["ports"] == [{"name": port_name, "containerPort": port, "protocol": "TCP"}]
-        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port_name}
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port_name}
+        assert container["args"] == role["args"]
+        assert container["ports"] == [{"name": port_name, "containerPort": role["port"], "protocol": "TCP"}]
+        assert container["livenessProbe"]["httpGet"] == {"path": role["liveness"], "port": port_name}
+        assert container["readinessProbe"]["httpGet"] == {"path": role["readiness"], "port": port_name}
+        # Non-root as the image's user, read-only root, only the writable
+        # paths the container test gives it (each an emptyDir).
+        assert pod["securityContext"]["runAsUser"] == CONTAINERS["user"]
+        assert pod["securityContext"]["runAsGroup"] == CONTAINERS["group"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = container.get("volumeMounts", [])
+        assert [m["mountPath"] for m in mounts] == role["writable"], name
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for mount in mounts:
+            assert "emptyDir" in volumes[mount["name"]], mount
         assert deployment["spec"]["replicas"] == 2
         # A Service named picsift-* must not inject PICSIFT_*_PORT variables.
         assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
     service = rendered.one("Service", FULLNAME, NAMESPACE)
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
-    tagged = render({"image": {"tag": "1.2.3"}}).one("WorkerPool", FULLNAME)
-    assert tagged["spec"]["image"] == "ghcr.io/picsift/picsift:1.2.3"
+    pool = rendered.one("WorkerPool", FULLNAME)
+    assert pool["spec"]["image"] == f"{CONTAINERS['roles']['worker']['repository']}:{version}"
+
+
+def test_images_come_from_the_registry_and_tag_the_values_name():
+    images = lambda rendered: [  # noqa: E731
+        rendered.one("Deployment", f"{FULLNAME}-gateway")["spec"]["template"]["spec"]["containers"][0]["image"],
+        rendered.one("Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]["containers"][0]["image"],
+        rendered.one("WorkerPool", FULLNAME)["spec"]["image"],
+    ]
+    version = workspace_version()
+    assert images(render({"image": {"registry": "registry.example.com/team/"}})) == [
+        f"registry.example.com/team/picsift/gateway:{version}",
+        f"registry.example.com/team/picsift/operator:{version}",
+        f"registry.example.com/team/picsift/worker:{version}",
+    ]
+    assert images(render({"image": {"tag": "1.2.3"}})) == [
+        "picsift/gateway:1.2.3",
+        "picsift/operator:1.2.3",
+        "picsift/worker:1.2.3",
+    ]
+    assert images(
+        render({"image": {"tag": "1.2.3"}, "workerPool": {"image": {"repository": "mine/worker", "tag": "cuda"}}})
+    ) == ["picsift/gateway:1.2.3", "picsift/operator:1.2.3", "mine/worker:cuda"]
 
 
 def test_settings_come_from_one_configmap_and_existing_secrets():
@@ -435,9 +483,9 @@ def test_default_worker_pool_and_validation_policy():
     assert pool["spec"]["targetBacklogPerWorker"] == 4
     assert pool["spec"]["idleTimeoutSeconds"] == 300
     assert pool["spec"]["namespace"] == NAMESPACE
-    assert pool["spec"]["gpu"] == {"resourceName": "nvidia.com/gpu", "count": 1}
     assert pool["spec"]["serviceAccountName"] == f"{FULLNAME}-worker"
-    for absent in ("nodeSelector", "tolerations", "priorityClassName", "kueueQueueName", "resources"):
+    # A default install schedules on a cluster without GPUs.
+    for absent in ("gpu", "nodeSelector", "tolerations", "priorityClassName", "kueueQueueName", "resources"):
         assert absent not in pool["spec"], absent
     policy = rendered.one("ValidationPolicy", "default", NAMESPACE)
     assert policy["apiVersion"] == f"{GROUP}/v1alpha1"
@@ -449,6 +497,8 @@ def test_default_worker_pool_and_validation_policy():
         "sanitize": "strip",
     }
     assert "gpu" not in render(CPU_ONLY).one("WorkerPool", FULLNAME)["spec"]
+    gpu = render({"workerPool": {"gpu": {"count": 1}}}).one("WorkerPool", FULLNAME)["spec"]["gpu"]
+    assert gpu == {"resourceName": "nvidia.com/gpu", "count": 1}
     assert not render({"workerPool": {"enabled": False}}).of_kind("WorkerPool")
     assert not render({"validationPolicy": {"enabled": False}}).of_kind("ValidationPolicy")
 
@@ -534,6 +584,13 @@ def test_network_policies_open_the_service_ports_and_the_configured_egress():
     assert not render().of_kind("NetworkPolicy")
 
 
+def test_notes_say_how_to_turn_gpus_on():
+    assert "--set workerPool.gpu.count=1" in render().notes
+    notes = render({"workerPool": {"gpu": {"count": 2}}}).notes
+    assert "Each worker requests 2 nvidia.com/gpu" in notes
+    assert "--set workerPool.gpu.count=1" not in notes
+
+
 def test_notes_say_how_to_upload_a_first_batch():
     notes = render().notes
     assert f"port-forward svc/{FULLNAME} 8080:80" in notes
@@ -548,6 +605,9 @@ def test_chart_metadata():
     metadata = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert metadata["apiVersion"] == "v2"
     assert metadata["kubeVersion"] == ">=1.33.0-0"
+    # The images' default tag is the appVersion: the version scripts/images.sh tags.
+    assert metadata["appVersion"] == workspace_version()
+    assert metadata["version"] == workspace_version()
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema["additionalProperties"] is False

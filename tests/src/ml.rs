@@ -19,9 +19,9 @@ pub fn models_dir() -> PathBuf {
     dir
 }
 
-/// The ThreatExchange PDQ corpus beside the repository (real photos).
+/// The ThreatExchange PDQ corpus in tests/data/pdq (real photos).
 pub fn corpus_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/pdq");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pdq");
     assert!(
         dir.is_dir(),
         "the reference corpus is missing: {}",

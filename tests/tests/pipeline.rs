@@ -10,10 +10,10 @@ use picsift_tests::{
 use std::path::PathBuf;
 
 fn corpus_jpegs() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/pdq");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/pdq");
     assert!(
         root.exists(),
-        "{} is missing (the shared corpus sits beside the checkout)",
+        "{} is missing (the PDQ reference corpus, tests/data/pdq)",
         root.display()
     );
     let mut out = Vec::new();

@@ -48,8 +48,17 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+A component's image: (dict "ctx" $ "image" .Values.gateway.image) gives
+<image.registry>/<repository>:<tag>, the tag the component's, else
+image.tag, else the chart's appVersion.
+*/}}
 {{- define "picsift.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $repository := .image.repository }}
+{{- with .ctx.Values.image.registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
+{{- printf "%s:%s" $repository (.image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion) }}
 {{- end }}
 
 {{- define "picsift.configMapName" -}}

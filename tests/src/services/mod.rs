@@ -1,7 +1,7 @@
 //! Real services for integration tests, each started on a free loopback
 //! port in its own temporary folder and stopped when dropped: redis-server,
 //! PostgreSQL and Garage (S3). Missing binaries are an error that says what
-//! to install (`scripts/setup.sh` installs them).
+//! to install (`scripts/setup.sh --tests` installs them).
 
 pub mod garage;
 pub mod postgres;
@@ -42,5 +42,5 @@ pub fn require(program: &str, package: &str) -> std::path::PathBuf {
         ])
         .map(|d| d.join(program))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{program} not found: install {package} (scripts/setup.sh does)"))
+        .unwrap_or_else(|| panic!("{program} not found: install {package} (scripts/setup.sh --tests does)"))
 }
