@@ -17,15 +17,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # included), so `cargo test` reuses them instead of building twice.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
-# The container images (docker/*.Dockerfile), then the cluster run from
-# them: gateway and worker containers against real Garage, PostgreSQL and
-# Redis, a worker killed mid-batch, the operator image without an API
-# server, the standalone image (tests/tests/containers.rs). The dev
-# profile reuses the binaries built above; `scripts/images.sh` alone
-# builds release images.
-./scripts/images.sh --profile dev
-source scripts/container-env.sh
-cargo test --locked -p picsift-tests --test containers -- --ignored
+# The dependency rules of docs/architecture.md (cargo tree; builds nothing).
+./scripts/check-deps.sh
+# Not run here yet: the container images and the cluster run from them
+# (`./scripts/images.sh --profile dev`, `source scripts/container-env.sh`,
+# `cargo test -p picsift-tests --test containers -- --ignored`); the
+# gateway and operator images have not been built and timed on a clean
+# clone within CI's budget (issue 16).
 # The Helm chart: lint, render, validate (Python, in .venv-chart).
 ./scripts/chart-test.sh -q
 # The web frontend in headless Chromium against the binary built above.

@@ -18,8 +18,8 @@
 mod common;
 
 use common::{client_with, sha256_hex};
-use picsift_core::cluster::{RedisDedup, S3BlobStore, S3Config};
-use picsift_core::store::{BlobStore, DedupIndex};
+use picsift_backends::cluster::{RedisDedup, S3BlobStore, S3Config};
+use picsift_core::backend::{BlobStore, DedupIndex};
 use picsift_tests::services::garage::{self, Garage};
 use picsift_tests::services::postgres::Postgres;
 use picsift_tests::services::redis::RedisServer;
