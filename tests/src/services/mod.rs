@@ -42,5 +42,7 @@ pub fn require(program: &str, package: &str) -> std::path::PathBuf {
         ])
         .map(|d| d.join(program))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{program} not found: install {package} (scripts/setup.sh --tests does)"))
+        .unwrap_or_else(|| {
+            panic!("{program} not found: install {package} (scripts/setup.sh --tests does)")
+        })
 }
