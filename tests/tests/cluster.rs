@@ -486,6 +486,12 @@ async fn a_worker_job_processes_queued_work_and_exits_when_idle() {
         .arg("worker")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // libtorch: the worker image finds it through ld.so's
+        // configuration; here the library path plays that part.
+        .env(
+            "LD_LIBRARY_PATH",
+            std::env::var("LD_LIBRARY_PATH").unwrap_or_default(),
+        )
         .env("HOSTNAME", "gpu-worker-3-abcde")
         .env("PICSIFT_LOG", "warn,picsift_worker=info")
         .env("PICSIFT_KUBERNETES_ENABLED", "true")
