@@ -1,8 +1,6 @@
 //! Time as plain numbers. Decisions take the current time as an argument;
 //! only adapters call [`now_ms`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
@@ -17,12 +15,12 @@ pub fn now_ms() -> Millis {
 }
 
 /// Where a long-running adapter (a controller, a sweep) reads the current
-/// time: the wall clock in production, a set one in tests, so that no test
-/// depends on the calendar date it runs on.
-#[derive(Clone, Debug, Default)]
+/// time: the wall clock in production, a fixed one in tests, so that no
+/// test depends on the calendar date it runs on.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Clock {
-    /// `None`: the wall clock; otherwise the time tests set, shared by clones.
-    set: Option<Arc<AtomicI64>>,
+    /// `None`: the wall clock; otherwise the time it stands at.
+    fixed: Option<Millis>,
 }
 
 impl Clock {
@@ -31,26 +29,14 @@ impl Clock {
         Self::default()
     }
 
-    /// A clock that stands at `ms` until [`Clock::set`] moves it.
+    /// A clock that always reads `ms`.
     pub fn fixed(ms: Millis) -> Self {
-        Self {
-            set: Some(Arc::new(AtomicI64::new(ms))),
-        }
+        Self { fixed: Some(ms) }
     }
 
     /// The current time in milliseconds since the Unix epoch.
     pub fn now(&self) -> Millis {
-        match &self.set {
-            Some(t) => t.load(Ordering::Relaxed),
-            None => now_ms(),
-        }
-    }
-
-    /// Moves a fixed clock (and its clones) to `ms`; the wall clock ignores it.
-    pub fn set(&self, ms: Millis) {
-        if let Some(t) = &self.set {
-            t.store(ms, Ordering::Relaxed);
-        }
+        self.fixed.unwrap_or_else(now_ms)
     }
 }
 

@@ -6,8 +6,8 @@
 //! the standalone `picsift/picsift` image.
 //!
 //! The images come from `scripts/images.sh` and run under podman (or the
-//! engine in `PICSIFT_CONTAINER_ENGINE`), so these tests are `#[ignore]`d
-//! by default and run by the README's container command (not yet part of
+//! engine in `PICSIFT_CONTAINER_ENGINE`), so these tests are skipped by
+//! default and run by the README's container command (not yet part of
 //! scripts/test.sh: the gateway and operator images are still to be built
 //! and timed within CI's budget, issue 16):
 //!
