@@ -127,9 +127,10 @@ fi
 kept=$(du -cbl "$ctx"/libtorch/* | tail -1 | cut -f1)
 all=$(du -cbl "$PICSIFT_TORCH_LIB"/*.so* "$site"/nvidia/*/lib/*.so* | tail -1 | cut -f1)
 echo "images: libtorch for the worker: ${#keep[@]} libraries, $((kept >> 20)) MiB of the wheels' $((all >> 20)) MiB" >&2
-if ! needed "$ctx/bin/picsift" | grep -x 'libtorch_cuda.so\|libtorch.so' >/dev/null; then
-    echo "images: warning: bin/picsift does not load libtorch_cuda.so (the linker dropped it as unneeded), so its ML checks never see a GPU; link it with -Wl,--no-as-needed -ltorch_cuda" >&2
-fi
+# The CUDA half is not a DT_NEEDED of the binary (the linker drops it as
+# unneeded): picsift-ml dlopen()s libtorch_cuda.so at start unless the device
+# is cpu, so it must be staged.
+[[ -n ${keep[libtorch_cuda.so]:-} ]] || { echo "images: libtorch_cuda.so not found in the torch wheel" >&2; exit 1; }
 
 # 3. The base image.
 if ! picsift_have_image "$PICSIFT_BASE_IMAGE"; then

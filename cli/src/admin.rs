@@ -128,6 +128,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 
 /// On the standalone server's first start (no admin key in the catalog),
 /// creates one, writes it to `DATA/admin.key` (mode 0600) and prints it.
+#[cfg(feature = "ml")]
 pub async fn first_admin_key(catalog: &dyn Catalog, data: &Path) -> anyhow::Result<()> {
     let keys = catalog.api_keys().await?;
     if keys

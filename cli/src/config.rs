@@ -137,6 +137,7 @@ pub struct PolicyConfig {
 
 /// A policy file for `picsift serve --policy`: a `[policy]` table's keys
 /// at the top level. Relative model paths are taken from the file's folder.
+#[cfg(feature = "ml")]
 pub fn policy_file(path: &std::path::Path) -> anyhow::Result<Policy> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the policy file {}", path.display()))?;
@@ -601,6 +602,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(feature = "ml")]
     #[test]
     fn the_demo_policy_file_parses_with_model_paths_from_its_folder() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml");

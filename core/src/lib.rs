@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod auth;
 pub mod backend;
+pub mod backoff;
 pub mod blob_reader;
 pub mod chunk;
 pub mod decode;

@@ -65,7 +65,8 @@ pub const MAX_ATTEMPTS: u32 = 8;
 /// When to try again after failed attempt number `attempt` (1-based), or
 /// `None` to give up: 1 s, 2 s, 4 s ... capped at 5 minutes.
 pub fn next_attempt(attempt: u32, now: Millis) -> Option<Millis> {
-    (attempt < MAX_ATTEMPTS).then(|| now + (1000i64 << (attempt - 1).min(20)).min(300_000))
+    (attempt < MAX_ATTEMPTS)
+        .then(|| now + crate::backoff::delay_ms(attempt, 1000, 300_000) as Millis)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `WorkerPool`: what cluster admins tune about the workers the operator runs.
 
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -84,6 +84,10 @@ pub struct WorkerPoolSpec {
     pub env_from: Vec<EnvFromSource>,
 }
 
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
 fn default_max_workers() -> i32 {
     10
 }
@@ -118,9 +122,20 @@ pub struct WorkerPoolStatus {
     /// Worker pods not running yet (unscheduled, pulling, or suspended by Kueue).
     #[schemars(range(min = 0))]
     pub pending: i32,
-    /// Chunk tasks waiting in the queue.
+    /// This pool's share of the chunk tasks waiting in the queue (every
+    /// pool's workers take from the one queue, so the backlog is split
+    /// between the pools in proportion to their `maxWorkers`).
     #[schemars(range(min = 0))]
     pub backlog: i64,
+    /// Worker Jobs that failed in a row (reset when a worker ends well).
+    /// While it is above zero the pool waits, exponentially longer, before
+    /// it starts another worker, and keeps the failed Jobs for their logs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: i32,
+    /// When the last worker Job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

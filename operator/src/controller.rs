@@ -11,7 +11,6 @@ use crate::{Context, Error, FIELD_MANAGER, FINALIZER, Result};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, Resource, ResourceExt};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use picsift_core::backend::{NewBatch, report_ndjson};
 use picsift_core::intake::{IntakeConfig, enqueue_batch};
 use picsift_core::model::owns_source;
@@ -33,6 +32,9 @@ pub fn resource() -> ApiResource {
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let result = reconcile_inner(&obj, &ctx).await;
     ctx.metrics.reconciled(NAME, result.is_err());
+    if result.is_ok() {
+        ctx.retries.succeeded(&retry_key(&obj));
+    }
     result
 }
 
@@ -62,7 +64,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
                     .await?;
                 return Ok(Action::await_change());
             }
-            publish(
+            crate::publish(
                 ctx,
                 &reference,
                 true,
@@ -96,7 +98,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action> {
             .await?;
     }
     for note in plan.events {
-        publish(ctx, &reference, note.warning, note.reason, note.message).await;
+        crate::publish(ctx, &reference, note.warning, note.reason, note.message).await;
     }
     Ok(match plan.requeue_ms {
         Some(ms) => Action::requeue(Duration::from_millis(ms.max(1) as u64)),
@@ -303,31 +305,19 @@ async fn decide_rest(ctx: &Context, id: &str, reason: Reason, detail: &str) -> R
     Ok(())
 }
 
-async fn publish(
-    ctx: &Context,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    warning: bool,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
-        tracing::warn!(error = %e, reason, "could not publish an event");
-    }
+/// The object's key in [`crate::retry::Retries`].
+fn retry_key(obj: &DynamicObject) -> String {
+    format!(
+        "UploadBatch/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
 }
 
-/// Retries a failed reconcile after a pause.
-pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = obj.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(15))
+/// Retries a failed reconcile after a pause that doubles with each
+/// failure of this object in a row ([`crate::retry`]).
+pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.retries.failed(&retry_key(&obj));
+    tracing::warn!(name = obj.name_any(), error = %error, retry_in_s = wait.as_secs(), "reconcile failed; retrying");
+    Action::requeue(wait)
 }

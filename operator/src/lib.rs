@@ -4,16 +4,20 @@
 //! `picsift_core::intake` and never runs the pipeline.
 //!
 //! Decisions are pure ([`batch::plan`], [`autoscale::decide`],
-//! [`jobs::worker_job`]); the controllers only observe, apply and write
-//! status, with server-side apply under one field manager.
+//! [`autoscale::share`], [`health::assess`], [`orphans::suspects`],
+//! [`retry::delay`], [`jobs::worker_job`]); the controllers only observe,
+//! apply and write status, with server-side apply under one field manager.
 
 pub mod autoscale;
 pub mod batch;
 pub mod conditions;
 pub mod controller;
+pub mod health;
 pub mod jobs;
 pub mod metrics;
+pub mod orphans;
 pub mod pool;
+pub mod retry;
 pub mod run;
 
 pub use run::{OperatorConfig, run};
@@ -53,6 +57,8 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// The time every decision is taken at (the wall clock, or a set one in tests).
     pub clock: picsift_core::time::Clock,
+    /// Failed reconciles in a row per object, for their backoff.
+    pub retries: retry::Retries,
 }
 
 /// Errors of the operator.
@@ -71,3 +77,29 @@ pub enum Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Publishes an event about `reference`; a failure to publish is logged,
+/// never an error of the reconcile.
+pub(crate) async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(error = %e, reason, "could not publish an event");
+    }
+}

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub workers: Family<WorkerLabel, Gauge>,
     /// Age of the oldest unfinished batch, in seconds.
     pub oldest_pending: Gauge<f64, AtomicU64>,
+    /// Batches found received but never scheduled, and failed.
+    pub orphans_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +48,7 @@ impl Default for Metrics {
         let backlog = Gauge::default();
         let workers = Family::<WorkerLabel, Gauge>::default();
         let oldest_pending = Gauge::<f64, AtomicU64>::default();
+        let orphans_failed = Counter::default();
         registry.register("operator_reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "operator_reconcile_errors",
@@ -63,6 +66,11 @@ impl Default for Metrics {
             "Age of the oldest batch not yet finished",
             oldest_pending.clone(),
         );
+        registry.register(
+            "orphaned_batches_failed",
+            "Batches received but never scheduled (the gateway stopped in between), failed",
+            orphans_failed.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -70,6 +78,7 @@ impl Default for Metrics {
             backlog,
             workers,
             oldest_pending,
+            orphans_failed,
         }
     }
 }

@@ -1,16 +1,20 @@
-//! The WorkerPool controller: observe the backlog and the pool's Jobs,
-//! decide ([`crate::autoscale::decide`]), create and delete Jobs, write
-//! status. The backlog lives in Redis, not in the API, so every pool is
-//! looked at again every few seconds.
+//! The WorkerPool controller: observe the backlog (this pool's
+//! [`crate::autoscale::share`]) and the pool's Jobs, assess failures
+//! ([`crate::health::assess`]), decide ([`crate::autoscale::decide`]),
+//! create and delete Jobs, write status with its condition, publish events.
+//! The backlog lives in Redis, not in the API, so every pool is looked at
+//! again every few seconds.
 
 use crate::autoscale::{self, JobState, WorkerJob};
+use crate::conditions::{from_time, set_condition, to_time};
+use crate::health::{self, Failures};
 use crate::jobs::{job_name, worker_job};
 use crate::metrics::WorkerLabel;
 use crate::{Context, Error, FIELD_MANAGER, POOL_LABEL, Result, SLOT_LABEL};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::core::ResourceExt;
+use kube::core::{Resource, ResourceExt};
 use kube::runtime::controller::Action;
 use picsift_crds::{WorkerPool, WorkerPoolStatus};
 use std::sync::Arc;
@@ -25,7 +29,15 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action> {
     let result = reconcile_inner(&pool, &ctx).await;
     ctx.metrics.reconciled(NAME, result.is_err());
+    if result.is_ok() {
+        ctx.retries.succeeded(&retry_key(&pool));
+    }
     result
+}
+
+/// The pool's key in [`crate::retry::Retries`].
+fn retry_key(pool: &WorkerPool) -> String {
+    format!("WorkerPool/{}", pool.name_any())
 }
 
 async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
@@ -55,8 +67,29 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
             w
         })
         .collect();
-    let backlog = ctx.backends.queue.backlog().await?;
-    let scale = autoscale::decide(&pool.spec, backlog, &workers);
+    let now = ctx.clock.now();
+    let queued = ctx.backends.queue.backlog().await?;
+    let pools: Vec<(String, i32)> = Api::<WorkerPool>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.spec.max_workers))
+        .collect();
+    let backlog = autoscale::share(queued, &pools, &name, pool.spec.max_workers);
+    let prev = pool.status.clone().unwrap_or_default();
+    let health = health::assess(
+        Failures {
+            consecutive: u32::try_from(prev.consecutive_failures).unwrap_or(0),
+            last_at: prev.last_failure_time.as_ref().map(from_time),
+        },
+        &workers,
+        now,
+    );
+    let hold = health.holds(now);
+    let scale = autoscale::decide(&pool.spec, backlog, &workers, hold);
+    publish_health(ctx, pool, &health).await;
     for &slot in &scale.create {
         let job = worker_job(&name, &uid, &pool.spec, slot, &ns);
         jobs_api
@@ -83,8 +116,23 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
         running: scale.running,
         pending: scale.pending + scale.create.len() as i32,
         backlog: i64::try_from(backlog).unwrap_or(i64::MAX),
+        consecutive_failures: i32::try_from(health.failures.consecutive).unwrap_or(i32::MAX),
+        last_failure_time: health.failures.last_at.map(to_time),
         observed_generation: pool.metadata.generation,
-        conditions: Vec::new(),
+        conditions: {
+            let mut conditions = prev.conditions;
+            let (ok, reason, message) = health.condition(now);
+            set_condition(
+                &mut conditions,
+                health::CONDITION,
+                ok,
+                reason,
+                &message,
+                pool.metadata.generation,
+                now,
+            );
+            conditions
+        },
     };
     let patch = serde_json::json!({
         "apiVersion": "picsift.io/v1alpha1",
@@ -98,7 +146,7 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
             &Patch::Apply(&patch),
         )
         .await?;
-    record_metrics(ctx, &name, &status).await;
+    record_metrics(ctx, &name, &status, queued).await;
     Ok(Action::requeue(INTERVAL))
 }
 
@@ -106,34 +154,91 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action> {
 fn worker_state(job: &Job, pods: &[Pod]) -> Option<WorkerJob> {
     let slot: u32 = job.labels().get(SLOT_LABEL)?.parse().ok()?;
     let status = job.status.clone().unwrap_or_default();
-    let finished = status.succeeded.unwrap_or(0) > 0
-        || status.failed.unwrap_or(0) > 0
-        || status
-            .conditions
-            .unwrap_or_default()
+    let conditions = status.conditions.unwrap_or_default();
+    // When the Job reached condition `type_` (`Complete` or `Failed`).
+    let ended = |type_: &str| {
+        conditions
             .iter()
-            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+            .find(|c| c.type_ == type_ && c.status == "True")
+            .map(|c| c.last_transition_time.as_ref().map(from_time))
+    };
     let running = pods.iter().any(|p| {
         p.labels().get(SLOT_LABEL).map(String::as_str) == Some(&slot.to_string())
             && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
     });
-    let state = if finished {
-        JobState::Finished
+    let (state, ended_at) = if let Some(at) = ended("Failed") {
+        (JobState::Failed, at)
+    } else if let Some(at) = ended("Complete") {
+        (
+            JobState::Succeeded,
+            at.or(status.completion_time.as_ref().map(from_time)),
+        )
+    } else if status.failed.unwrap_or(0) > 0 {
+        // Counted failed before its condition is written.
+        (JobState::Failed, None)
+    } else if status.succeeded.unwrap_or(0) > 0 {
+        (
+            JobState::Succeeded,
+            status.completion_time.as_ref().map(from_time),
+        )
     } else if running {
-        JobState::Running
+        (JobState::Running, None)
     } else {
-        JobState::Pending
+        (JobState::Pending, None)
     };
     Some(WorkerJob {
         slot,
         state,
         current: true,
+        ended_at,
     })
 }
 
-async fn record_metrics(ctx: &Context, pool: &str, status: &WorkerPoolStatus) {
+/// An event for each worker Job that failed since the last round, and one
+/// when the pool recovers.
+async fn publish_health(ctx: &Context, pool: &WorkerPool, health: &health::Health) {
+    let reference = pool.object_ref(&());
+    let name = pool.name_any();
+    let wait_s = health
+        .retry_at
+        .map_or(0, |t| (t - ctx.clock.now()).max(0) / 1000);
+    for &slot in &health.newly_failed {
+        let job = job_name(&name, slot);
+        tracing::warn!(
+            pool = name,
+            job,
+            in_a_row = health.failures.consecutive,
+            wait_s,
+            "worker Job failed"
+        );
+        crate::publish(
+            ctx,
+            &reference,
+            true,
+            "WorkerFailed",
+            format!(
+                "worker Job {job} failed ({} in a row); the next worker starts in {wait_s} s; its logs: kubectl logs job/{job}",
+                health.failures.consecutive
+            ),
+        )
+        .await;
+    }
+    if health.recovered {
+        tracing::info!(pool = name, "a worker ended well: failures reset");
+        crate::publish(
+            ctx,
+            &reference,
+            false,
+            "WorkersRecovered",
+            "a worker ended well; the failure count is reset".into(),
+        )
+        .await;
+    }
+}
+
+async fn record_metrics(ctx: &Context, pool: &str, status: &WorkerPoolStatus, queued: u64) {
     let m = &ctx.metrics;
-    m.backlog.set(status.backlog);
+    m.backlog.set(i64::try_from(queued).unwrap_or(i64::MAX));
     for (state, n) in [
         ("desired", status.desired),
         ("running", status.running),
@@ -153,8 +258,10 @@ async fn record_metrics(ctx: &Context, pool: &str, status: &WorkerPoolStatus) {
     }
 }
 
-/// Retries a failed reconcile after a pause.
-pub fn error_policy(pool: Arc<WorkerPool>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(pool = pool.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(INTERVAL)
+/// Retries a failed reconcile after a pause that doubles with each
+/// failure of this pool in a row ([`crate::retry`]).
+pub fn error_policy(pool: Arc<WorkerPool>, error: &Error, ctx: Arc<Context>) -> Action {
+    let wait = ctx.retries.failed(&retry_key(&pool));
+    tracing::warn!(pool = pool.name_any(), error = %error, retry_in_s = wait.as_secs(), "reconcile failed; retrying");
+    Action::requeue(wait)
 }

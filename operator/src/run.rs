@@ -90,7 +90,7 @@ pub async fn run(
     // Taking part in the election needs the API server (the Lease is
     // created or read here). Until it answers, the replica stays up, not
     // ready, and says why, rather than exiting into a crash loop.
-    let mut delay = Duration::from_secs(1);
+    let mut failures = 0;
     let manager = loop {
         let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &cfg.lease_name)
             .with_namespace(&cfg.namespace)
@@ -101,6 +101,9 @@ pub async fn run(
         match built {
             Ok(manager) => break manager,
             Err(e) => {
+                failures += 1;
+                let delay =
+                    Duration::from_millis(picsift_core::backoff::delay_ms(failures, 1_000, 30_000));
                 tracing::error!(
                     error = %e,
                     lease = cfg.lease_name,
@@ -116,7 +119,6 @@ pub async fn run(
                     _ = stop.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     };
@@ -158,9 +160,14 @@ pub async fn run(
         ),
         metrics,
         clock: picsift_core::time::Clock::system(),
+        retries: Default::default(),
     });
     let work = stop.child_token();
-    let extra = on_leading(work.clone());
+    let mut extra = on_leading(work.clone());
+    extra.push(tokio::spawn(crate::orphans::sweep(
+        ctx.clone(),
+        work.clone(),
+    )));
     let controllers = futures_util::future::join(
         batch_controller(client.clone(), ctx.clone(), work.clone()),
         pool_controller(client, ctx, cfg.namespace.clone(), work.clone()),
