@@ -6,14 +6,13 @@
 //! the standalone `picsift/picsift` image.
 //!
 //! The images come from `scripts/images.sh` and run under podman (or the
-//! engine in `PICSIFT_CONTAINER_ENGINE`), so these tests are skipped by
-//! default and run by the README's container command (not yet part of
-//! scripts/test.sh: the gateway and operator images are still to be built
-//! and timed within CI's budget, issue 16):
+//! engine in `PICSIFT_CONTAINER_ENGINE`), so a plain `cargo test` skips
+//! these tests; `scripts/test.sh` (CI) builds the images after the other
+//! tests and then runs them:
 //!
 //! ```sh
 //! ./scripts/images.sh --profile dev && source scripts/container-env.sh
-//! cargo test -p picsift-tests --test containers -- --ignored
+//! cargo test --workspace --test containers -- --ignored
 //! ```
 //!
 //! Missing images or a missing engine fail the tests, saying what to run.
@@ -394,7 +393,7 @@ reject = []
 /// the middle of a batch loses nothing and stores nothing twice; the
 /// operator image with no API server says so and reports not ready.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the images: scripts/images.sh --profile dev, source scripts/container-env.sh, then --ignored (the README's container command)"]
+#[ignore = "needs the images: scripts/test.sh builds them (scripts/images.sh --profile dev) and runs this with --ignored"]
 async fn the_cluster_runs_from_the_images() {
     // Fail early, before any service starts, when an image is missing.
     let (gateway_image, operator_image) = (image("gateway"), image("operator"));
@@ -689,7 +688,7 @@ async fn the_cluster_runs_from_the_images() {
 /// `podman run -p 8080:8080 -v data:/data picsift/picsift serve`: the
 /// standalone server, its data in a named volume, takes an upload.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the images: scripts/images.sh --profile dev, source scripts/container-env.sh, then --ignored (the README's container command)"]
+#[ignore = "needs the images: scripts/test.sh builds them (scripts/images.sh --profile dev) and runs this with --ignored"]
 async fn the_standalone_image_serves_and_takes_an_upload() {
     let image = image("picsift");
     let volume = format!("picsift-test-data-{}", std::process::id());
