@@ -5,6 +5,7 @@ security context, the default WorkerPool and ValidationPolicy."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import helm_python as helm
@@ -111,6 +112,47 @@ def test_extra_config_cannot_shadow_a_setting_the_chart_makes():
         with pytest.raises(helm.HelmRenderError) as bad:
             render({"extraConfig": {key: "x"}})
         assert f"extraConfig.{key}: the chart sets {key}" in str(bad.value)
+
+
+def _snake(camel: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
+
+
+def test_every_value_the_chart_maps_to_a_setting_is_named_as_the_setting():
+    # `PICSIFT_<SECTION>_<KEY>: {{ ... $.Values.section.key ... }}`, or a
+    # `{{- with $.Values.section.key }}` guarding the line after it; a
+    # helper stands for its value (picsift.log: log).
+    text = (CHART / "templates" / "configmap.yaml").read_text()
+    helpers = {"picsift.log": "log", "picsift.ttlSecsAfterFinished": "operator.ttlSecsAfterFinished"}
+    mapped = {}
+    guard = None
+    for line in text.splitlines():
+        if m := re.search(r"with \$\.Values\.([A-Za-z0-9.]+) }}", line):
+            guard = m.group(1)
+            continue
+        if m := re.match(r"\s+(PICSIFT_[A-Z0-9_]+): (.*)", line):
+            env, expr = m.groups()
+            if v := re.search(r"\$\.Values\.([A-Za-z0-9.]+)", expr):
+                mapped[env] = v.group(1)
+            elif h := re.search(r'include "([a-zA-Z.]+)"', expr):
+                mapped[env] = helpers[h.group(1)]
+            elif guard and "{{ . " in expr:
+                mapped[env] = guard
+        guard = None if "end" in line else guard
+    assert len(mapped) >= 8, mapped
+    for env, value in mapped.items():
+        assert env == "PICSIFT_" + "_".join(_snake(p) for p in value.split(".")).upper(), (env, value)
+
+
+def test_renamed_values_still_work_with_a_warning():
+    current = render({"log": "debug", "operator": {"ttlSecsAfterFinished": 60}})
+    old = render({"logLevel": "debug", "operator": {"ttlSecondsAfterFinished": 60}})
+    for rendered in (current, old):
+        data = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+        assert (data["PICSIFT_LOG"], data["PICSIFT_OPERATOR_TTL_SECS_AFTER_FINISHED"]) == ("debug", "60")
+    assert "DEPRECATED" not in current.notes
+    assert "logLevel is now log" in old.notes
+    assert "operator.ttlSecondsAfterFinished is now" in old.notes
 
 
 def test_pdb_refuses_both_min_available_and_max_unavailable():
@@ -364,7 +406,7 @@ def test_settings_come_from_one_configmap_and_existing_secrets():
             (ns,) = [e for e in spec["env"] if e["name"] == "PICSIFT_KUBERNETES_NAMESPACE"]
             assert ns["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     # The pods roll when the settings change.
-    changed = render({**ALL_FEATURES, "logLevel": "debug"})
+    changed = render({**ALL_FEATURES, "log": "debug"})
     for name in ("gateway", "operator"):
         before = rendered.one("Deployment", f"{FULLNAME}-{name}")["spec"]["template"]["metadata"]["annotations"]
         after = changed.one("Deployment", f"{FULLNAME}-{name}")["spec"]["template"]["metadata"]["annotations"]

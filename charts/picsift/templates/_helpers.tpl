@@ -139,3 +139,16 @@ secretKeyRef to the existing Secrets named in values.
       fieldPath: metadata.namespace
 {{ include "picsift.secretEnv" . }}
 {{- end }}
+
+{{/*
+Settings whose values were renamed to the name the setting has everywhere
+else (docs/configuration.md): the old name still wins when set, for one
+release, and NOTES.txt warns about it.
+*/}}
+{{- define "picsift.log" -}}
+{{- if hasKey .Values "logLevel" }}{{ .Values.logLevel }}{{ else }}{{ .Values.log }}{{ end -}}
+{{- end }}
+
+{{- define "picsift.ttlSecsAfterFinished" -}}
+{{- if hasKey .Values.operator "ttlSecondsAfterFinished" }}{{ .Values.operator.ttlSecondsAfterFinished | int64 }}{{ else }}{{ .Values.operator.ttlSecsAfterFinished | int64 }}{{ end -}}
+{{- end }}
