@@ -19,6 +19,8 @@ cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
 # The dependency rules of docs/architecture.md (cargo tree; builds nothing).
 ./scripts/check-deps.sh
+# No import cycles between the modules of a crate.
+./scripts/module-cycles.py
 # The container images (gateway, operator, worker, picsift; the dev
 # profile reuses the binaries built above, plus the slim one without
 # libtorch), then the cluster run from them: Redis, PostgreSQL and Garage

@@ -14,6 +14,7 @@ mod migrations;
 pub(crate) mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
+mod statements;
 
 pub use sqlite::SqliteDedup;
 

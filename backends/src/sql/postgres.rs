@@ -10,8 +10,8 @@
 //! "no entry is pending" test of [`try_complete`] runs under a lock on the
 //! batch row that [`record_entries`] takes too.
 
-use super::catalog::{COMPLETE, RECORD_ENTRIES_PHASE, insert_image_rows};
 use super::rows::{matchable_hash, mih_keys, rank_similar};
+use super::statements::{COMPLETE, RECORD_ENTRIES_PHASE, insert_image_rows};
 use super::{Db, SqlCatalog, migrations};
 use crate::DriverResult;
 use picsift_core::Result;

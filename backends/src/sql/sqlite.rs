@@ -88,7 +88,7 @@ pub(super) async fn record_entries(
         .await
         .or_backend()?;
     }
-    sqlx::query(super::catalog::RECORD_ENTRIES_PHASE)
+    sqlx::query(super::statements::RECORD_ENTRIES_PHASE)
         .bind(entries.len() as i64)
         .bind(now)
         .bind(id)
@@ -117,7 +117,7 @@ pub(super) async fn insert_image(
         }
     }
     let mut tx = pool.begin().await.or_backend()?;
-    let new = super::catalog::insert_image_rows!(tx, i);
+    let new = super::statements::insert_image_rows!(tx, i);
     tx.commit().await.or_backend()?;
     if let (true, Some(hash)) = (new, hash) {
         index.insert(&i.id, &hash);
