@@ -39,4 +39,6 @@ check picsift-worker "$DRIVERS $SERVERS picsift-backends" -p picsift-worker
 check picsift-gateway "$DRIVERS $TORCH picsift-backends picsift-operator" -p picsift-gateway
 check picsift-operator "$DRIVERS $TORCH picsift-backends picsift-gateway" -p picsift-operator
 check "picsift --no-default-features (gateway and operator images)" "$TORCH" -p picsift --no-default-features
+# One TLS crypto provider: aws-lc-rs (the AWS SDK's); kube is built on it too.
+check "the workspace (one TLS provider)" "ring" --workspace
 exit $fail

@@ -58,9 +58,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     names::apply();
-    // Two TLS providers are linked (aws-lc-rs through the S3 client, ring
-    // through the Kubernetes client), so rustls cannot pick one by itself
-    // and would panic at the first TLS client: choose one for the process.
+    // One TLS provider is linked, aws-lc-rs (the S3 client's; kube is built
+    // on it too, and scripts/check-deps.sh keeps ring out). Installed
+    // explicitly so that a dependency enabling a second one can never make
+    // rustls panic at the first TLS client.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
