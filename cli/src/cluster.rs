@@ -7,12 +7,11 @@ use crate::config::Config;
 use crate::process::{init_logging, shutdown_signal};
 use anyhow::Context;
 use picsift_backends::cluster::{RedisDedup, RedisQueue, S3BlobStore};
-use picsift_backends::notify::{Notifier, NotifierConfig};
+use picsift_backends::notify::Notifier;
 use picsift_backends::sql::SqlCatalog;
 use picsift_core::backend::{Backends, Scheduler};
 use picsift_core::chunk::ChunkLimits;
 use picsift_core::intake::{IntakeConfig, LocalScheduler};
-use picsift_core::webhook::Secret;
 use picsift_gateway::{AppState, KubeScheduler};
 use picsift_operator::OperatorConfig;
 use std::future::Future;
@@ -203,10 +202,7 @@ pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
-    let notifier = Notifier::new(
-        b.clone(),
-        NotifierConfig::new(Secret::parse(&cfg.webhook_secret)),
-    )?;
+    let notifier = Notifier::new(b.clone(), cfg.notifier())?;
     eprintln!("picsift operator {} started", op.identity);
     // Stalled batches are the UploadBatch controller's business here (it
     // plans them again under their own ValidationPolicy): no sweep.

@@ -19,6 +19,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Webhook signing secret (`whsec_` + base64, or any text).
     pub webhook_secret: String,
+    /// Internal networks (CIDR) completion webhooks may reach; every other
+    /// internal address is refused.
+    pub webhook_allowed_networks: Vec<ipnet::IpNet>,
     /// Limits and formats.
     pub policy: PolicyConfig,
     /// The object store.
@@ -320,6 +323,7 @@ impl Default for Config {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             webhook_secret: String::new(),
+            webhook_allowed_networks: Vec::new(),
             policy: PolicyConfig::default(),
             s3: S3Section::default(),
             redis: RedisSection::default(),
@@ -493,6 +497,14 @@ impl Config {
             sanitize: self.policy.sanitize,
             ..Policy::default()
         })
+    }
+
+    /// Webhook delivery: the signing secret and the allowed networks.
+    pub fn notifier(&self) -> picsift_backends::notify::NotifierConfig {
+        picsift_backends::notify::NotifierConfig::new(picsift_core::webhook::Secret::parse(
+            &self.webhook_secret,
+        ))
+        .allowing(self.webhook_allowed_networks.clone())
     }
 
     /// The S3 settings.

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use picsift_backends::embedded::{FsBlobStore, MemQueue};
+use picsift_backends::notify::NotifierConfig;
 use picsift_backends::sql::{SqlCatalog, SqliteDedup};
 use picsift_core::backend::Backends;
 use picsift_core::format::Format;
@@ -30,6 +31,11 @@ pub struct ServeArgs {
     /// one in DATA/webhook.secret, created on first start.
     #[arg(long, env = "PICSIFT_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Internal networks (CIDR, comma-separated) completion webhooks may
+    /// reach, e.g. 127.0.0.1/32 for a receiver on this machine; every other
+    /// loopback, private, link-local or otherwise internal address is refused.
+    #[arg(long, env = "PICSIFT_WEBHOOK_ALLOWED_NETWORKS", value_delimiter = ',')]
+    pub webhook_allowed_networks: Vec<ipnet::IpNet>,
     /// A TOML file with the validation policy: the keys of a config file's
     /// `[policy]` table (formats, limits, `[quality]`, `[[models]]`,
     /// audit_sample_rate; see docs/configuration.md). Relative model paths
@@ -209,7 +215,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let background = crate::worker::start_workers(
         backends.clone(),
         config.clone(),
-        Some(Secret::parse(&secret)),
+        Some(
+            NotifierConfig::new(Secret::parse(&secret))
+                .allowing(args.webhook_allowed_networks.clone()),
+        ),
         stop.clone(),
     )?;
 

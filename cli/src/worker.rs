@@ -12,7 +12,6 @@ use picsift_core::intake::{IntakeConfig, enqueue_batch};
 use picsift_core::model::Phase;
 use picsift_core::progress::{self, Progress};
 use picsift_core::time::now_ms;
-use picsift_core::webhook::Secret;
 use picsift_worker::WorkerConfig;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,14 +26,13 @@ use tokio_util::sync::CancellationToken;
 pub(crate) fn start_workers(
     b: Backends,
     cfg: WorkerConfig,
-    secret: Option<Secret>,
+    notify: Option<NotifierConfig>,
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let completed = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
-    if let Some(secret) = secret {
-        let notifier = Notifier::new(b.clone(), NotifierConfig::new(secret))
-            .context("cannot start webhook delivery")?;
+    if let Some(notify) = notify {
+        let notifier = Notifier::new(b.clone(), notify).context("cannot start webhook delivery")?;
         tasks.push(tokio::spawn(notifier.run(completed.clone(), stop.clone())));
     }
     tasks.push(tokio::spawn(picsift_worker::run_workers(
@@ -75,8 +73,8 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
         .context("the policy's quality and ML checks cannot run")?;
     let stop = CancellationToken::new();
     let standalone = !cfg.kubernetes.enabled;
-    let secret = standalone.then(|| Secret::parse(&cfg.webhook_secret));
-    let mut background = start_workers(b.clone(), wcfg.clone(), secret, stop.clone())?;
+    let notify = standalone.then(|| cfg.notifier());
+    let mut background = start_workers(b.clone(), wcfg.clone(), notify, stop.clone())?;
     if standalone {
         let intake = wcfg.intake();
         background.push(tokio::spawn(sweep(b, intake, stall_ms(&cfg), stop.clone())));

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backend;
 pub mod backoff;
 pub mod blob_reader;
+pub mod callback_address;
 pub mod chunk;
 pub mod decode;
 pub mod dedup;

@@ -39,7 +39,9 @@ async fn webhook_is_signed_retried_and_its_outcome_shown() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    // The receiver listens on loopback, which callbacks reach only when the
+    // configuration allows it (tests/tests/webhooks.rs shows the refusal).
+    let server = Server::start(dir.path(), &["--webhook-allowed-networks", "127.0.0.1/32"]);
     let zip = ZipBuilder::new()
         .stored("a.jpg", &jpeg(70, 200, 150))
         .stored("b.txt", b"text")
