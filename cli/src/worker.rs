@@ -8,6 +8,7 @@ use crate::process::{init_logging, shutdown_signal};
 use anyhow::Context;
 use picsift_backends::notify::{Notifier, NotifierConfig};
 use picsift_core::backend::Backends;
+use picsift_core::blob_gc;
 use picsift_core::intake::{IntakeConfig, enqueue_batch};
 use picsift_core::model::Phase;
 use picsift_core::progress::{self, Progress};
@@ -35,10 +36,30 @@ pub(crate) fn start_workers(
         let notifier = Notifier::new(b.clone(), notify).context("cannot start webhook delivery")?;
         tasks.push(tokio::spawn(notifier.run(completed.clone(), stop.clone())));
     }
+    tasks.push(tokio::spawn(blob_sweep(b.clone(), stop.clone())));
     tasks.push(tokio::spawn(picsift_worker::run_workers(
         b, cfg, completed, stop,
     )));
     Ok(tasks)
+}
+
+/// Deletes image bytes that no record names ([`blob_gc::sweep`]) every
+/// five minutes. Every worker process runs it: two sweeps at once delete
+/// the same bytes twice, which is harmless.
+async fn blob_sweep(b: Backends, stop: CancellationToken) {
+    loop {
+        match blob_gc::sweep(&b, now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "deleted image bytes no record names"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the orphan bytes sweep failed; next in five minutes")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+        }
+    }
 }
 
 fn worker_config(cfg: &Config) -> anyhow::Result<WorkerConfig> {

@@ -159,6 +159,19 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Option<Similar>>;
     /// An image, if stored.
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>>;
+    /// Notes that `image_id`'s bytes were put but its record may never be
+    /// inserted (a lost near-duplicate race); [`crate::blob_gc`] deletes
+    /// them once, after its grace, no image row names the id.
+    async fn note_orphan_blob(&self, image_id: &str, now: Millis) -> Result<()>;
+    /// Before putting `image_id`'s bytes: forgets a note about them, and
+    /// answers `false` while the sweep is deleting them (wait, then ask again).
+    async fn claim_blob_for_put(&self, image_id: &str) -> Result<bool>;
+    /// Marks for deletion, and returns, at most `limit` noted orphans from
+    /// before `before` that no image row names (and those already marked by
+    /// a sweep that stopped midway); forgets notes whose image is recorded.
+    async fn orphan_blobs_to_delete(&self, before: Millis, limit: u32) -> Result<Vec<String>>;
+    /// Forgets a note once its bytes are deleted.
+    async fn forget_orphan_blob(&self, image_id: &str) -> Result<()>;
     /// Images accepted in a batch, by entry index, after `after`, at most `limit`.
     async fn batch_images(
         &self,

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod auth;
 pub mod backend;
 pub mod backoff;
+pub mod blob_gc;
 pub mod blob_reader;
 pub mod callback_address;
 pub mod chunk;

@@ -796,6 +796,53 @@ async fn attempts_count_for_undecided_entries_only(c: Arc<dyn Catalog>) {
     assert_eq!(c.begin_attempt("b", 7).await.unwrap(), 0, "unknown");
 }
 
+async fn noted_orphan_bytes_are_marked_for_deletion_only_without_a_record(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 1).await;
+    let (kept, lone, fresh) = (image_id("kept"), image_id("lone"), image_id("fresh"));
+    // "kept" is recorded (another tenant's record, say); "lone" is not.
+    c.insert_image(&image(&kept, "b", 0)).await.unwrap();
+    for id in [&kept, &lone] {
+        c.note_orphan_blob(id, T0).await.unwrap();
+    }
+    c.note_orphan_blob(&fresh, T0 + 10).await.unwrap();
+    // Before the cut-off, nothing.
+    assert!(
+        c.orphan_blobs_to_delete(T0 - 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // After it, only the unrecorded one; the recorded one's note is forgotten.
+    assert_eq!(
+        c.orphan_blobs_to_delete(T0, 10).await.unwrap(),
+        [lone.clone()]
+    );
+    // While it is being deleted, a worker about to put the same bytes waits.
+    assert!(!c.claim_blob_for_put(&lone).await.unwrap());
+    // A sweep that stopped midway finds it again.
+    assert_eq!(
+        c.orphan_blobs_to_delete(T0, 10).await.unwrap(),
+        [lone.clone()]
+    );
+    c.forget_orphan_blob(&lone).await.unwrap();
+    assert!(c.claim_blob_for_put(&lone).await.unwrap());
+    // A put of noted bytes takes them back from the sweep.
+    assert!(c.claim_blob_for_put(&fresh).await.unwrap());
+    assert!(
+        c.orphan_blobs_to_delete(T0 + 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Noting again what is being deleted changes nothing; the limit holds.
+    for i in 0..3 {
+        c.note_orphan_blob(&image_id(&format!("n{i}")), T0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(c.orphan_blobs_to_delete(T0, 2).await.unwrap().len(), 2);
+}
+
 async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     let first = Verdict::accepted(image_id("a1"));
@@ -1339,4 +1386,5 @@ catalog_conforms! {
     owners_scope_images_searches_and_quotas,
     attempts_count_for_undecided_entries_only,
     batches_list_newest_first_by_owner_with_cursors,
+    noted_orphan_bytes_are_marked_for_deletion_only_without_a_record,
 }

@@ -4,6 +4,7 @@
 use crate::{Result, WorkerConfig, checks};
 use picsift_core::archive::{self, EntryMeta};
 use picsift_core::backend::Backends;
+use picsift_core::blob_gc;
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::chunk::ChunkTask;
 use picsift_core::dedup::{ClaimOutcome, CommitOutcome};
@@ -529,7 +530,9 @@ async fn store_once(
                 // A store that stays down fails the chunk, which is
                 // released and retried (up to max_deliveries); the claim
                 // stays ours, so the retry carries on where this left off.
+                blob_gc::before_put(b.catalog.as_ref(), &p.id).await?;
                 put_with_retries(b, &p.id, &bytes).await?;
+                let put_at = now_ms();
                 let record = ImageRecord {
                     id: p.id.clone(),
                     format: p.format,
@@ -558,15 +561,20 @@ async fn store_once(
                             .insert_image_unless_near(&record, max, scope)
                             .await?
                         {
-                            // Nothing refers to these bytes: they go, and so
-                            // does our claim (an entry with the same bytes
-                            // then finds the near duplicate too).
-                            let _ = b.blobs.delete(&image_key(&p.id)).await;
+                            // Our record was not written. The bytes may be
+                            // another tenant's too (keys are shared, claims
+                            // per tenant): they are only noted, and the
+                            // orphan sweep deletes them if no record names
+                            // them after its grace. Our claim goes (an entry
+                            // with the same bytes then finds the near
+                            // duplicate too).
+                            b.catalog.note_orphan_blob(&p.id, now_ms()).await?;
                             b.dedup.release(&key, &owner).await?;
                             return Ok(Verdict::near_duplicate(m.image_id, m.distance));
                         }
                     }
                 }
+                blob_gc::after_record(b, &p.id, &bytes, put_at, now_ms()).await?;
                 match b.dedup.commit(&key, &owner, &p.id).await? {
                     CommitOutcome::Committed => return Ok(Verdict::accepted(p.id)),
                     // Our lease ran out and someone else took over: ask again.
@@ -599,7 +607,6 @@ async fn put_with_retries(
     bytes: &bytes::Bytes,
 ) -> picsift_core::Result<()> {
     let key = image_key(id);
-    let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         match b.blobs.put(&key, bytes.clone()).await {
@@ -607,8 +614,8 @@ async fn put_with_retries(
             Err(e) if attempt >= 5 => return Err(e),
             Err(e) => {
                 tracing::warn!(key, attempt, error = %e, "blob put failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                let wait = picsift_core::backoff::delay_ms(attempt, 100, 1_600);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
                 attempt += 1;
             }
         }

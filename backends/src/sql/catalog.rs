@@ -386,6 +386,76 @@ impl Catalog for SqlCatalog {
         })
     }
 
+    async fn note_orphan_blob(&self, image_id: &str, now: Millis) -> Result<()> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO orphan_blobs (image_id, since) VALUES ($1, $2)
+                 ON CONFLICT (image_id) DO UPDATE SET since = excluded.since
+                 WHERE NOT orphan_blobs.deleting",
+            )
+            .bind(image_id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .or_backend()?;
+            Ok(())
+        })
+    }
+
+    async fn claim_blob_for_put(&self, image_id: &str) -> Result<bool> {
+        with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM orphan_blobs WHERE image_id = $1 AND NOT deleting")
+                .bind(image_id)
+                .execute(pool)
+                .await
+                .or_backend()?;
+            let deleting: Option<String> =
+                sqlx::query_scalar("SELECT image_id FROM orphan_blobs WHERE image_id = $1")
+                    .bind(image_id)
+                    .fetch_optional(pool)
+                    .await
+                    .or_backend()?;
+            Ok(deleting.is_none())
+        })
+    }
+
+    async fn orphan_blobs_to_delete(&self, before: Millis, limit: u32) -> Result<Vec<String>> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "DELETE FROM orphan_blobs WHERE since <= $1 AND NOT deleting
+                   AND EXISTS (SELECT 1 FROM images i WHERE i.id = orphan_blobs.image_id)",
+            )
+            .bind(before)
+            .execute(pool)
+            .await
+            .or_backend()?;
+            sqlx::query_scalar(
+                "UPDATE orphan_blobs SET deleting = TRUE WHERE image_id IN (
+                   SELECT o.image_id FROM orphan_blobs o
+                    WHERE (o.since <= $1 OR o.deleting)
+                      AND NOT EXISTS (SELECT 1 FROM images i WHERE i.id = o.image_id)
+                    ORDER BY o.since LIMIT $2)
+                 RETURNING image_id",
+            )
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .or_backend()
+        })
+    }
+
+    async fn forget_orphan_blob(&self, image_id: &str) -> Result<()> {
+        with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM orphan_blobs WHERE image_id = $1")
+                .bind(image_id)
+                .execute(pool)
+                .await
+                .or_backend()?;
+            Ok(())
+        })
+    }
+
     async fn batch_images(
         &self,
         batch: &str,

@@ -38,6 +38,7 @@ const SQLITE: &[(&str, &str, &str)] = &[
     migration!("common", "0007", "checks"),
     migration!("common", "0008", "image_scores"),
     migration!("sqlite", "0009", "tenants"),
+    migration!("common", "0010", "orphan_blobs"),
 ];
 
 /// (version, description, SQL), as in the file names of PostgreSQL's migrations.
@@ -51,6 +52,7 @@ const POSTGRES: &[(&str, &str, &str)] = &[
     migration!("common", "0007", "checks"),
     migration!("common", "0008", "image_scores"),
     migration!("postgres", "0009", "tenants"),
+    migration!("common", "0010", "orphan_blobs"),
 ];
 
 fn migrator(list: &[(&str, &str, &'static str)]) -> Migrator {
