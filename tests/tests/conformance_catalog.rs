@@ -815,14 +815,14 @@ async fn noted_orphan_bytes_are_marked_for_deletion_only_without_a_record(c: Arc
     // After it, only the unrecorded one; the recorded one's note is forgotten.
     assert_eq!(
         c.orphan_blobs_to_delete(T0, 10).await.unwrap(),
-        [lone.clone()]
+        std::slice::from_ref(&lone)
     );
     // While it is being deleted, a worker about to put the same bytes waits.
     assert!(!c.claim_blob_for_put(&lone).await.unwrap());
     // A sweep that stopped midway finds it again.
     assert_eq!(
         c.orphan_blobs_to_delete(T0, 10).await.unwrap(),
-        [lone.clone()]
+        std::slice::from_ref(&lone)
     );
     c.forget_orphan_blob(&lone).await.unwrap();
     assert!(c.claim_blob_for_put(&lone).await.unwrap());
