@@ -50,12 +50,31 @@ impl FsBlobStore {
             .join(uuid::Uuid::now_v7().to_string())
     }
 
+    /// Moves a synced temporary file into place durably: the rename is on
+    /// disk (its directory synced, and the directories created for it in
+    /// theirs) before this returns, so a `202` or an `accepted` that
+    /// follows survives a power cut.
     async fn commit(&self, tmp: &Path, key: &str) -> Result<()> {
         let dest = self.path(key)?;
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).await?;
+        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
+        // The highest directory that does not exist yet, to sync its parent.
+        let mut created = None;
+        let mut dir = parent.as_path();
+        while dir != self.root && fs::metadata(dir).await.is_err() {
+            created = Some(dir.to_path_buf());
+            dir = dir.parent().unwrap_or(&self.root);
         }
+        fs::create_dir_all(&parent).await?;
         fs::rename(tmp, &dest).await?;
+        sync_dir(&parent).await?;
+        if let Some(top) = created {
+            let mut d = parent.as_path();
+            while d != top {
+                d = d.parent().unwrap_or(&self.root);
+                sync_dir(d).await?;
+            }
+            sync_dir(top.parent().unwrap_or(&self.root)).await?;
+        }
         Ok(())
     }
 
@@ -170,4 +189,9 @@ impl BlobStore for FsBlobStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// Makes a directory's entries durable (fsync of the directory itself).
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir).await?.sync_all().await
 }
