@@ -295,6 +295,18 @@ pub trait WorkQueue: Send + Sync {
     async fn ack(&self, lease: &Lease) -> Result<()>;
     /// Gives a task back after a failure, to be handed out again later.
     async fn release(&self, lease: &Lease) -> Result<()>;
+    /// How long a lease lasts unless [`WorkQueue::extend`]ed; `None` when
+    /// it does not run out (the embedded queue: its worker dies with it).
+    fn lease_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Keeps a task its worker is still working on from being handed out
+    /// again for another [`WorkQueue::lease_ttl`], keeping its delivery
+    /// count; `false` when the lease was lost meanwhile (another worker
+    /// took the task).
+    async fn extend(&self, _lease: &Lease) -> Result<bool> {
+        Ok(true)
+    }
     /// Removes a task that keeps failing, keeping it where operators can see it.
     async fn dead_letter(&self, lease: &Lease, why: &str) -> Result<()>;
     /// Tasks waiting.

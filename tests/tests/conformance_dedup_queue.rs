@@ -381,6 +381,44 @@ async fn redis_task_of_a_dead_worker_is_redelivered_after_the_visibility_timeout
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn redis_a_live_workers_heartbeat_keeps_its_task_past_the_visibility_timeout() -> Res {
+    let server = RedisServer::start();
+    let visibility = 1_000;
+    let slow = redis_queue(&server, "slow", visibility).await;
+    let other = redis_queue(&server, "other", visibility).await;
+    assert_eq!(slow.lease_ttl(), Some(Duration::from_millis(visibility)));
+    slow.enqueue(task(1)).await?;
+    let held = slow.dequeue(1_000).await?.expect("the task");
+
+    // Three visibility timeouts of work, with the worker's heartbeat: the
+    // task is never handed to the other worker.
+    let work = async {
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(visibility / 2)).await;
+            assert!(
+                other.dequeue(0).await.unwrap().is_none(),
+                "handed out while held"
+            );
+        }
+    };
+    picsift_worker::heartbeat::while_working(&slow, &held, work).await;
+    assert!(slow.extend(&held).await?);
+    slow.ack(&held).await?;
+    assert_eq!(other.backlog().await?, 0);
+
+    // Without a heartbeat the next task goes to the other worker after the
+    // timeout, and the stale lease can no longer be extended.
+    slow.enqueue(task(2)).await?;
+    let lapsed = slow.dequeue(1_000).await?.expect("the task");
+    tokio::time::sleep(Duration::from_millis(visibility + 500)).await;
+    let taken = other.dequeue(0).await?.expect("handed out again");
+    assert_eq!((&taken.task, taken.deliveries), (&task(2), 2));
+    assert!(!slow.extend(&lapsed).await?, "a lost lease extended");
+    other.ack(&taken).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn redis_deliveries_keep_counting_across_releases_and_crashes() -> Res {
     let server = RedisServer::start();
     let visibility = 1_000;

@@ -7,6 +7,7 @@
 //! `picsift_backends::notify`.
 
 pub mod checks;
+pub mod heartbeat;
 mod process;
 
 pub use process::{process_chunk, run_workers};

@@ -771,7 +771,8 @@ pub async fn run_workers(
                     }
                     continue;
                 }
-                match process_chunk(&b, &cfg, &lease.task, lease.deliveries).await {
+                let work = process_chunk(&b, &cfg, &lease.task, lease.deliveries);
+                match crate::heartbeat::while_working(b.queue.as_ref(), &lease, work).await {
                     Ok(done) => {
                         if done {
                             completed.notify_one();

@@ -314,10 +314,12 @@ return false
     )
 });
 
-/// Makes a task the caller holds reclaimable at once, keeping its delivery
-/// count: the entry stays pending with an idle time of a whole visibility
-/// timeout, so the next XAUTOCLAIM takes it (and counts one more delivery).
-/// KEYS[1]: the stream. ARGV: group, consumer, id, visibility timeout
+/// Sets the idle time of a task the caller holds, keeping its delivery
+/// count. Release: an idle time of a whole visibility timeout, so the next
+/// XAUTOCLAIM takes it (and counts one more delivery). Extend (the
+/// worker's heartbeat): an idle time of 0, so nobody reclaims it for
+/// another visibility timeout.
+/// KEYS[1]: the stream. ARGV: group, consumer, id, idle time to set
 /// (ms), deliveries. Nothing happens (reply 0) when the lease is stale:
 /// another worker reclaimed the task meanwhile and holds it now.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -555,6 +557,25 @@ impl RedisQueue {
         }
     }
 
+    /// Sets a held task's idle time ([`RELEASE`]); `false` when the lease
+    /// is stale.
+    async fn set_idle(&self, lease: &Lease, idle_ms: u64) -> Result<bool> {
+        let changed: i64 = self
+            .with_group(|| async {
+                RELEASE
+                    .key(&self.stream)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(&lease.receipt)
+                    .arg(idle_ms)
+                    .arg(lease.deliveries)
+                    .invoke_async(&mut self.conn.clone())
+                    .await
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
     /// Moves entry `id` to the dead-letter stream and removes it from the
     /// queue, in one transaction.
     async fn bury(&self, id: &str, task: &str, why: &str, deliveries: u32) -> Result<()> {
@@ -638,20 +659,16 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let _: i64 = self
-            .with_group(|| async {
-                RELEASE
-                    .key(&self.stream)
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(&lease.receipt)
-                    .arg(self.visibility_timeout_ms)
-                    .arg(lease.deliveries)
-                    .invoke_async(&mut self.conn.clone())
-                    .await
-            })
-            .await?;
+        self.set_idle(lease, self.visibility_timeout_ms).await?;
         Ok(())
+    }
+
+    fn lease_ttl(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.visibility_timeout_ms))
+    }
+
+    async fn extend(&self, lease: &Lease) -> Result<bool> {
+        self.set_idle(lease, 0).await
     }
 
     async fn dead_letter(&self, lease: &Lease, why: &str) -> Result<()> {
