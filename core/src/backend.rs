@@ -60,6 +60,21 @@ pub trait BlobStore: Send + Sync {
     async fn presigned_get(&self, _key: &str) -> Result<Option<String>> {
         Ok(None)
     }
+
+    /// Readiness: writes and reads back a small object
+    /// (`health/readiness-probe`), so a missing bucket, missing credentials
+    /// or a read-only store fail it (a read alone takes a missing bucket's
+    /// 404 for a missing object).
+    async fn probe(&self) -> Result<()> {
+        const KEY: &str = "health/readiness-probe";
+        self.put(KEY, Bytes::from_static(b"ok")).await?;
+        match self.size(KEY).await? {
+            Some(2) => Ok(()),
+            other => Err(crate::Error::Backend(format!(
+                "the readiness probe object reads back as {other:?} bytes, not 2"
+            ))),
+        }
+    }
 }
 
 /// A stored image near a PDQ hash.

@@ -69,7 +69,9 @@ pub async fn report(
     Ok(Json(serde_json::json!({ "entries": entries, "next": next })).into_response())
 }
 
-/// `GET /readyz`: each dependency answers. 503 names the ones that do not.
+/// `GET /readyz`: each dependency answers; the object store also takes a
+/// write. 503 names the ones that do not, with an error id for the log
+/// line that has the error (this endpoint is public: no error text).
 pub async fn ready(State(s): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ok = true;
@@ -78,7 +80,9 @@ pub async fn ready(State(s): State<AppState>) -> Response {
             Ok(()) => "ok".to_string(),
             Err(e) => {
                 ok = false;
-                format!("unavailable: {e}")
+                let id = uuid::Uuid::now_v7();
+                tracing::warn!(error_id = %id, dependency = name, error = %e, "not ready");
+                format!("unavailable (error id {id} in the server's log)")
             }
         };
         checks.insert(name.into(), v.into());
@@ -87,10 +91,7 @@ pub async fn ready(State(s): State<AppState>) -> Response {
         "catalog",
         s.catalog.batch("readiness-probe").await.map(drop),
     );
-    record(
-        "blobs",
-        s.blobs.size("health/readiness-probe").await.map(drop),
-    );
+    record("blobs", s.blobs.probe().await);
     if let Some(q) = &s.queue {
         record("queue", q.backlog().await.map(drop));
     }

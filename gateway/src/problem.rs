@@ -1,4 +1,9 @@
 //! HTTP errors as `application/problem+json` (RFC 9457) with stable types.
+//!
+//! A backend's own error text (an SDK's `Debug` output with response
+//! headers, a driver's message with SQL) never reaches a client: a failure
+//! gets a fixed sentence and an `error_id`, and the log line with the full
+//! error carries the same id.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +21,8 @@ pub struct Problem {
     pub detail: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Names the log line with the full error (a failure's problems only).
+    pub error_id: Option<String>,
 }
 
 impl Problem {
@@ -32,19 +39,40 @@ impl Problem {
             title,
             detail: detail.into(),
             retry_after: None,
+            error_id: None,
         }
     }
 
-    /// A backend failed: 503 with Retry-After.
+    /// A backend failed: 503 with Retry-After. `what` (which may hold a
+    /// driver's or an SDK's error text) goes to the log only, under the
+    /// `error_id` the client gets.
     pub fn unavailable(what: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %what, "backend unavailable");
+        let id = uuid::Uuid::now_v7().to_string();
+        tracing::error!(error_id = id, error = %what, "backend unavailable");
+        Self {
+            retry_after: Some(5),
+            error_id: Some(id.clone()),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                format!(
+                    "a backend is unavailable; retry later (error id {id} in the server's log)"
+                ),
+            )
+        }
+    }
+
+    /// Too busy right now: 503 with Retry-After and a detail of our own
+    /// wording (safe to show).
+    pub fn busy(detail: &'static str) -> Self {
         Self {
             retry_after: Some(5),
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
-                format!("a backend is unavailable ({what}); retry later"),
+                detail,
             )
         }
     }
@@ -88,12 +116,15 @@ impl From<picsift_core::Error> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("https://picsift.io/problems/{}", self.slug),
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(id) = &self.error_id {
+            body["error_id"] = id.as_str().into();
+        }
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

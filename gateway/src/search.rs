@@ -64,9 +64,9 @@ pub async fn similar(
         }
         // Each image search decodes a whole image in the gateway: a few at
         // a time, the rest are told to come back.
-        let _permit = DECODES.try_acquire().map_err(|_| {
-            Problem::unavailable("too many image searches at once; retry in a moment")
-        })?;
+        let _permit = DECODES
+            .try_acquire()
+            .map_err(|_| Problem::busy("too many image searches at once; retry in a moment"))?;
         let policy = s.policy.clone();
         let prepared =
             tokio::task::spawn_blocking(move || picsift_core::pipeline::prepare(&body, &policy))

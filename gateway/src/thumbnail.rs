@@ -125,7 +125,7 @@ pub async fn thumbnail(
             let _permit = MAKING
                 .acquire()
                 .await
-                .map_err(|_| Problem::unavailable("the thumbnail maker is closed"))?;
+                .map_err(|_| Problem::busy("the thumbnail maker is closed"))?;
             let source = image_key(&id);
             let len = s.blobs.size(&source).await?.ok_or_else(|| {
                 Problem::unavailable(format!(

@@ -171,7 +171,7 @@ pub async fn create_batch(
             .catalog
             .fail_batch(
                 &id,
-                &format!("the batch could not be scheduled: {e}"),
+                "the batch could not be scheduled; upload it again",
                 now_ms(),
             )
             .await;

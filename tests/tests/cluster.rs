@@ -73,9 +73,17 @@ impl Cluster {
 
     /// Starts `picsift ROLE` and waits for the line that says it is up; returns it with that line.
     fn spawn(&self, role: &str, ready: &str) -> (Proc, String) {
+        self.spawn_env(role, ready, &[])
+    }
+
+    /// [`Self::spawn`] with settings overridden by environment variables.
+    fn spawn_env(&self, role: &str, ready: &str, env: &[(&str, &str)]) -> (Proc, String) {
         let mut child = Command::new(picsift_bin())
             .args([role, "--config"])
             .arg(&self.config)
+            .envs(env.iter().copied())
+            // Never ask the cloud's metadata endpoint for credentials.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("PICSIFT_LOG", "warn,picsift_worker=info")
             .env("PICSIFT_ADMIN_KEY", ADMIN_KEY)
             .stderr(Stdio::piped())
@@ -361,6 +369,7 @@ async fn redis_outage_answers_503_and_reindex_restores_dedup() {
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_no_internals(&r.json().await.unwrap());
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let checks: Value = ready.json().await.unwrap();
@@ -457,6 +466,7 @@ async fn s3_outage_in_the_middle_of_a_batch_delays_it_and_loses_nothing() {
         .unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
+    assert_no_internals(&refused.json().await.unwrap());
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.garage.resume();
     let done = wait_done(&base, &id).await;
@@ -528,4 +538,60 @@ async fn a_worker_job_processes_queued_work_and_exits_when_idle() {
     let mut batches = HashMap::new();
     batches.insert(id, 5);
     check_invariants(&c, &base, &batches).await;
+}
+
+/// A 503's problem detail: a fixed sentence and an error id, never a
+/// driver's or an SDK's error text.
+fn assert_no_internals(problem: &Value) {
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("a backend is unavailable; retry later (error id "),
+        "{problem}"
+    );
+    assert!(
+        problem["error_id"]
+            .as_str()
+            .is_some_and(|id| detail.contains(id)),
+        "{problem}"
+    );
+    let text = problem.to_string();
+    for leak in [
+        "Error {",
+        "dispatch",
+        "source",
+        "headers",
+        "Connection refused",
+        "SELECT",
+        "redis",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} in {problem}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bucket_is_not_ready_and_uploads_leak_nothing() {
+    let c = Cluster::start();
+    let (_gateway, line) = c.spawn_env(
+        "gateway",
+        "listening on",
+        &[("PICSIFT_S3_BUCKET", "no-such-bucket")],
+    );
+    let base = base_of(&line);
+    // A read alone took the missing bucket's 404 for a missing object.
+    let ready = http().get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let checks: Value = ready.json().await.unwrap();
+    let blobs = checks["checks"]["blobs"].as_str().unwrap();
+    assert!(blobs.starts_with("unavailable (error id "), "{checks}");
+    assert!(!checks.to_string().contains("NoSuchBucket"), "{checks}");
+    assert_eq!(checks["checks"]["catalog"], "ok");
+    let r = http()
+        .post(format!("{base}/v1/batches"))
+        .header("content-type", "application/zip")
+        .body(batch_zip(&[600], (64, 64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_no_internals(&r.json().await.unwrap());
 }
