@@ -224,24 +224,18 @@ pub async fn reindex(args: ClusterArgs) -> anyhow::Result<()> {
     let dedup = RedisDedup::connect(&cfg.redis.url, &cfg.redis.prefix)
         .await
         .context("cannot reach Redis")?;
-    use picsift_core::backend::{Catalog, DedupIndex};
-    let ids = catalog.image_ids().await?;
-    let mut restored = 0usize;
-    for id in &ids {
-        if let Some(img) = catalog.image(id).await? {
-            let owner = format!("{}:{}", img.batch_id, img.entry_index);
-            dedup.restore_committed(id, &owner, id).await?;
-            // The per-tenant claims too, whichever scope the policies use.
-            for tenant in catalog.image_owners(id).await? {
-                let key = picsift_core::dedup::claim_key(Some(&tenant), id);
-                dedup.restore_committed(&key, &owner, id).await?;
-            }
-            restored += 1;
-        }
+    use picsift_core::backend::DedupIndex;
+    let who = format!("reindex-{}", std::process::id());
+    if !dedup
+        .begin_rebuild(&who, picsift_core::dedup_index::REBUILD_TTL_MS)
+        .await?
+    {
+        anyhow::bail!(
+            "another process is rebuilding the dedup index now (workers do it by themselves when Redis lost its data); try again when it is done"
+        );
     }
-    eprintln!(
-        "reindex: {restored} committed claims written from {} catalog images",
-        ids.len()
-    );
+    let restored = picsift_core::dedup_index::rebuild(&catalog, &dedup).await?;
+    dedup.end_rebuild(&who).await?;
+    eprintln!("reindex: committed claims written for {restored} catalog images");
     Ok(())
 }

@@ -284,6 +284,21 @@ pub trait DedupIndex: Send + Sync {
     /// Writes a committed claim as found in the catalog (`picsift reindex`):
     /// the index can be rebuilt from the catalog and the object store.
     async fn restore_committed(&self, key: &str, owner: &str, image_id: &str) -> Result<()>;
+    /// Whether the index holds every committed claim: false once it lost
+    /// its data (Redis restarted empty, was flushed), until a rebuild ends.
+    /// An index kept with the catalog (SQLite) is always complete.
+    async fn complete(&self) -> Result<bool> {
+        Ok(true)
+    }
+    /// Takes the right to rebuild the index for `ttl_ms` (one rebuilder at
+    /// a time); `false` while another process holds it.
+    async fn begin_rebuild(&self, _who: &str, _ttl_ms: u64) -> Result<bool> {
+        Ok(true)
+    }
+    /// Ends a rebuild: the index is complete again.
+    async fn end_rebuild(&self, _who: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A task taken from the queue, to ack when done.

@@ -36,6 +36,11 @@ pub enum Error {
     /// Redis (dedup claims, work queue) failed or is unreachable.
     #[error("Redis error: {0}")]
     Redis(#[source] Source),
+    /// The dedup index lost its data (Redis restarted empty) and must be
+    /// rebuilt from the catalog before it answers claims
+    /// ([`crate::dedup_index::ensure_complete`]).
+    #[error("the dedup index lost its data and is being rebuilt from the catalog")]
+    DedupIndexIncomplete,
 }
 
 /// The error of a backend's driver (sqlx, redis), kept whole as the source:

@@ -15,6 +15,7 @@ pub mod callback_address;
 pub mod chunk;
 pub mod decode;
 pub mod dedup;
+pub mod dedup_index;
 pub mod error;
 pub mod format;
 pub mod intake;

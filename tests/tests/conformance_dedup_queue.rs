@@ -281,12 +281,19 @@ async fn sqlite_dedup() -> (Arc<dyn DedupIndex>, tempfile::TempDir) {
     (Arc::new(dedup), dir)
 }
 
+/// A Redis dedup index, marked complete as a rebuild from an empty catalog
+/// leaves it.
 async fn redis_dedup(server: &RedisServer) -> Arc<dyn DedupIndex> {
-    Arc::new(
-        RedisDedup::connect(&server.url, PREFIX)
+    let d = RedisDedup::connect(&server.url, PREFIX)
+        .await
+        .expect("connect to redis");
+    assert!(
+        d.begin_rebuild("test", 60_000)
             .await
-            .expect("connect to redis"),
-    )
+            .expect("rebuild right")
+    );
+    d.end_rebuild("test").await.expect("end of the rebuild");
+    Arc::new(d)
 }
 
 async fn redis_queue(server: &RedisServer, consumer: &str, visibility_ms: u64) -> RedisQueue {
@@ -504,11 +511,22 @@ async fn redis_clients_carry_on_after_redis_restarts_without_its_data() -> Res {
 
     server.restart();
 
-    // The same clients reconnect by themselves. Redis lost the claim: this
-    // is what `picsift reindex` (restore_committed) repairs.
-    let after = eventually("claim", async || d.claim("k", "b", T0, LEASE).await).await;
-    assert_eq!(after, ClaimOutcome::New);
+    // The same clients reconnect by themselves. Redis lost the claim, and
+    // the index knows it is incomplete: no claim is answered (an answer
+    // would be `new` for a stored image) until it is rebuilt.
+    let complete = eventually("complete", async || d.complete().await).await;
+    assert!(!complete);
+    assert!(matches!(
+        d.claim("k", "b", T0, LEASE).await,
+        Err(picsift_core::Error::DedupIndexIncomplete)
+    ));
+    // One rebuilder at a time; what it restores (from the catalog, in
+    // `dedup_index::rebuild`) is answered once it ends.
+    assert!(d.begin_rebuild("r1", 60_000).await?);
+    assert!(!d.begin_rebuild("r2", 60_000).await?);
     d.restore_committed("k", "a", "img").await?;
+    d.end_rebuild("r1").await?;
+    assert!(d.complete().await?);
     assert_eq!(d.claim("k", "b", T0, LEASE).await?, committed("img", false));
 
     // The queue lost its stream and group; both come back on use.

@@ -516,7 +516,22 @@ async fn store_once(
     let size = p.bytes.len() as u64;
     let bytes = bytes::Bytes::from(std::mem::take(&mut p.bytes));
     loop {
-        match b.dedup.claim(&key, &owner, now_ms(), cfg.lease_ms).await? {
+        let claimed = match b.dedup.claim(&key, &owner, now_ms(), cfg.lease_ms).await {
+            // Redis lost its data: no claim is answered until the index is
+            // rebuilt from the catalog (here, or by the process doing it).
+            Err(picsift_core::Error::DedupIndexIncomplete) => {
+                let who = format!("worker-{}", std::process::id());
+                picsift_core::dedup_index::ensure_complete(
+                    b.catalog.as_ref(),
+                    b.dedup.as_ref(),
+                    &who,
+                )
+                .await?;
+                continue;
+            }
+            other => other?,
+        };
+        match claimed {
             ClaimOutcome::Committed {
                 image_id,
                 by_you: false,

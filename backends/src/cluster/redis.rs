@@ -70,13 +70,18 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// [`picsift_core::dedup::decide_claim`] in Lua. KEYS[1]: the claim. ARGV:
-/// owner, now, now + lease (added by the caller: Lua numbers are doubles).
-/// Replies `{'new'}`, `{'yours'}`, `{'committed', image_id, owner}` or
-/// `{'pending', lease_until}`.
+/// [`picsift_core::dedup::decide_claim`] in Lua. KEYS[1]: the claim,
+/// KEYS[2]: the index's completeness marker. ARGV: owner, now, now + lease
+/// (added by the caller: Lua numbers are doubles). Replies `{'new'}`,
+/// `{'yours'}`, `{'committed', image_id, owner}`, `{'pending',
+/// lease_until}`, or `{'incomplete'}` when the marker is gone (Redis lost
+/// its data: see [`picsift_core::dedup_index`]).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return {'incomplete'}
+end
 local h = redis.call('HMGET', KEYS[1], 'owner', 'image_id', 'lease_until')
 local owner, image_id, lease_until = h[1], h[2], h[3]
 local function take()
@@ -158,6 +163,16 @@ impl RedisDedup {
     fn key(&self, key: &str) -> String {
         format!("{}claim:{key}", self.prefix)
     }
+
+    /// Exists while the index holds every committed claim.
+    fn complete_key(&self) -> String {
+        format!("{}dedup:complete", self.prefix)
+    }
+
+    /// Held by the process rebuilding the index.
+    fn rebuild_key(&self) -> String {
+        format!("{}dedup:rebuild", self.prefix)
+    }
 }
 
 /// The claim script's reply as a [`ClaimOutcome`].
@@ -166,6 +181,7 @@ fn claim_outcome(reply: &[String], owner: &str) -> Result<ClaimOutcome> {
     match reply {
         [kind] if kind == "new" => Ok(ClaimOutcome::New),
         [kind] if kind == "yours" => Ok(ClaimOutcome::Yours),
+        [kind] if kind == "incomplete" => Err(Error::DedupIndexIncomplete),
         [kind, image_id, by] if kind == "committed" => Ok(ClaimOutcome::Committed {
             image_id: image_id.clone(),
             by_you: by == owner,
@@ -188,6 +204,7 @@ impl DedupIndex for RedisDedup {
     ) -> Result<ClaimOutcome> {
         let reply: Vec<String> = CLAIM
             .key(self.key(key))
+            .key(self.complete_key())
             .arg(owner)
             .arg(now)
             .arg(now.saturating_add(lease_ms))
@@ -277,6 +294,38 @@ impl DedupIndex for RedisDedup {
             .await
             .or_backend()?;
         Ok(())
+    }
+
+    async fn complete(&self) -> Result<bool> {
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(self.complete_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .or_backend()?;
+        Ok(n == 1)
+    }
+
+    async fn begin_rebuild(&self, who: &str, ttl_ms: u64) -> Result<bool> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.rebuild_key())
+            .arg(who)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut self.conn.clone())
+            .await
+            .or_backend()?;
+        Ok(taken.is_some())
+    }
+
+    async fn end_rebuild(&self, _who: &str) -> Result<()> {
+        redis::pipe()
+            .atomic()
+            .set(self.complete_key(), 1)
+            .del(self.rebuild_key())
+            .exec_async(&mut self.conn.clone())
+            .await
+            .or_backend()
     }
 }
 
