@@ -266,6 +266,10 @@ pub struct WorkerSection {
     /// Seconds without a task after which the worker exits (0: never).
     /// Worker Jobs get their WorkerPool's `idleTimeoutSeconds`.
     pub idle_timeout_secs: u64,
+    /// On SIGTERM, seconds the worker may take to finish the chunks in
+    /// hand before it exits anyway (keep it below the pod's
+    /// `terminationGracePeriodSeconds`, 30 by default).
+    pub drain_secs: u64,
 }
 
 /// `[kubernetes]`.
@@ -409,6 +413,7 @@ impl Default for WorkerSection {
             chunk_entries: chunks.max_entries,
             chunk_bytes: chunks.max_bytes,
             idle_timeout_secs: 0,
+            drain_secs: 25,
         }
     }
 }

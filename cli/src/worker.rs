@@ -36,17 +36,18 @@ pub(crate) fn start_workers(
         let notifier = Notifier::new(b.clone(), notify).context("cannot start webhook delivery")?;
         tasks.push(tokio::spawn(notifier.run(completed.clone(), stop.clone())));
     }
-    tasks.push(tokio::spawn(blob_sweep(b.clone(), stop.clone())));
+    tasks.push(tokio::spawn(housekeeping(b.clone(), stop.clone())));
     tasks.push(tokio::spawn(picsift_worker::run_workers(
         b, cfg, completed, stop,
     )));
     Ok(tasks)
 }
 
-/// Deletes image bytes that no record names ([`blob_gc::sweep`]) every
-/// five minutes. Every worker process runs it: two sweeps at once delete
+/// Every five minutes: deletes image bytes that no record names
+/// ([`blob_gc::sweep`]) and tidies the queue (gone workers leave its
+/// consumer group). Every worker process runs it: two sweeps at once delete
 /// the same bytes twice, which is harmless.
-async fn blob_sweep(b: Backends, stop: CancellationToken) {
+async fn housekeeping(b: Backends, stop: CancellationToken) {
     loop {
         match blob_gc::sweep(&b, now_ms()).await {
             Ok(0) => {}
@@ -54,6 +55,9 @@ async fn blob_sweep(b: Backends, stop: CancellationToken) {
             Err(e) => {
                 tracing::warn!(error = %e, "the orphan bytes sweep failed; next in five minutes")
             }
+        }
+        if let Err(e) = b.queue.tidy().await {
+            tracing::warn!(error = %e, "tidying the queue failed; next in five minutes");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -101,13 +105,21 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
         background.push(tokio::spawn(sweep(b, intake, stall_ms(&cfg), stop.clone())));
     }
     eprintln!("picsift worker {} started", consumer_name());
+    let drain = Duration::from_secs(cfg.worker.drain_secs);
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = shutdown_signal() => tracing::warn!(
+            grace_s = drain.as_secs(),
+            "stopping: taking no new chunk, finishing the chunks in hand (worker.drain_secs)"
+        ),
         _ = stop.cancelled() => eprintln!("picsift worker: idle; exiting"),
     }
     stop.cancel();
-    for task in background {
-        let _ = task.await;
+    match tokio::time::timeout(drain, futures_util::future::join_all(background)).await {
+        Ok(_) => tracing::info!("stopped: every chunk in hand is finished"),
+        Err(_) => tracing::warn!(
+            grace_s = drain.as_secs(),
+            "stopped with chunks unfinished after the drain grace; they come back to another worker after the visibility timeout"
+        ),
     }
     Ok(())
 }

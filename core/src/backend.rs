@@ -337,6 +337,11 @@ pub trait WorkQueue: Send + Sync {
     async fn extend(&self, _lease: &Lease) -> Result<bool> {
         Ok(true)
     }
+    /// Housekeeping a worker runs now and then (Redis: removes consumers
+    /// of workers that are gone).
+    async fn tidy(&self) -> Result<()> {
+        Ok(())
+    }
     /// Removes a task that keeps failing, keeping it where operators can see it.
     async fn dead_letter(&self, lease: &Lease, why: &str) -> Result<()>;
     /// Tasks waiting.

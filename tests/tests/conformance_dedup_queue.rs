@@ -384,6 +384,15 @@ async fn redis_task_of_a_dead_worker_is_redelivered_after_the_visibility_timeout
     dead.release(&taken).await?;
     dead.ack(&taken).await?;
     assert!(alive.dequeue(0).await?.is_none());
+
+    // Housekeeping takes the gone worker out of the consumer group (it
+    // holds nothing now), never the live one asking.
+    assert!(
+        alive.remove_idle_consumers(3_600_000).await?.is_empty(),
+        "not idle long enough"
+    );
+    assert_eq!(alive.remove_idle_consumers(0).await?, ["dies"]);
+    assert!(alive.remove_idle_consumers(0).await?.is_empty());
     Ok(())
 }
 

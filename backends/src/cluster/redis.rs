@@ -27,6 +27,7 @@ use picsift_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, RedisError, Script};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -334,10 +335,13 @@ const GROUP: &str = "workers";
 
 /// Reclaims the oldest task whose delivery is older than the visibility
 /// timeout, for this consumer. KEYS[1]: the stream. ARGV: group, consumer,
-/// visibility timeout (ms). Replies `{id, task, deliveries}` or nil.
+/// visibility timeout (ms). Replies `{id, task, deliveries, previous
+/// consumer}` or nil.
 ///
 /// XAUTOCLAIM counts the delivery; XPENDING reads the count back in the
-/// same script, so no other worker can move the entry in between. With
+/// same script, so no other worker can move the entry in between. The
+/// XPENDING IDLE before it names the consumer that held the entry (the
+/// same first idle entry from the cursor on; empty when they differ). With
 /// COUNT 1 XAUTOCLAIM looks at a few entries per call: the loop walks the
 /// whole pending list (one entry per live or dead task, so short).
 static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
@@ -345,6 +349,7 @@ static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
         r"
 local cursor = '0-0'
 repeat
+  local before = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], cursor, '+', 1)
   local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor, 'COUNT', 1)
   cursor = r[1]
   -- An entry deleted from the stream comes back as nil (Redis 6.2) or not at all.
@@ -355,7 +360,9 @@ repeat
     for i = 1, #e[2], 2 do
       if e[2][i] == 'task' then task = e[2][i + 1] end
     end
-    return {e[1], task, tostring(p[1][4])}
+    local prev = ''
+    if before[1] and before[1][1] == e[1] then prev = before[1][2] end
+    return {e[1], task, tostring(p[1][4]), prev}
   end
 until cursor == '0-0'
 return false
@@ -383,6 +390,11 @@ return 1
 ",
     )
 });
+
+/// A consumer that held nothing and did nothing for this long is a worker
+/// that is gone: [`RedisQueue::remove_idle_consumers`] takes it out of the
+/// group (a live worker reads at least every few seconds).
+pub const CONSUMER_GONE_AFTER_MS: u64 = 3_600_000;
 
 /// The work queue on Redis Streams: the cluster [`WorkQueue`].
 ///
@@ -499,7 +511,7 @@ impl RedisQueue {
 
     /// Takes the oldest task whose worker has held it past the timeout.
     async fn reclaim(&self) -> Result<Read> {
-        let reply: Option<(String, String, u32)> = self
+        let reply: Option<(String, String, u32, String)> = self
             .with_group(|| async {
                 RECLAIM
                     .key(&self.stream)
@@ -511,9 +523,75 @@ impl RedisQueue {
             })
             .await?;
         match reply {
-            Some((id, task, deliveries)) => self.lease(id, &task, deliveries).await,
+            Some((id, task, deliveries, previous)) => {
+                let read = self.lease(id.clone(), &task, deliveries).await?;
+                if let Read::Lease(lease) = &read {
+                    tracing::warn!(
+                        entry = id,
+                        batch = lease.task.batch_id,
+                        previous_owner = previous,
+                        deliveries,
+                        "reclaimed a task its worker held past the visibility timeout (the worker died or stalled)"
+                    );
+                }
+                Ok(read)
+            }
             None => Ok(Read::Empty),
         }
+    }
+
+    /// Removes consumers of the group that have held nothing and done
+    /// nothing for `idle_ms` (workers that are gone), other than this one;
+    /// returns their names. A live worker's next read brings it back.
+    pub async fn remove_idle_consumers(&self, idle_ms: u64) -> Result<Vec<String>> {
+        let infos: Vec<redis::Value> = self
+            .with_group(|| async {
+                redis::cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(&self.stream)
+                    .arg(GROUP)
+                    .query_async(&mut self.conn.clone())
+                    .await
+            })
+            .await?;
+        let mut removed = Vec::new();
+        for info in infos {
+            let fields: HashMap<String, redis::Value> = redis::from_redis_value(info)
+                .map_err(|e| Error::Corrupt(format!("XINFO CONSUMERS: {e}")))?;
+            let text = |k: &str| {
+                fields
+                    .get(k)
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            };
+            let num = |k: &str| {
+                fields
+                    .get(k)
+                    .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+            };
+            let (Some(name), Some(pending), Some(idle)) =
+                (text("name"), num("pending"), num("idle"))
+            else {
+                continue;
+            };
+            if name == self.consumer || pending > 0 || idle < idle_ms {
+                continue;
+            }
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&self.stream)
+                .arg(GROUP)
+                .arg(&name)
+                .query_async(&mut self.conn.clone())
+                .await
+                .or_backend()?;
+            tracing::info!(
+                consumer = name,
+                idle_s = idle / 1000,
+                "removed a gone worker from the queue's consumer group"
+            );
+            removed.push(name);
+        }
+        Ok(removed)
     }
 
     /// Reads one task never handed out before, waiting until `deadline`.
@@ -714,6 +792,11 @@ impl WorkQueue for RedisQueue {
 
     fn lease_ttl(&self) -> Option<Duration> {
         Some(Duration::from_millis(self.visibility_timeout_ms))
+    }
+
+    async fn tidy(&self) -> Result<()> {
+        self.remove_idle_consumers(CONSUMER_GONE_AFTER_MS).await?;
+        Ok(())
     }
 
     async fn extend(&self, lease: &Lease) -> Result<bool> {
