@@ -105,6 +105,33 @@ pub struct NewBatch {
     pub now: Millis,
 }
 
+/// An upload's place in its tenant's quotas, held while it streams
+/// ([`Catalog::reserve_upload`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// The batch id the upload will have.
+    pub id: String,
+    /// The tenant.
+    pub owner: String,
+    /// Bytes declared (0 when the body's length is unknown yet).
+    pub bytes: u64,
+    /// When it lapses if never released (a gateway that died).
+    pub expires_at: Millis,
+}
+
+/// The limits a reservation is checked against, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaCheck {
+    /// Now.
+    pub now: Millis,
+    /// The first instant of this calendar month (UTC).
+    pub month_start: Millis,
+    /// Batches in progress at once, reservations included (`None`: no limit).
+    pub max_open_batches: Option<u64>,
+    /// Bytes uploaded per month, reservations included (`None`: no limit).
+    pub max_bytes_per_month: Option<u64>,
+}
+
 /// The outcome of one webhook delivery attempt.
 #[derive(Clone, Debug)]
 pub enum Delivery {
@@ -246,6 +273,14 @@ pub trait Catalog: Send + Sync {
         after: Option<(Millis, String)>,
         limit: u32,
     ) -> Result<Vec<BatchRecord>>;
+    /// Reserves `r`'s place in its tenant's quotas if they allow it, in
+    /// one atomic step with the check (`false`: they do not).
+    async fn reserve_upload(&self, r: &Reservation, q: &QuotaCheck) -> Result<bool>;
+    /// Sets a reservation's bytes to the size really uploaded, if the
+    /// quotas allow it (`false`: they do not; the reservation stays as it was).
+    async fn settle_upload(&self, r: &Reservation, q: &QuotaCheck) -> Result<bool>;
+    /// Drops a reservation: its batch exists (and counts itself), or the upload failed.
+    async fn release_upload(&self, id: &str) -> Result<()>;
     /// Batches of `owner` still received or processing.
     async fn open_batches(&self, owner: &str) -> Result<u64>;
     /// Bytes `owner` uploaded since `since` (ms).

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use picsift_core::auth::{self, Caller, Role};
+use picsift_core::backend::{QuotaCheck, Reservation};
 use picsift_core::rate::Rate;
 use picsift_core::time::{Millis, now_ms};
 
@@ -122,53 +123,116 @@ pub async fn require_key(State(s): State<AppState>, mut req: Request, next: Next
     next.run(req).await
 }
 
-/// Refuses an upload of `bytes` (when known) that the tenant's quotas do
-/// not allow.
-pub async fn check_quotas(
+/// How long a quota reservation holds if its gateway dies before dropping it.
+pub const RESERVATION_TTL_MS: Millis = 6 * 3_600_000;
+
+/// The quota check for `caller` at `now`.
+fn quota_check(s: &AppState, now: Millis) -> QuotaCheck {
+    QuotaCheck {
+        now,
+        month_start: month_bounds(now).0,
+        max_open_batches: s.limits.max_open_batches,
+        max_bytes_per_month: s.limits.max_bytes_per_month,
+    }
+}
+
+/// Reserves an upload's place in the tenant's quotas: its open-batch slot
+/// and its declared bytes (`bytes`; unknown: 0 now, the real size at
+/// [`settle_quota`]). `Ok(true)`: reserved, drop it with
+/// `catalog.release_upload(id)`; `Ok(false)`: nothing to reserve (an
+/// admin, or no limits); a 429 when the quotas do not allow it.
+pub async fn reserve_quota(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    bytes: Option<u64>,
+) -> Result<bool, Problem> {
+    if caller.admin
+        || (s.limits.max_open_batches.is_none() && s.limits.max_bytes_per_month.is_none())
+    {
+        return Ok(false);
+    }
+    let now = now_ms();
+    let r = Reservation {
+        id: id.into(),
+        owner: caller.tenant.clone(),
+        bytes: bytes.unwrap_or(0),
+        expires_at: now + RESERVATION_TTL_MS,
+    };
+    if s.catalog.reserve_upload(&r, &quota_check(s, now)).await? {
+        return Ok(true);
+    }
+    Err(refusal(s, caller, bytes, now).await?)
+}
+
+/// After staging: the upload's real `size` must fit the monthly quota too
+/// (a body without a length reserved none).
+pub async fn settle_quota(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    size: u64,
+) -> Result<(), Problem> {
+    let now = now_ms();
+    let r = Reservation {
+        id: id.into(),
+        owner: caller.tenant.clone(),
+        bytes: size,
+        expires_at: now + RESERVATION_TTL_MS,
+    };
+    if s.catalog.settle_upload(&r, &quota_check(s, now)).await? {
+        return Ok(());
+    }
+    Err(refusal(s, caller, Some(size), now).await?)
+}
+
+/// Why the quotas refuse an upload of `bytes` (when known), as a 429.
+async fn refusal(
     s: &AppState,
     caller: &Caller,
     bytes: Option<u64>,
-) -> Result<(), Problem> {
-    if caller.admin {
-        return Ok(());
-    }
+    now: Millis,
+) -> Result<Problem, Problem> {
+    let (start, next) = month_bounds(now);
     if let Some(max) = s.limits.max_open_batches {
         let open = s.catalog.open_batches(&caller.tenant).await?;
-        if open >= max {
-            return Err(too_many(
+        let used = s
+            .catalog
+            .uploaded_bytes_since(&caller.tenant, start)
+            .await?;
+        let over_bytes = s
+            .limits
+            .max_bytes_per_month
+            .is_some_and(|q| used.saturating_add(bytes.unwrap_or(0)) > q || used >= q);
+        if !over_bytes {
+            return Ok(too_many(
                 "too-many-batches",
                 "Too many batches in progress",
                 format!(
-                    "tenant {} has {open} batches in progress, the most it may have; upload again when one finishes",
+                    "tenant {} has {open} batches in progress and uploads under way, the most it may have is {max}; upload again when one finishes",
                     caller.tenant
                 ),
                 30_000,
             ));
         }
     }
-    if let Some(max) = s.limits.max_bytes_per_month {
-        let now = now_ms();
-        let (start, next) = month_bounds(now);
-        let used = s
-            .catalog
-            .uploaded_bytes_since(&caller.tenant, start)
-            .await?;
-        if used.saturating_add(bytes.unwrap_or(0)) > max || used >= max {
-            return Err(too_many(
-                "quota-exceeded",
-                "Monthly upload quota exceeded",
-                format!(
-                    "tenant {} has uploaded {used} bytes this month{}; its quota is {max}",
-                    caller.tenant,
-                    bytes
-                        .map(|b| format!(" and this upload declares {b}"))
-                        .unwrap_or_default()
-                ),
-                next - now,
-            ));
-        }
-    }
-    Ok(())
+    let max = s.limits.max_bytes_per_month.unwrap_or(0);
+    let used = s
+        .catalog
+        .uploaded_bytes_since(&caller.tenant, start)
+        .await?;
+    Ok(too_many(
+        "quota-exceeded",
+        "Monthly upload quota exceeded",
+        format!(
+            "tenant {} has uploaded {used} bytes this month (uploads under way count too){}; its quota is {max}",
+            caller.tenant,
+            bytes
+                .map(|b| format!(" and this upload has {b}"))
+                .unwrap_or_default()
+        ),
+        next - now,
+    ))
 }
 
 /// The first instants (ms, UTC) of the month of `now` and of the next.

@@ -75,6 +75,32 @@ pub async fn create_batch(
     Query(q): Query<UploadQuery>,
     req: Request,
 ) -> Result<Response, Problem> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let id = uuid::Uuid::now_v7().to_string();
+    // The upload's place in its tenant's quotas, taken atomically with the
+    // check (concurrent uploads cannot all pass it), held while it streams
+    // and dropped once the batch exists (it counts itself then) or failed.
+    let reserved = crate::auth::reserve_quota(&s, &caller, &id, declared).await?;
+    let result = receive(s.clone(), caller, q, req, id.clone(), reserved).await;
+    if reserved && let Err(e) = s.catalog.release_upload(&id).await {
+        tracing::warn!(batch = id, error = %e, "could not release a quota reservation; it lapses by itself");
+    }
+    result
+}
+
+/// An upload whose quota place is held: checked, staged, recorded and
+/// scheduled, or refused whole.
+async fn receive(
+    s: AppState,
+    caller: Caller,
+    q: UploadQuery,
+    req: Request,
+    id: String,
+    reserved: bool,
+) -> Result<Response, Problem> {
     if let Some(cb) = &q.callback {
         check_callback(cb)?;
     }
@@ -98,14 +124,12 @@ pub async fn create_batch(
             "the upload declares {n} bytes; the limit is {limit} (--max-upload-bytes, policy.max_upload_bytes)"
         )));
     }
-    crate::auth::check_quotas(&s, &caller, declared).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let id = uuid::Uuid::now_v7().to_string();
     let key = staging_key(&id);
     let staged = if content_type.starts_with("multipart/form-data") {
         let mut form = Multipart::from_request(req, &s)
@@ -144,6 +168,10 @@ pub async fn create_batch(
         ));
     };
     let (size, head) = staged;
+    if reserved && let Err(p) = crate::auth::settle_quota(&s, &caller, &id, size).await {
+        let _ = s.blobs.delete(&key).await;
+        return Err(p);
+    }
     let summary = match light_check(&s, &policy, &key, size, head, q.strict).await {
         Ok(summary) => summary,
         Err(p) => {

@@ -5,7 +5,7 @@
 //! test per backend (`sqlite::…`, `postgres::…`).
 
 use picsift_backends::sql::SqlCatalog;
-use picsift_core::backend::{Catalog, Delivery, NewBatch};
+use picsift_core::backend::{Catalog, Delivery, NewBatch, QuotaCheck, Reservation};
 use picsift_core::format::Format;
 use picsift_core::model::{
     BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry,
@@ -843,6 +843,136 @@ async fn noted_orphan_bytes_are_marked_for_deletion_only_without_a_record(c: Arc
     assert_eq!(c.orphan_blobs_to_delete(T0, 2).await.unwrap().len(), 2);
 }
 
+fn reservation(id: &str, owner: &str, bytes: u64) -> Reservation {
+    Reservation {
+        id: id.into(),
+        owner: owner.into(),
+        bytes,
+        expires_at: T0 + 60_000,
+    }
+}
+
+fn quota(max_open: Option<u64>, max_bytes: Option<u64>) -> QuotaCheck {
+    QuotaCheck {
+        now: T0,
+        month_start: T0 - 1_000,
+        max_open_batches: max_open,
+        max_bytes_per_month: max_bytes,
+    }
+}
+
+async fn quota_reservations_count_with_batches_and_release(c: Arc<dyn Catalog>) {
+    // One batch in progress (5 GB, see `new_batch`), another tenant's aside.
+    c.create_batch(&new_batch("b", None, T0)).await.unwrap();
+    let open = quota(Some(3), None);
+    assert!(
+        c.reserve_upload(&reservation("r1", "default", 1), &open)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.reserve_upload(&reservation("r2", "default", 1), &open)
+            .await
+            .unwrap()
+    );
+    // The batch and two uploads under way fill the three places.
+    assert!(
+        !c.reserve_upload(&reservation("r3", "default", 1), &open)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.reserve_upload(&reservation("o1", "other", 1), &open)
+            .await
+            .unwrap()
+    );
+    c.release_upload("r1").await.unwrap();
+    assert!(
+        c.reserve_upload(&reservation("r3", "default", 1), &open)
+            .await
+            .unwrap()
+    );
+    // A lapsed reservation (its gateway died) no longer counts.
+    let later = QuotaCheck {
+        now: T0 + 60_000,
+        ..open
+    };
+    assert!(
+        c.reserve_upload(&reservation("r4", "default", 1), &later)
+            .await
+            .unwrap()
+    );
+
+    // Bytes: the batch's 5 GB this month, plus what is reserved.
+    let bytes = quota(None, Some(5_000_000_100));
+    assert!(
+        c.reserve_upload(&reservation("x1", "t2", 0), &bytes)
+            .await
+            .unwrap()
+    );
+    c.create_batch(&NewBatch {
+        owner: "t2".into(),
+        ..new_batch("b2", None, T0)
+    })
+    .await
+    .unwrap();
+    assert!(
+        c.reserve_upload(&reservation("x2", "t2", 60), &bytes)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.reserve_upload(&reservation("x3", "t2", 50), &bytes)
+            .await
+            .unwrap()
+    );
+    // A body of unknown length settles its real size: it must fit too.
+    assert!(
+        !c.settle_upload(&reservation("x1", "t2", 50), &bytes)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.settle_upload(&reservation("x1", "t2", 40), &bytes)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.reserve_upload(&reservation("x3", "t2", 1), &bytes)
+            .await
+            .unwrap()
+    );
+    // Batches from before this month do not count.
+    let next_month = QuotaCheck {
+        month_start: T0 + 1,
+        ..bytes
+    };
+    assert!(
+        c.reserve_upload(&reservation("x3", "t2", 1), &next_month)
+            .await
+            .unwrap()
+    );
+}
+
+async fn concurrent_reservations_never_exceed_the_quota(c: Arc<dyn Catalog>) {
+    let open = quota(Some(3), None);
+    let calls: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.reserve_upload(&reservation(&format!("r{i}"), "default", 1), &open)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for call in calls {
+        granted += u32::from(call.await.unwrap());
+    }
+    assert_eq!(granted, 3);
+}
+
 async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 2).await;
     let first = Verdict::accepted(image_id("a1"));
@@ -1387,4 +1517,6 @@ catalog_conforms! {
     attempts_count_for_undecided_entries_only,
     batches_list_newest_first_by_owner_with_cursors,
     noted_orphan_bytes_are_marked_for_deletion_only_without_a_record,
+    quota_reservations_count_with_batches_and_release,
+    concurrent_reservations_never_exceed_the_quota,
 }

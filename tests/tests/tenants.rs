@@ -427,6 +427,78 @@ async fn rates_and_quotas_answer_429_with_retry_after() {
         body["type"].as_str().unwrap().ends_with("quota-exceeded"),
         "{body}"
     );
+    // The same bytes sent chunked, with no length to check up front: they
+    // are staged, found too big for the quota, refused and not kept
+    // (before, a body without a length passed the byte quota whatever its size).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let zip = ZipBuilder::new()
+        .stored("p.jpg", &jpeg(720, 300, 200))
+        .finish();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        zip.chunks(512).map(|c| Ok(c.to_vec())).collect();
+    let r = a
+        .post(server.url("/v1/batches"))
+        .header("content-type", "application/zip")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["type"].as_str().unwrap().ends_with("quota-exceeded"),
+        "{body}"
+    );
+    let staged = common::files_under(&dir.path().join("blobs/staging"));
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_uploads_never_exceed_the_open_batch_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // One worker chunk at a time, so batches stay open while uploads race.
+    let server = Server::start(
+        dir.path(),
+        &["--max-open-batches", "2", "--concurrency", "1"],
+    );
+    let a = client_with(&server.tenant_key("acme"));
+    let mut z = ZipBuilder::new();
+    for i in 0..6 {
+        z = z.stored(&format!("p{i}.jpg"), &jpeg(730 + i, 1600, 1200));
+    }
+    let zip = z.finish();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, url, zip) = (a.clone(), server.url("/v1/batches"), zip.clone());
+            tokio::spawn(async move {
+                a.post(url)
+                    .header("content-type", "application/zip")
+                    .body(zip)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.unwrap());
+    }
+    statuses.sort_unstable();
+    let accepted = statuses.iter().filter(|&&s| s == 202).count();
+    assert!(
+        statuses.iter().all(|&s| s == 202 || s == 429),
+        "{statuses:?}"
+    );
+    assert!((1..=2).contains(&accepted), "{statuses:?}");
+    let open = server.get_json("/v1/batches?owner=acme").await;
+    let unfinished = open["batches"]
+        .as_array()
+        .map(|b| b.iter().filter(|b| b["phase"] != "completed").count());
+    assert!(unfinished.unwrap_or(0) <= 2, "{open}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,7 @@
 //! Casts are spelt `CAST(x AS T)`, which both dialects read, where
 //! PostgreSQL must know a parameter's type (`CAST($1 AS TEXT) IS NULL`).
 
+use super::quotas;
 use super::rows::{
     Arg, IMAGE_COLUMNS, api_key_from_row, batch_from_row, checks_json, counts_from_rows,
     duplicate_kind_code, image_from_row, image_search_sql, index_from_row, pending_from_row,
@@ -17,7 +18,7 @@ use crate::DriverResult;
 use async_trait::async_trait;
 use picsift_core::Result;
 use picsift_core::auth::ApiKey;
-use picsift_core::backend::{Catalog, Delivery, NewBatch, Similar};
+use picsift_core::backend::{Catalog, Delivery, NewBatch, QuotaCheck, Reservation, Similar};
 use picsift_core::model::{
     BatchRecord, Counts, EntryPlan, ImageCursor, ImageFilter, ImageRecord, ImageSort, Phase,
     ReportEntry,
@@ -328,6 +329,18 @@ impl Catalog for SqlCatalog {
             .or_backend()?;
             rows.iter().map(batch_from_row).collect()
         })
+    }
+
+    async fn reserve_upload(&self, r: &Reservation, q: &QuotaCheck) -> Result<bool> {
+        quotas::reserve(self, r, q).await
+    }
+
+    async fn settle_upload(&self, r: &Reservation, q: &QuotaCheck) -> Result<bool> {
+        quotas::settle(self, r, q).await
+    }
+
+    async fn release_upload(&self, id: &str) -> Result<()> {
+        quotas::release(self, id).await
     }
 
     async fn open_batches(&self, owner: &str) -> Result<u64> {

@@ -39,6 +39,7 @@ const SQLITE: &[(&str, &str, &str)] = &[
     migration!("common", "0008", "image_scores"),
     migration!("sqlite", "0009", "tenants"),
     migration!("common", "0010", "orphan_blobs"),
+    migration!("common", "0011", "upload_reservations"),
 ];
 
 /// (version, description, SQL), as in the file names of PostgreSQL's migrations.
@@ -53,6 +54,7 @@ const POSTGRES: &[(&str, &str, &str)] = &[
     migration!("common", "0008", "image_scores"),
     migration!("postgres", "0009", "tenants"),
     migration!("common", "0010", "orphan_blobs"),
+    migration!("common", "0011", "upload_reservations"),
 ];
 
 fn migrator(list: &[(&str, &str, &'static str)]) -> Migrator {

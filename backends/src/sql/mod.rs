@@ -12,6 +12,7 @@
 mod catalog;
 mod migrations;
 pub(crate) mod postgres;
+mod quotas;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
 mod statements;
