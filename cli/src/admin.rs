@@ -9,7 +9,7 @@ use picsift_backends::sql::SqlCatalog;
 use picsift_core::auth::{self, Role};
 use picsift_core::backend::Catalog;
 use picsift_core::time::{now_ms, rfc3339};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `picsift admin`.
@@ -129,7 +129,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 /// On the standalone server's first start (no admin key in the catalog),
 /// creates one, writes it to `DATA/admin.key` (mode 0600) and prints it.
 #[cfg(feature = "ml")]
-pub async fn first_admin_key(catalog: &dyn Catalog, data: &Path) -> anyhow::Result<()> {
+pub async fn first_admin_key(catalog: &dyn Catalog, data: &std::path::Path) -> anyhow::Result<()> {
     let keys = catalog.api_keys().await?;
     if keys
         .iter()

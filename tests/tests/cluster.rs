@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Cluster {
@@ -81,11 +82,11 @@ impl Cluster {
         let mut child = Command::new(picsift_bin())
             .args([role, "--config"])
             .arg(&self.config)
-            .envs(env.iter().copied())
             // Never ask the cloud's metadata endpoint for credentials.
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("PICSIFT_LOG", "warn,picsift_worker=info")
             .env("PICSIFT_ADMIN_KEY", ADMIN_KEY)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -93,18 +94,21 @@ impl Cluster {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (tag, ready) = (role.to_string(), ready.to_string());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains(&ready) {
                     let _ = tx.send(line.clone());
                 }
                 eprintln!("[{tag}] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("{role} did not start"));
-        (Proc(child), line)
+        (Proc(child, log), line)
     }
 }
 
@@ -116,12 +120,34 @@ fn http() -> reqwest::Client {
     common::client_with(ADMIN_KEY)
 }
 
-struct Proc(Child);
+/// A picsift process and the lines of its log so far.
+struct Proc(Child, Arc<Mutex<Vec<String>>>);
 
 impl Proc {
     fn kill(&mut self) {
         let _ = self.0.kill(); // SIGKILL
         let _ = self.0.wait();
+    }
+
+    /// Whether a line of its log so far contains `text`.
+    fn logged(&self, text: &str) -> bool {
+        self.1.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// Sends SIGTERM, as Kubernetes does when it deletes a pod, and waits
+    /// up to `limit` for the process to exit.
+    fn terminate(&mut self, limit: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 }
 
@@ -307,7 +333,7 @@ async fn a_worker_killed_mid_chunk_loses_nothing() {
     let (_gateway, line) = c.spawn("gateway", "listening on");
     let base = base_of(&line);
     let (mut doomed, _) = c.spawn("worker", "started");
-    let _survivor = c.spawn("worker", "started");
+    let (survivor, _) = c.spawn("worker", "started");
 
     let seeds: Vec<u64> = (0..24)
         .map(|i| if i % 6 == 5 { 100 + i - 2 } else { 100 + i })
@@ -342,6 +368,11 @@ async fn a_worker_killed_mid_chunk_loses_nothing() {
         let done = wait_done(&base, b).await;
         assert_eq!(done["phase"], "completed", "{done}");
     }
+    // The survivor said it took over the dead worker's chunk.
+    assert!(
+        survivor.logged("reclaimed a task its worker held past the visibility timeout"),
+        "no reclaim logged"
+    );
     let batches = HashMap::from([(id.clone(), seeds.len()), (other.clone(), others.len())]);
     let accepted = check_invariants(&c, &base, &batches).await;
     let distinct: BTreeSet<u64> = seeds.iter().chain(&others).copied().collect();
@@ -595,4 +626,42 @@ async fn a_missing_bucket_is_not_ready_and_uploads_leak_nothing() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_no_internals(&r.json().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_the_chunks_in_hand_and_says_so() {
+    let c = Cluster::start();
+    let (_gateway, line) = c.spawn("gateway", "listening on");
+    let base = base_of(&line);
+    let (mut leaving, _) = c.spawn_env("worker", "started", &[("PICSIFT_LOG", "info")]);
+    let seeds: Vec<u64> = (0..16).map(|i| 700 + i).collect();
+    let id = upload(&base, batch_zip(&seeds, (1600, 1200))).await;
+    let start = Instant::now();
+    loop {
+        let s = get_json(&format!("{base}/v1/batches/{id}")).await;
+        if s["counts"]["accepted"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no progress: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGTERM mid-batch: it stops taking chunks, finishes the one in hand
+    // within its grace (worker.drain_secs, 25 s), says so, and exits.
+    assert!(
+        leaving.terminate(Duration::from_secs(40)),
+        "the worker did not exit"
+    );
+    assert!(leaving.logged("stopping: taking no new chunk, finishing the chunks in hand"));
+    assert!(leaving.logged("stopped: every chunk in hand is finished"));
+    // What it did not take goes to the next worker at once (nothing was
+    // left held); the batch completes with every verdict.
+    let _next = c.spawn("worker", "started");
+    let done = wait_done(&base, &id).await;
+    assert_eq!(done["phase"], "completed", "{done}");
+    let batches = HashMap::from([(id.clone(), seeds.len())]);
+    let accepted = check_invariants(&c, &base, &batches).await;
+    assert_eq!(accepted.len(), seeds.len());
 }
