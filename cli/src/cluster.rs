@@ -5,19 +5,18 @@
 
 use crate::config::Config;
 use crate::process::{init_logging, shutdown_signal};
+use crate::startup::{Dependency, patiently};
 use anyhow::Context;
 use picsift_backends::cluster::{RedisDedup, RedisQueue, S3BlobStore};
 use picsift_backends::notify::Notifier;
 use picsift_backends::sql::SqlCatalog;
-use picsift_core::backend::{Backends, Scheduler};
+use picsift_core::backend::{Backends, BlobStore, Scheduler};
 use picsift_core::chunk::ChunkLimits;
 use picsift_core::intake::{IntakeConfig, LocalScheduler};
 use picsift_gateway::{AppState, KubeScheduler};
 use picsift_operator::OperatorConfig;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Options shared by the cluster commands.
@@ -32,38 +31,26 @@ pub(crate) fn load(args: &ClusterArgs) -> anyhow::Result<Config> {
     Config::load(args.config.as_deref(), |k| std::env::var(k).ok())
 }
 
-/// Retries `connect` with backoff until it succeeds: a dependency that is
-/// not up yet (or restarting) delays the process instead of killing it.
-async fn patiently<T, F, Fut>(what: &str, mut connect: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = picsift_core::Result<T>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match connect().await {
-            Ok(v) => return v,
-            Err(e) => {
-                tracing::warn!(what, error = %e, retry_in_ms = delay.as_millis() as u64, "dependency unavailable");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-}
-
-pub(crate) async fn backends(cfg: &Config, consumer: &str) -> Backends {
+/// Connects to S3 (and checks the bucket takes a write), PostgreSQL and
+/// Redis: waits for those that are not up yet, and stops with the setting
+/// to fix when one is misconfigured ([`crate::startup`]).
+pub(crate) async fn backends(cfg: &Config, consumer: &str) -> anyhow::Result<Backends> {
     let s3 = cfg.s3();
-    let blobs = patiently("s3", || S3BlobStore::connect(s3.clone())).await;
-    let catalog = patiently("postgres", || {
+    let blobs = patiently(Dependency::S3, "s3", || async {
+        let store = S3BlobStore::connect(s3.clone()).await?;
+        store.probe().await?;
+        Ok(store)
+    })
+    .await?;
+    let catalog = patiently(Dependency::Postgres, "postgres", || {
         SqlCatalog::connect_postgres(&cfg.postgres.url, cfg.postgres.max_connections)
     })
-    .await;
-    let dedup = patiently("redis", || {
+    .await?;
+    let dedup = patiently(Dependency::Redis, "redis", || {
         RedisDedup::connect(&cfg.redis.url, &cfg.redis.prefix)
     })
-    .await;
-    let queue = patiently("redis queue", || {
+    .await?;
+    let queue = patiently(Dependency::Redis, "redis queue", || {
         RedisQueue::connect(
             &cfg.redis.url,
             &cfg.redis.prefix,
@@ -71,13 +58,13 @@ pub(crate) async fn backends(cfg: &Config, consumer: &str) -> Backends {
             cfg.redis.visibility_timeout_ms,
         )
     })
-    .await;
-    Backends {
+    .await?;
+    Ok(Backends {
         blobs: Arc::new(blobs),
         catalog: Arc::new(catalog),
         dedup: Arc::new(dedup),
         queue: Arc::new(queue),
-    }
+    })
 }
 
 /// How this deployment enqueues batches: the policy and chunk sizes of the
@@ -106,7 +93,7 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = load(&args)?;
     let policy = cfg.policy()?;
-    let b = backends(&cfg, &consumer_name()).await;
+    let b = backends(&cfg, &consumer_name()).await?;
     if let Ok(key) = std::env::var("PICSIFT_ADMIN_KEY") {
         crate::admin::bootstrap_key(b.catalog.as_ref(), &key).await?;
     }
@@ -130,13 +117,13 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
         queue: Some(b.queue.clone()),
         limits: cfg.limits.tenant_limits(),
         rate: Arc::new(
-            patiently("redis rate limiter", || {
+            patiently(Dependency::Redis, "redis rate limiter", || {
                 picsift_backends::cluster::RedisRateLimiter::connect(
                     &cfg.redis.url,
                     &cfg.redis.prefix,
                 )
             })
-            .await,
+            .await?,
         ),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -186,7 +173,7 @@ pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
     let cfg = load(&args)?;
     let intake = intake_config(&cfg)?;
     let client = kube_client().await?;
-    let b = backends(&cfg, &consumer_name()).await;
+    let b = backends(&cfg, &consumer_name()).await?;
     let stop = CancellationToken::new();
     let op = OperatorConfig {
         namespace: namespace(&cfg, &client),

@@ -15,6 +15,7 @@ mod names;
 mod process;
 #[cfg(feature = "ml")]
 mod serve;
+mod startup;
 #[cfg(feature = "ml")]
 mod worker;
 

@@ -601,31 +601,46 @@ fn assert_no_internals(problem: &Value) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_bucket_is_not_ready_and_uploads_leak_nothing() {
+async fn a_missing_bucket_stops_the_gateway_naming_the_setting() {
     let c = Cluster::start();
-    let (_gateway, line) = c.spawn_env(
-        "gateway",
-        "listening on",
-        &[("PICSIFT_S3_BUCKET", "no-such-bucket")],
-    );
-    let base = base_of(&line);
-    // A read alone took the missing bucket's 404 for a missing object.
-    let ready = http().get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let checks: Value = ready.json().await.unwrap();
-    let blobs = checks["checks"]["blobs"].as_str().unwrap();
-    assert!(blobs.starts_with("unavailable (error id "), "{checks}");
-    assert!(!checks.to_string().contains("NoSuchBucket"), "{checks}");
-    assert_eq!(checks["checks"]["catalog"], "ok");
-    let r = http()
-        .post(format!("{base}/v1/batches"))
-        .header("content-type", "application/zip")
-        .body(batch_zip(&[600], (64, 64)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert_no_internals(&r.json().await.unwrap());
+    // At start: a permanent misconfiguration ends the process with the
+    // setting to fix, instead of retrying (or serving) forever.
+    let no_db = c._postgres.url.replace("/picsift", "/nodb");
+    for (key, value, says) in [
+        (
+            "PICSIFT_S3_BUCKET",
+            "no-such-bucket",
+            "s3.bucket (PICSIFT_S3_BUCKET): the bucket does not exist",
+        ),
+        (
+            "PICSIFT_POSTGRES_URL",
+            no_db.as_str(),
+            "postgres.url (PICSIFT_POSTGRES_URL): the database does not exist",
+        ),
+    ] {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(picsift_bin())
+            .args(["gateway", "--config"])
+            .arg(&c.config)
+            .env(key, value)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("PICSIFT_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key}: {stderr}");
+        assert!(stderr.contains(says), "{key}: {stderr}");
+    }
+    // While running: a bucket gone later fails the readiness probe (a read
+    // alone took the missing bucket's 404 for a missing object).
+    let s3 = S3Config {
+        bucket: "no-such-bucket".into(),
+        ..c.s3.clone()
+    };
+    let store = S3BlobStore::connect(s3).await.unwrap();
+    let err = store.probe().await.unwrap_err().to_string();
+    assert!(err.contains("NoSuchBucket"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
