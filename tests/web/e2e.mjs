@@ -239,6 +239,8 @@ try {
   const again = await zipBlob([{ name: 'hills-again.jpg', file: await fs.openAsBlob(path.join(photos, 'photo_0001.jpg')) }]);
   fs.writeFileSync(zipPath, Buffer.from(await again.arrayBuffer()));
   await page.click('nav a[href="#/upload"]');
+  // The view renders after the hash change: wait for it, then check the focus.
+  await page.waitForFunction(() => document.activeElement?.id === 'upload-title', null, { timeout: 5000 }).catch(() => {});
   assert.equal(await page.evaluate(() => document.activeElement.id), 'upload-title', 'the focus moves to the new view');
   await page.setInputFiles('#pick-files', zipPath);
   await page.locator('#selection-summary', { hasText: 'sent as it is' }).waitFor();
