@@ -399,9 +399,11 @@ pub const CONSUMER_GONE_AFTER_MS: u64 = 3_600_000;
 /// The work queue on Redis Streams: the cluster [`WorkQueue`].
 ///
 /// Every worker process connects with its own consumer name; clones share
-/// it. The visibility timeout must exceed the longest time a worker holds
-/// one chunk, or a live worker's task is handed out a second time (harmless
-/// for correctness, verdicts and dedup are idempotent, but wasted work).
+/// it. A live worker extends its lease ([`WorkQueue::extend`], the
+/// worker's heartbeat) so its task is not handed out a second time; one
+/// that stops extending (it died or stalled) loses the task after the
+/// visibility timeout (a second delivery is harmless for correctness:
+/// verdicts and dedup are idempotent, but it is wasted work).
 #[derive(Clone, Debug)]
 pub struct RedisQueue {
     conn: ConnectionManager,
