@@ -5,35 +5,15 @@
 mod mock;
 
 use mock::*;
-use picsift_core::backend::NewBatch;
 use picsift_core::model::{Phase, staging_key};
 use picsift_operator::orphans;
 use serde_json::json;
-
-/// A batch recorded `received` at [`created_ms`], its upload staged.
-async fn recorded(f: &Fixture, id: &str) {
-    let key = staging_key(id);
-    f.backends.blobs.put(&key, zip_of(1).into()).await.unwrap();
-    f.backends
-        .catalog
-        .create_batch(&NewBatch {
-            owner: "default".into(),
-            id: id.into(),
-            staged_key: key,
-            upload_bytes: 1,
-            total_entries: 1,
-            callback_url: None,
-            now: created_ms(),
-        })
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn a_batch_received_but_never_scheduled_is_failed_and_its_upload_deleted() {
     let f = backends().await;
     for id in ["lost", "named", "annotated"] {
-        recorded(&f, id).await;
+        recorded_batch(&f, id, 1).await;
     }
     // The API server holds an UploadBatch named for "named", and one whose
     // batch-id annotation is "annotated".

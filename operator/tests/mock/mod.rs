@@ -231,7 +231,9 @@ pub fn assert_applied_by_operator(call: &Call) {
     assert_eq!(call.content_type, "application/apply-patch+yaml");
 }
 
-pub async fn received_batch(f: &Fixture, id: &str, entries: u32) {
+/// A batch recorded `received` at [`created_ms`], its upload of `entries`
+/// staged, not planned (what a gateway leaves if it dies right then).
+pub async fn recorded_batch(f: &Fixture, id: &str, entries: u32) {
     let key = staging_key(id);
     f.backends
         .blobs
@@ -251,7 +253,12 @@ pub async fn received_batch(f: &Fixture, id: &str, entries: u32) {
         })
         .await
         .unwrap();
-    // Planned: its entries are recorded and queued, none decided yet.
+}
+
+/// [`recorded_batch`], then planned: its entries recorded and queued, none
+/// decided yet.
+pub async fn received_batch(f: &Fixture, id: &str, entries: u32) {
+    recorded_batch(f, id, entries).await;
     picsift_core::intake::enqueue_batch(&f.backends, &Default::default(), id)
         .await
         .unwrap();
