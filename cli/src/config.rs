@@ -500,6 +500,7 @@ impl Config {
             dedup_scope: self.policy.dedup_scope,
             shared_images: self.policy.shared_images,
             sanitize: self.policy.sanitize,
+            spelling: picsift_core::setting::Spelling::ConfigFile,
             ..Policy::default()
         })
     }

@@ -158,6 +158,7 @@ fn policy(args: &ServeArgs) -> anyhow::Result<Policy> {
     if let Some(near) = args.near_distance {
         policy.near_duplicate_distance = near.0;
     }
+    policy.spelling = picsift_core::setting::Spelling::Serve;
     Ok(policy)
 }
 

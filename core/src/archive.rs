@@ -4,6 +4,7 @@
 
 use crate::format::{self, Sniffed};
 use crate::policy::Policy;
+use crate::setting::Setting;
 use crate::verdict::{Reason, Rejection};
 use std::io::{Read, Seek};
 use zip::{CompressionMethod, ZipArchive};
@@ -111,8 +112,10 @@ pub fn check_entry(meta: &EntryMeta, policy: &Policy) -> Result<(), Rejection> {
         return Err(Rejection::new(
             Reason::EntryTooLarge,
             format!(
-                "entry declares {} bytes; the policy allows {} (ValidationPolicy.limits.maxEntryBytes)",
-                meta.size, policy.max_entry_bytes
+                "entry declares {} bytes; the policy allows {} ({})",
+                meta.size,
+                policy.max_entry_bytes,
+                policy.spelling.name(Setting::MaxEntryBytes)
             ),
         ));
     }
@@ -125,11 +128,12 @@ pub fn check_entry(meta: &EntryMeta, policy: &Policy) -> Result<(), Rejection> {
         return Err(Rejection::new(
             Reason::CompressionRatio,
             format!(
-                "entry inflates {} bytes to {} (ratio {}); the policy allows {} (ValidationPolicy.limits.maxCompressionRatio)",
+                "entry inflates {} bytes to {} (ratio {}); the policy allows {} ({})",
                 meta.compressed_size,
                 meta.size,
                 meta.size / meta.compressed_size.max(1),
-                policy.max_compression_ratio
+                policy.max_compression_ratio,
+                policy.spelling.name(Setting::MaxCompressionRatio)
             ),
         ));
     }
@@ -231,15 +235,11 @@ pub enum ArchiveProblem {
     #[error("the archive has no entries")]
     Empty,
     /// Over the entry count limit.
-    #[error(
-        "the archive has {0} entries; the policy allows {1} (ValidationPolicy.limits.maxEntries)"
-    )]
-    TooManyEntries(u64, u64),
+    #[error("the archive has {0} entries; the policy allows {1} ({2})")]
+    TooManyEntries(u64, u64, String),
     /// Over the declared size limit.
-    #[error(
-        "the entries declare {0} bytes in all; the policy allows {1} (ValidationPolicy.limits.maxTotalUncompressedBytes)"
-    )]
-    TooLarge(u64, u64),
+    #[error("the entries declare {0} bytes in all; the policy allows {1} ({2})")]
+    TooLarge(u64, u64, String),
     /// No entry is an allowed image.
     #[error("no entry is an allowed image ({0})")]
     NoImages(String),
@@ -332,7 +332,11 @@ pub fn light_check<R: Read + Seek>(
         ));
     }
     if let Some(n) = declared_entries(&mut reader).filter(|&n| n > policy.max_entries) {
-        return Err(ArchiveProblem::TooManyEntries(n, policy.max_entries));
+        return Err(ArchiveProblem::TooManyEntries(
+            n,
+            policy.max_entries,
+            policy.spelling.name(Setting::MaxEntries),
+        ));
     }
     // The end record's count is 16 bits (or a Zip64 field) and may wrap or
     // lie: count the central directory's headers themselves.
@@ -340,7 +344,11 @@ pub fn light_check<R: Read + Seek>(
         let walked =
             count_central_headers(&mut reader, end.dir_start, policy.max_entries + 1).unwrap_or(0);
         if walked > policy.max_entries {
-            return Err(ArchiveProblem::TooManyEntries(walked, policy.max_entries));
+            return Err(ArchiveProblem::TooManyEntries(
+                walked,
+                policy.max_entries,
+                policy.spelling.name(Setting::MaxEntries),
+            ));
         }
         if walked > end.entries {
             return Err(ArchiveProblem::NotZip(format!(
@@ -373,7 +381,11 @@ pub fn light_check<R: Read + Seek>(
         return Err(ArchiveProblem::Empty);
     }
     if entries > policy.max_entries {
-        return Err(ArchiveProblem::TooManyEntries(entries, policy.max_entries));
+        return Err(ArchiveProblem::TooManyEntries(
+            entries,
+            policy.max_entries,
+            policy.spelling.name(Setting::MaxEntries),
+        ));
     }
     let mut summary = Summary {
         entries,
@@ -401,6 +413,7 @@ pub fn light_check<R: Read + Seek>(
         return Err(ArchiveProblem::TooLarge(
             summary.declared_bytes,
             policy.max_total_uncompressed_bytes,
+            policy.spelling.name(Setting::MaxTotalUncompressedBytes),
         ));
     }
     if summary.images == 0 {
@@ -512,7 +525,14 @@ mod tests {
             ..Policy::default()
         };
         let r = light_check(&bytes[..4], Cursor::new(&bytes), &tight);
-        assert_eq!(r, Err(ArchiveProblem::TooManyEntries(3, 2)));
+        assert_eq!(
+            r,
+            Err(ArchiveProblem::TooManyEntries(
+                3,
+                2,
+                "ValidationPolicy.limits.maxEntries".into()
+            ))
+        );
         assert_eq!(
             declared_entries(&mut Cursor::new(b"not a zip at all".to_vec())),
             None

@@ -11,6 +11,7 @@ use crate::blob_reader::BlobReader;
 use crate::chunk::{ChunkLimits, group_entries};
 use crate::model::{EntryPlan, Phase, is_prefix, owns_source};
 use crate::policy::Policy;
+use crate::setting::Setting;
 use crate::time::now_ms;
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ pub async fn enqueue_batch(b: &Backends, cfg: &IntakeConfig, batch_id: &str) -> 
         return Ok(());
     }
     if batch.phase == Phase::Received {
-        match read_entries(b, &batch.staged_key, cfg.policy.max_entries).await? {
+        match read_entries(b, &batch.staged_key, &cfg.policy).await? {
             Ok(entries) => {
                 b.catalog
                     .record_entries(batch_id, &entries, now_ms())
@@ -74,12 +75,14 @@ pub async fn enqueue_batch(b: &Backends, cfg: &IntakeConfig, batch_id: &str) -> 
 async fn read_entries(
     b: &Backends,
     key: &str,
-    max_entries: u64,
+    policy: &Policy,
 ) -> Result<Result<Vec<EntryPlan>, String>> {
+    let max_entries = policy.max_entries;
+    let limit_name = policy.spelling.name(Setting::MaxEntries);
     if is_prefix(key) {
-        return read_prefix(b, key, max_entries).await;
+        return read_prefix(b, key, max_entries, &limit_name).await;
     }
-    read_zip_entries(b, key, max_entries).await
+    read_zip_entries(b, key, max_entries, limit_name).await
 }
 
 /// Every object under `prefix`, in key order, as entries.
@@ -87,6 +90,7 @@ async fn read_prefix(
     b: &Backends,
     prefix: &str,
     max_entries: u64,
+    limit_name: &str,
 ) -> Result<Result<Vec<EntryPlan>, String>> {
     let mut keys = b.blobs.list(prefix).await?;
     keys.retain(|k| !k.ends_with('/'));
@@ -96,7 +100,7 @@ async fn read_prefix(
     }
     if keys.len() as u64 > max_entries {
         return Ok(Err(format!(
-            "{prefix} holds {} objects; the policy allows {max_entries} (ValidationPolicy.limits.maxEntries)",
+            "{prefix} holds {} objects; the policy allows {max_entries} ({limit_name})",
             keys.len()
         )));
     }
@@ -118,6 +122,7 @@ async fn read_zip_entries(
     b: &Backends,
     key: &str,
     max_entries: u64,
+    limit_name: String,
 ) -> Result<Result<Vec<EntryPlan>, String>> {
     let Some(len) = b.blobs.size(key).await? else {
         return Ok(Err(format!("the staged archive {key} is missing")));
@@ -137,7 +142,7 @@ async fn read_zip_entries(
         if archive.len() as u64 > max_entries {
             return Err(format!(
                 "the archive has {} entries; the policy allows {max_entries} \
-                 (ValidationPolicy.limits.maxEntries)",
+                 ({limit_name})",
                 archive.len()
             ));
         }

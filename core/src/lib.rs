@@ -29,6 +29,7 @@ pub mod png_webp;
 pub mod policy;
 pub mod progress;
 pub mod rate;
+pub mod setting;
 pub mod time;
 pub mod verdict;
 pub mod webhook;

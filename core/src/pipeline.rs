@@ -54,9 +54,10 @@ pub fn prepare_with_pixels(
             return Err(Rejection::new(
                 Reason::FormatNotAllowed,
                 format!(
-                    "the bytes are {}; the policy allows {} (ValidationPolicy.formats)",
+                    "the bytes are {}; the policy allows {} ({})",
                     f.as_str(),
-                    allowed.join(", ")
+                    allowed.join(", "),
+                    policy.spelling.name(crate::setting::Setting::Formats)
                 ),
             ));
         }

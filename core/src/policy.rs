@@ -2,6 +2,7 @@
 //! it comes from the command line; in the cluster from a `ValidationPolicy`.
 
 use crate::format::Format;
+use crate::setting::{Setting, Spelling};
 use crate::verdict::{Reason, Rejection};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,9 @@ pub struct Policy {
     /// fresh encoding of the decoded, upright pixels (content disarm:
     /// nothing of the upload's bytes is kept; JPEG at quality 90).
     pub sanitize: Sanitize,
+    /// How the deployment that made this policy spells its settings, so
+    /// that a rejection names the one to change ([`crate::setting`]).
+    pub spelling: Spelling,
 }
 
 /// See [`Policy::sanitize`].
@@ -249,6 +253,7 @@ impl Default for Policy {
             dedup_scope: DedupScope::Global,
             shared_images: false,
             sanitize: Sanitize::Strip,
+            spelling: Spelling::default(),
         }
     }
 }
@@ -261,8 +266,10 @@ impl Policy {
             return Err(Rejection::new(
                 Reason::DimensionsTooLarge,
                 format!(
-                    "image is {width}×{height} ({pixels} pixels); the policy allows {} pixels per side and {} in all (ValidationPolicy.limits)",
-                    self.max_dimension, self.max_pixels
+                    "image is {width}×{height} ({pixels} pixels); the policy allows {} pixels per side and {} in all ({})",
+                    self.max_dimension,
+                    self.max_pixels,
+                    self.spelling.name(Setting::Dimensions)
                 ),
             ));
         }

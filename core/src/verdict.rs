@@ -108,7 +108,7 @@ reasons! {
     /// The entry's compression ratio is above the policy's limit (a zip bomb).
     CompressionRatio = "compression_ratio", Rejected, "Images barely compress; an entry this compressible is not an image.";
     /// The entry is larger than the policy allows for one image.
-    EntryTooLarge = "entry_too_large", Rejected, "Upload smaller files, or ask for a policy with a higher ValidationPolicy.limits.maxEntryBytes.";
+    EntryTooLarge = "entry_too_large", Rejected, "Upload smaller files, or ask for a policy with a higher limit per entry (the detail names the setting).";
     /// The bytes are not any image format picsift knows.
     NotAnImage = "not_an_image", Rejected, "Upload only image files; the name's extension does not matter, the bytes do.";
     /// The bytes are an image format the policy does not allow.

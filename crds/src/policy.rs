@@ -193,6 +193,7 @@ impl ValidationPolicySpec {
             dedup_scope: self.dedup_scope,
             shared_images: self.shared_images,
             sanitize: self.sanitize,
+            spelling: picsift_core::setting::Spelling::ValidationPolicy,
         }
     }
 }

@@ -18,6 +18,7 @@ mod quality;
 
 use engine::Engine;
 use picsift_core::policy::{ModelSpec, Output, Policy, QualityPolicy};
+use picsift_core::setting::{Setting, Spelling};
 use picsift_core::verdict::{Checks, Reason, Rejection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -240,6 +241,7 @@ impl Runtime {
         };
         Ok(Checker {
             quality_policy: policy.quality.clone(),
+            spelling: policy.spelling,
             quality,
             models,
         })
@@ -318,6 +320,7 @@ fn validate_spec(spec: &ModelSpec) -> Result<(), ConfigError> {
 #[derive(Clone)]
 pub struct Checker {
     quality_policy: QualityPolicy,
+    spelling: Spelling,
     quality: Option<Arc<Engine>>,
     models: Vec<(Arc<ModelSpec>, Arc<Engine>)>,
 }
@@ -356,6 +359,7 @@ impl Checker {
             .collect();
         Pending {
             quality_policy: self.quality_policy.clone(),
+            spelling: self.spelling,
             quality,
             models,
         }
@@ -373,6 +377,7 @@ type Reply = tokio::sync::oneshot::Receiver<Result<Vec<f32>, String>>;
 /// Checks under way for one image.
 pub struct Pending {
     quality_policy: QualityPolicy,
+    spelling: Spelling,
     quality: Option<Reply>,
     models: Vec<(Arc<ModelSpec>, Reply)>,
 }
@@ -401,7 +406,7 @@ impl Pending {
                 .map_err(|_| format!("model {}'s thread stopped", spec.name))??;
             scores.push((spec, got));
         }
-        Ok(judge(&self.quality_policy, quality, scores))
+        Ok(judge(&self.quality_policy, self.spelling, quality, scores))
     }
 
     /// [`Self::wait`] from a thread outside the async runtime.
@@ -421,7 +426,7 @@ impl Pending {
                 .map_err(|_| format!("model {}'s thread stopped", spec.name))??;
             scores.push((spec, got));
         }
-        Ok(judge(&self.quality_policy, quality, scores))
+        Ok(judge(&self.quality_policy, self.spelling, quality, scores))
     }
 }
 
@@ -433,11 +438,12 @@ fn round(v: f32) -> f64 {
 
 fn judge(
     policy: &QualityPolicy,
+    spelling: Spelling,
     quality: Option<Vec<f32>>,
     models: Vec<(Arc<ModelSpec>, Vec<f32>)>,
 ) -> Outcome {
     let quality = quality.map(|q| quality::Measured::from_vec(&q).0);
-    let mut rejection = quality.and_then(|q| quality::judge(policy, &q));
+    let mut rejection = quality.and_then(|q| quality::judge(policy, spelling, &q));
     let mut scores = BTreeMap::new();
     for (spec, values) in models {
         let labelled: BTreeMap<String, f64> = spec
@@ -453,8 +459,13 @@ fn judge(
                     Rejection::new(
                         Reason::ModelRejected,
                         format!(
-                            "model {} scored label {} at {score:.3}, at or above the policy's threshold {} (ValidationPolicy.models[{}].reject)",
-                            spec.name, rule.label, rule.at_least, spec.name
+                            "model {} scored label {} at {score:.3}, at or above the policy's threshold {} ({})",
+                            spec.name,
+                            rule.label,
+                            rule.at_least,
+                            spelling
+                                .name(Setting::ModelReject)
+                                .replace("[]", &format!("[{}]", spec.name))
                         ),
                     )
                 })

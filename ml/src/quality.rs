@@ -4,6 +4,7 @@
 //! 256×256 grey thumbnail.
 
 use picsift_core::policy::QualityPolicy;
+use picsift_core::setting::{Setting, Spelling};
 use picsift_core::verdict::{Quality, Reason, Rejection};
 use tch::{Device, Kind, Tensor};
 
@@ -63,15 +64,16 @@ impl Measured {
 /// The first quality check that fails, in order: blank, under-exposed,
 /// over-exposed, blurry (a blank image is also "blurry"; the first reason
 /// is the useful one).
-pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
+pub(crate) fn judge(policy: &QualityPolicy, spelling: Spelling, q: &Quality) -> Option<Rejection> {
     if let Some(min) = policy.min_contrast
         && q.contrast < f64::from(min)
     {
         return Some(Rejection::new(
             Reason::Blank,
             format!(
-                "grey-level contrast {:.2} is below the policy's minimum {min} (ValidationPolicy.quality.minContrast)",
-                q.contrast
+                "grey-level contrast {:.2} is below the policy's minimum {min} ({})",
+                q.contrast,
+                spelling.name(Setting::MinContrast)
             ),
         ));
     }
@@ -81,9 +83,10 @@ pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
         return Some(Rejection::new(
             Reason::Underexposed,
             format!(
-                "{:.0}% of the pixels are black (5 or below); the policy allows {:.0}% (ValidationPolicy.quality.maxUnderexposed)",
+                "{:.0}% of the pixels are black (5 or below); the policy allows {:.0}% ({})",
                 q.underexposed * 100.0,
-                max * 100.0
+                max * 100.0,
+                spelling.name(Setting::MaxUnderexposed)
             ),
         ));
     }
@@ -93,9 +96,10 @@ pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
         return Some(Rejection::new(
             Reason::Overexposed,
             format!(
-                "{:.0}% of the pixels are white (250 or above); the policy allows {:.0}% (ValidationPolicy.quality.maxOverexposed)",
+                "{:.0}% of the pixels are white (250 or above); the policy allows {:.0}% ({})",
                 q.overexposed * 100.0,
-                max * 100.0
+                max * 100.0,
+                spelling.name(Setting::MaxOverexposed)
             ),
         ));
     }
@@ -105,8 +109,9 @@ pub(crate) fn judge(policy: &QualityPolicy, q: &Quality) -> Option<Rejection> {
         return Some(Rejection::new(
             Reason::Blurry,
             format!(
-                "sharpness (variance of the Laplacian) {:.1} is below the policy's minimum {min} (ValidationPolicy.quality.minSharpness)",
-                q.sharpness
+                "sharpness (variance of the Laplacian) {:.1} is below the policy's minimum {min} ({})",
+                q.sharpness,
+                spelling.name(Setting::MinSharpness)
             ),
         ));
     }

@@ -327,6 +327,7 @@ async fn check_objects(
         let name = names.get(&index).cloned().unwrap_or_default();
         let key = format!("{prefix}{name}");
         let limit = checking.policy.max_entry_bytes;
+        let spelling = checking.policy.spelling;
         let checked = match b.blobs.get_range(&key, 0..limit.saturating_add(1)).await {
             Err(picsift_core::Error::NotFound(_)) => Checked::refused(
                 index,
@@ -346,7 +347,8 @@ async fn check_objects(
                 Rejection::new(
                     Reason::EntryTooLarge,
                     format!(
-                        "{key} is larger than {limit} bytes (ValidationPolicy.limits.maxEntryBytes)"
+                        "{key} is larger than {limit} bytes ({})",
+                        spelling.name(picsift_core::setting::Setting::MaxEntryBytes)
                     ),
                 ),
             ),

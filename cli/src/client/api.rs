@@ -155,7 +155,7 @@ impl Api {
         let body = response.text().await.unwrap_or_default();
         if status == StatusCode::UNAUTHORIZED {
             bail!(
-                "{}\n(give an API key with --api-key or PICSIFT_API_KEY; `picsift serve` writes its admin key to DATA/admin.key, and `picsift admin keys create` makes more)",
+                "{}\n(give an API key with --api-key or PICSIFT_API_KEY: `picsift serve` writes its admin key to DATA/admin.key, a cluster's first admin key is the gateway's PICSIFT_ADMIN_KEY, and `picsift admin keys create` makes more)",
                 problem_message(status, &body)
             );
         }

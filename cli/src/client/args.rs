@@ -16,8 +16,12 @@ pub(super) struct ServerArgs {
         value_name = "URL"
     )]
     pub(super) server: Url,
-    /// API key (default: the key in DATA/admin.key, which `picsift serve`
-    /// creates on first start; DATA is PICSIFT_DATA or `.data`).
+    /// API key, from this flag or PICSIFT_API_KEY. Keys come from
+    /// `picsift admin keys create` (standalone: `--data DIR`; cluster:
+    /// `--config FILE`), and a cluster's first admin key is the gateway's
+    /// PICSIFT_ADMIN_KEY. Default: the standalone server's admin key in
+    /// DATA/admin.key (DATA is PICSIFT_DATA or `.data`), written by
+    /// `picsift serve` on first start.
     #[arg(
         long,
         env = "PICSIFT_API_KEY",
