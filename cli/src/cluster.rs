@@ -13,6 +13,7 @@ use picsift_backends::sql::SqlCatalog;
 use picsift_core::backend::{Backends, BlobStore, Scheduler};
 use picsift_core::chunk::ChunkLimits;
 use picsift_core::intake::{IntakeConfig, LocalScheduler};
+use picsift_gateway::starting::Startup;
 use picsift_gateway::{AppState, KubeScheduler};
 use picsift_operator::OperatorConfig;
 use std::path::PathBuf;
@@ -34,23 +35,27 @@ pub(crate) fn load(args: &ClusterArgs) -> anyhow::Result<Config> {
 /// Connects to S3 (and checks the bucket takes a write), PostgreSQL and
 /// Redis: waits for those that are not up yet, and stops with the setting
 /// to fix when one is misconfigured ([`crate::startup`]).
-pub(crate) async fn backends(cfg: &Config, consumer: &str) -> anyhow::Result<Backends> {
+pub(crate) async fn backends(
+    cfg: &Config,
+    consumer: &str,
+    startup: &Startup,
+) -> anyhow::Result<Backends> {
     let s3 = cfg.s3();
-    let blobs = patiently(Dependency::S3, "s3", || async {
+    let blobs = patiently(Dependency::S3, "s3", startup, || async {
         let store = S3BlobStore::connect(s3.clone()).await?;
         store.probe().await?;
         Ok(store)
     })
     .await?;
-    let catalog = patiently(Dependency::Postgres, "postgres", || {
+    let catalog = patiently(Dependency::Postgres, "postgres", startup, || {
         SqlCatalog::connect_postgres(&cfg.postgres.url, cfg.postgres.max_connections)
     })
     .await?;
-    let dedup = patiently(Dependency::Redis, "redis", || {
+    let dedup = patiently(Dependency::Redis, "redis", startup, || {
         RedisDedup::connect(&cfg.redis.url, &cfg.redis.prefix)
     })
     .await?;
-    let queue = patiently(Dependency::Redis, "redis queue", || {
+    let queue = patiently(Dependency::Redis, "redis queue", startup, || {
         RedisQueue::connect(
             &cfg.redis.url,
             &cfg.redis.prefix,
@@ -88,18 +93,56 @@ pub(crate) fn consumer_name() -> String {
 }
 
 /// `picsift gateway`: the HTTP API. Received batches are planned into the
-/// Redis queue at once.
+/// Redis queue at once. The port opens first: while S3, PostgreSQL or
+/// Redis are not up yet, `/readyz` answers 503 naming them
+/// ([`picsift_gateway::starting`]).
 pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = load(&args)?;
     let policy = cfg.policy()?;
-    let b = backends(&cfg, &consumer_name()).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen)", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let startup = Startup::new(&["postgres", "redis", "s3"]);
+    let mut server = tokio::spawn(picsift_gateway::serve(
+        listener,
+        picsift_gateway::starting::router(startup.clone()),
+        cfg.limits.transport(),
+        shutdown_signal(),
+    ));
+    eprintln!(
+        "picsift gateway starting on http://{addr}: /readyz answers 503 until S3, PostgreSQL and Redis do"
+    );
+    let state = tokio::select! {
+        state = gateway_state(&cfg, policy, &startup) => state?,
+        stopped = &mut server => {
+            stopped.context("server task failed")?.context("server failed")?;
+            return Ok(());
+        }
+    };
+    startup.ready(picsift_gateway::router(state));
+    eprintln!("picsift gateway listening on http://{addr}");
+    server
+        .await
+        .context("server task failed")?
+        .context("server failed")?;
+    Ok(())
+}
+
+/// The gateway's state: its backends connected, its admin key in place.
+async fn gateway_state(
+    cfg: &Config,
+    policy: picsift_core::policy::Policy,
+    startup: &Startup,
+) -> anyhow::Result<AppState> {
+    let b = backends(cfg, &consumer_name(), startup).await?;
     if let Ok(key) = std::env::var("PICSIFT_ADMIN_KEY") {
         crate::admin::bootstrap_key(b.catalog.as_ref(), &key).await?;
     }
     let scheduler: Arc<dyn Scheduler> = if cfg.kubernetes.enabled {
         let client = kube_client().await?;
-        let ns = namespace(&cfg, &client);
+        let ns = namespace(cfg, &client);
         tracing::info!(namespace = ns, "uploads become UploadBatches");
         Arc::new(KubeScheduler::new(
             client,
@@ -107,9 +150,9 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
             &cfg.kubernetes.default_policy,
         ))
     } else {
-        Arc::new(LocalScheduler::new(b.clone(), intake_config(&cfg)?))
+        Arc::new(LocalScheduler::new(b.clone(), intake_config(cfg)?))
     };
-    let state = AppState {
+    Ok(AppState {
         blobs: b.blobs.clone(),
         catalog: b.catalog.clone(),
         scheduler,
@@ -117,7 +160,7 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
         queue: Some(b.queue.clone()),
         limits: cfg.limits.tenant_limits(),
         rate: Arc::new(
-            patiently(Dependency::Redis, "redis rate limiter", || {
+            patiently(Dependency::Redis, "redis rate limiter", startup, || {
                 picsift_backends::cluster::RedisRateLimiter::connect(
                     &cfg.redis.url,
                     &cfg.redis.prefix,
@@ -125,23 +168,7 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
             })
             .await?,
         ),
-    };
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    eprintln!(
-        "picsift gateway listening on http://{}",
-        listener.local_addr()?
-    );
-    picsift_gateway::serve(
-        listener,
-        picsift_gateway::router(state),
-        cfg.limits.transport(),
-        shutdown_signal(),
-    )
-    .await
-    .context("server failed")?;
-    Ok(())
+    })
 }
 
 /// A chunk legitimately takes up to a visibility timeout; twice that
@@ -173,7 +200,7 @@ pub async fn operator(args: ClusterArgs) -> anyhow::Result<()> {
     let cfg = load(&args)?;
     let intake = intake_config(&cfg)?;
     let client = kube_client().await?;
-    let b = backends(&cfg, &consumer_name()).await?;
+    let b = backends(&cfg, &consumer_name(), &Startup::default()).await?;
     let stop = CancellationToken::new();
     let op = OperatorConfig {
         namespace: namespace(&cfg, &client),

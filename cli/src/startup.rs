@@ -8,6 +8,7 @@
 //! [`classify`] is the rule, pure and table-tested over the error texts
 //! the drivers give; [`patiently`] applies it.
 
+use picsift_gateway::starting::{DepState, Startup};
 use std::future::Future;
 use std::time::Duration;
 
@@ -20,6 +21,17 @@ pub enum Dependency {
     Redis,
     /// The object store.
     S3,
+}
+
+impl Dependency {
+    /// Its name in `/readyz` and the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dependency::Postgres => "postgres",
+            Dependency::Redis => "redis",
+            Dependency::S3 => "s3",
+        }
+    }
 }
 
 /// Whether an error at start will go away by waiting: `None`, or the line
@@ -81,8 +93,14 @@ pub fn classify(dep: Dependency, error: &str) -> Option<String> {
 }
 
 /// Retries `connect` with backoff while its errors are transient; a
-/// permanent one ends with the line that says what to fix.
-pub async fn patiently<T, F, Fut>(dep: Dependency, what: &str, mut connect: F) -> anyhow::Result<T>
+/// permanent one ends with the line that says what to fix. `startup`
+/// learns the dependency's state (the gateway's `/readyz` shows it).
+pub async fn patiently<T, F, Fut>(
+    dep: Dependency,
+    what: &str,
+    startup: &Startup,
+    mut connect: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = picsift_core::Result<T>>,
@@ -90,13 +108,17 @@ where
     let mut failures = 0;
     loop {
         match connect().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                startup.set(dep.name(), DepState::Ok);
+                return Ok(v);
+            }
             Err(e) => {
                 let text = format!("{e:#}");
                 if let Some(fix) = classify(dep, &text) {
                     tracing::error!(what, error = %text, "cannot start: {fix}");
                     anyhow::bail!("{fix}");
                 }
+                startup.set(dep.name(), DepState::Waiting);
                 failures += 1;
                 let wait = picsift_core::backoff::delay_ms(failures, 200, 10_000);
                 tracing::warn!(what, error = %e, retry_in_ms = wait, "dependency unavailable; waiting for it");

@@ -92,7 +92,7 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
     let cfg = load(&args)?;
     let wcfg = worker_config(&cfg)?;
-    let b = backends(&cfg, &consumer_name()).await?;
+    let b = backends(&cfg, &consumer_name(), &Default::default()).await?;
     picsift_worker::checks::start_checks(&b, &wcfg)
         .await
         .context("the policy's quality and ML checks cannot run")?;

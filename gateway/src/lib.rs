@@ -11,6 +11,7 @@ mod policy;
 mod problem;
 mod search;
 pub mod server;
+pub mod starting;
 mod thumbnail;
 pub mod ui;
 mod upload;

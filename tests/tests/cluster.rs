@@ -601,37 +601,122 @@ fn assert_no_internals(problem: &Value) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_bucket_stops_the_gateway_naming_the_setting() {
-    let c = Cluster::start();
+async fn misconfigurations_stop_the_gateway_naming_the_setting_and_outages_are_waited_for() {
+    let mut c = Cluster::start();
     // At start: a permanent misconfiguration ends the process with the
     // setting to fix, instead of retrying (or serving) forever.
     let no_db = c._postgres.url.replace("/picsift", "/nodb");
-    for (key, value, says) in [
+    let unknown_key = c.config.with_file_name("unknown-key.toml");
+    std::fs::write(
+        &unknown_key,
+        std::fs::read_to_string(&c.config).unwrap() + "[redis2]\nurl = \"redis://x\"\n",
+    )
+    .unwrap();
+    let config = c.config.to_string_lossy().into_owned();
+    let unknown = unknown_key.to_string_lossy().into_owned();
+    for (key, value, file, says) in [
         (
             "PICSIFT_S3_BUCKET",
             "no-such-bucket",
+            &config,
             "s3.bucket (PICSIFT_S3_BUCKET): the bucket does not exist",
+        ),
+        (
+            "PICSIFT_S3_SECRET_ACCESS_KEY",
+            "not-the-secret",
+            &config,
+            "s3.access_key_id and s3.secret_access_key (PICSIFT_S3_ACCESS_KEY_ID, PICSIFT_S3_SECRET_ACCESS_KEY): the object store refuses",
+        ),
+        (
+            "PICSIFT_S3_ACCESS_KEY_ID",
+            "",
+            &config,
+            "s3.access_key_id and s3.secret_access_key (PICSIFT_S3_ACCESS_KEY_ID, PICSIFT_S3_SECRET_ACCESS_KEY): no credentials",
         ),
         (
             "PICSIFT_POSTGRES_URL",
             no_db.as_str(),
+            &config,
             "postgres.url (PICSIFT_POSTGRES_URL): the database does not exist",
         ),
+        ("PICSIFT_LOG", "error", &unknown, "unknown field `redis2`"),
     ] {
         let out = Command::new("timeout")
             .arg("60")
             .arg(picsift_bin())
-            .args(["gateway", "--config"])
-            .arg(&c.config)
+            .args(["gateway", "--config", file])
+            .env("PICSIFT_LOG", "error")
             .env(key, value)
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("PICSIFT_LOG", "error")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{key}: {stderr}");
         assert!(stderr.contains(says), "{key}: {stderr}");
     }
+
+    // An outage at start is waited for, with the port open: /readyz names
+    // what the gateway waits for, with no driver text, until it answers.
+    c.redis.stop();
+    let (gateway, line) = c.spawn("gateway", "starting on");
+    let base = line
+        .split("starting on ")
+        .nth(1)
+        .unwrap()
+        .split(": ")
+        .next()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body: Value = r.json().await.unwrap();
+        if body["checks"]["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting")
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "redis never reported: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(waiting["checks"]["s3"], "ok", "{waiting}");
+    assert_eq!(waiting["checks"]["postgres"], "ok", "{waiting}");
+    assert!(!waiting.to_string().contains("refused"), "{waiting}");
+    assert_eq!(
+        reqwest::get(format!("{base}/livez"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = http()
+        .get(format!("{base}/v1/batches"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    c.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "not ready after Redis came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gateway.logged("listening on"));
+    let r = http()
+        .get(format!("{base}/v1/batches"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     // While running: a bucket gone later fails the readiness probe (a read
     // alone took the missing bucket's 404 for a missing object).
     let s3 = S3Config {
