@@ -381,6 +381,12 @@ pub trait WorkQueue: Send + Sync {
     async fn dead_letter(&self, lease: &Lease, why: &str) -> Result<()>;
     /// Tasks waiting.
     async fn backlog(&self) -> Result<u64>;
+    /// Tasks handed out again, by all workers together since the queue
+    /// began, because their worker held them past the lease (it died or
+    /// stalled). Always 0 for a queue whose leases do not run out.
+    async fn reclaimed(&self) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Hands a received batch over for processing: in standalone, the

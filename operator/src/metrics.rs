@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which controller a reconcile belongs to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,6 +38,11 @@ pub struct Metrics {
     pub oldest_pending: Gauge<f64, AtomicU64>,
     /// Batches found received but never scheduled, and failed.
     pub orphans_failed: Counter,
+    /// Tasks reclaimed from workers that died or stalled (the queue's own
+    /// count, across every worker; see [`Metrics::saw_reclaimed`]).
+    pub reclaimed: Counter,
+    /// The queue's count when last seen.
+    reclaimed_seen: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -49,6 +54,7 @@ impl Default for Metrics {
         let workers = Family::<WorkerLabel, Gauge>::default();
         let oldest_pending = Gauge::<f64, AtomicU64>::default();
         let orphans_failed = Counter::default();
+        let reclaimed = Counter::default();
         registry.register("operator_reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "operator_reconcile_errors",
@@ -71,6 +77,11 @@ impl Default for Metrics {
             "Batches received but never scheduled (the gateway stopped in between), failed",
             orphans_failed.clone(),
         );
+        registry.register(
+            "tasks_reclaimed",
+            "Chunk tasks handed out again because their worker held them past the visibility timeout (it died or stalled)",
+            reclaimed.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -79,6 +90,8 @@ impl Default for Metrics {
             workers,
             oldest_pending,
             orphans_failed,
+            reclaimed,
+            reclaimed_seen: AtomicU64::new(0),
         }
     }
 }
@@ -91,6 +104,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Adds what the queue counted since it was last seen. The queue's
+    /// count starts again from 0 when Redis lost its data: that start
+    /// counts from there.
+    pub fn saw_reclaimed(&self, total: u64) {
+        let last = self.reclaimed_seen.swap(total, Ordering::Relaxed);
+        self.reclaimed
+            .inc_by(if total >= last { total - last } else { total });
     }
 
     /// Counts a reconcile of `controller`, failed or not.
@@ -127,8 +149,19 @@ mod tests {
             "picsift_queue_backlog 7",
             "picsift_workers{pool=\"gpu\",state=\"running\"} 2",
             "picsift_oldest_pending_batch_age_seconds",
+            "picsift_tasks_reclaimed_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn reclaimed_tasks_count_what_the_queue_counted_since_last_seen() {
+        let m = Metrics::default();
+        // (the queue's count, the metric after seeing it)
+        for (queue, metric) in [(0, 0), (3, 3), (3, 3), (5, 5), (1, 6), (2, 7)] {
+            m.saw_reclaimed(queue);
+            assert_eq!(m.reclaimed.get(), metric, "after seeing {queue}");
         }
     }
 }

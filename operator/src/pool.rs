@@ -239,6 +239,9 @@ async fn publish_health(ctx: &Context, pool: &WorkerPool, health: &health::Healt
 async fn record_metrics(ctx: &Context, pool: &str, status: &WorkerPoolStatus, queued: u64) {
     let m = &ctx.metrics;
     m.backlog.set(i64::try_from(queued).unwrap_or(i64::MAX));
+    if let Ok(n) = ctx.backends.queue.reclaimed().await {
+        m.saw_reclaimed(n);
+    }
     for (state, n) in [
         ("desired", status.desired),
         ("running", status.running),

@@ -214,6 +214,7 @@ async fn queue_conforms(q: Arc<dyn WorkQueue>) -> Res {
         "waiting on an empty queue times out"
     );
     assert_eq!(q.backlog().await?, 0);
+    assert_eq!(q.reclaimed().await?, 0, "nothing reclaimed yet");
 
     for i in 0..3 {
         q.enqueue(task(i)).await?;
@@ -377,6 +378,8 @@ async fn redis_task_of_a_dead_worker_is_redelivered_after_the_visibility_timeout
     assert_eq!(redelivered.task, task(1));
     assert_eq!(redelivered.receipt, taken.receipt, "the same stream entry");
     assert_eq!(redelivered.deliveries, 2);
+    assert_eq!(alive.reclaimed().await?, 1, "counted for metrics");
+    assert_eq!(dead.reclaimed().await?, 1, "one count for every worker");
     alive.ack(&redelivered).await?;
     assert_eq!(alive.backlog().await?, 0);
 

@@ -413,6 +413,8 @@ pub struct RedisQueue {
     blocking: Arc<Mutex<ConnectionManager>>,
     stream: String,
     dead: String,
+    /// Counters of the queue's life (`reclaimed`), for metrics.
+    stats: String,
     consumer: String,
     visibility_timeout_ms: u64,
 }
@@ -446,6 +448,7 @@ impl RedisQueue {
             blocking: Arc::new(Mutex::new(connect_manager(url, None).await?)),
             stream: format!("{prefix}queue"),
             dead: format!("{prefix}dead"),
+            stats: format!("{prefix}stats"),
             consumer: consumer.to_string(),
             // XAUTOCLAIM with a minimum idle time of 0 would take tasks
             // other workers are processing right now.
@@ -528,6 +531,12 @@ impl RedisQueue {
             Some((id, task, deliveries, previous)) => {
                 let read = self.lease(id.clone(), &task, deliveries).await?;
                 if let Read::Lease(lease) = &read {
+                    // Counted for metrics; a lost count is no loss of work.
+                    let counted: redis::RedisResult<i64> =
+                        self.conn.clone().hincr(&self.stats, "reclaimed", 1).await;
+                    if let Err(e) = counted {
+                        tracing::debug!(error = %e, "reclaim not counted");
+                    }
                     tracing::warn!(
                         entry = id,
                         batch = lease.task.batch_id,
@@ -819,6 +828,16 @@ impl WorkQueue for RedisQueue {
     async fn backlog(&self) -> Result<u64> {
         let n: u64 = self.conn.clone().xlen(&self.stream).await.or_backend()?;
         Ok(n)
+    }
+
+    async fn reclaimed(&self) -> Result<u64> {
+        let n: Option<u64> = self
+            .conn
+            .clone()
+            .hget(&self.stats, "reclaimed")
+            .await
+            .or_backend()?;
+        Ok(n.unwrap_or(0))
     }
 }
 
