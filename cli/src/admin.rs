@@ -31,6 +31,14 @@ enum AdminCommand {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A cluster's bucket (needs --config): checks that picsift's key may
+    /// write, read and delete in it, and sets the lifecycle rule that
+    /// aborts multipart uploads left incomplete. Run it once, at set-up.
+    Bucket {
+        /// Days after which incomplete multipart uploads are aborted.
+        #[arg(long, default_value_t = 1)]
+        abort_incomplete_after_days: i32,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -56,8 +64,11 @@ enum KeysCommand {
     },
 }
 
-async fn catalog(args: &AdminArgs) -> anyhow::Result<Arc<dyn Catalog>> {
-    Ok(match &args.config {
+async fn catalog(
+    data: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<dyn Catalog>> {
+    Ok(match config {
         Some(path) => {
             let cfg = crate::config::Config::load(Some(path), |k| std::env::var(k).ok())?;
             Arc::new(
@@ -67,12 +78,12 @@ async fn catalog(args: &AdminArgs) -> anyhow::Result<Arc<dyn Catalog>> {
             )
         }
         None => {
-            let db = args.data.join("catalog.db");
+            let db = data.join("catalog.db");
             if !db.exists() {
                 bail!(
                     "no catalog at {}: start `picsift serve --data {}` once, or give --config for a cluster",
                     db.display(),
-                    args.data.display()
+                    data.display()
                 );
             }
             Arc::new(SqlCatalog::open_sqlite(&db).await?)
@@ -82,13 +93,27 @@ async fn catalog(args: &AdminArgs) -> anyhow::Result<Arc<dyn Catalog>> {
 
 /// Runs `picsift admin …`.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let catalog = catalog(&args).await?;
-    match args.command {
-        AdminCommand::Keys(KeysCommand::Create {
+    let command = match args.command {
+        AdminCommand::Keys(command) => command,
+        AdminCommand::Bucket {
+            abort_incomplete_after_days,
+        } => {
+            let Some(path) = &args.config else {
+                bail!(
+                    "picsift admin bucket is for a cluster: give --config FILE (or PICSIFT_CONFIG)"
+                );
+            };
+            let cfg = crate::config::Config::load(Some(path), |k| std::env::var(k).ok())?;
+            return crate::bucket::setup(&cfg, abort_incomplete_after_days).await;
+        }
+    };
+    let catalog = catalog(&args.data, args.config.as_deref()).await?;
+    match command {
+        KeysCommand::Create {
             tenant,
             admin,
             label,
-        }) => {
+        } => {
             let role = if admin { Role::Admin } else { Role::Tenant };
             let new = auth::generate(&tenant, role, &label, now_ms())?;
             catalog.create_api_key(&new.key, &new.hash).await?;
@@ -99,7 +124,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             );
             println!("{}", new.secret);
         }
-        AdminCommand::Keys(KeysCommand::List) => {
+        KeysCommand::List => {
             println!(
                 "{:<16}  {:<20}  {:<6}  {:<24}  {:<24}  LABEL",
                 "ID", "TENANT", "ROLE", "CREATED", "REVOKED"
@@ -116,7 +141,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        AdminCommand::Keys(KeysCommand::Revoke { id }) => {
+        KeysCommand::Revoke { id } => {
             if !catalog.revoke_api_key(&id, now_ms()).await? {
                 bail!("no unrevoked key with id {id} (see `picsift admin keys list`)");
             }

@@ -7,6 +7,7 @@
 //! gateway's and the operator's.
 
 mod admin;
+mod bucket;
 mod client;
 mod cluster;
 mod config;
@@ -53,7 +54,7 @@ enum Command {
     Download(client::DownloadArgs),
     /// Print the CustomResourceDefinitions, or write them into a checkout.
     Crd(crd::CrdArgs),
-    /// Administration: API keys.
+    /// Administration: API keys, a cluster's bucket.
     Admin(admin::AdminArgs),
 }
 

@@ -113,6 +113,70 @@ impl S3BlobStore {
         format!("{}{key}", self.config.prefix)
     }
 
+    /// Sets the bucket's lifecycle rule that aborts multipart uploads left
+    /// incomplete for `days` (a gateway that died mid-upload leaves its
+    /// parts, billed and invisible, until then). This replaces the
+    /// bucket's lifecycle configuration: a bucket of its own for picsift.
+    pub async fn abort_incomplete_uploads_after(&self, days: i32) -> Result<()> {
+        use aws_sdk_s3::types::{
+            AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+            LifecycleRule, LifecycleRuleFilter,
+        };
+        let rule = LifecycleRule::builder()
+            .id("picsift-abort-incomplete-uploads")
+            .status(ExpirationStatus::Enabled)
+            .filter(
+                LifecycleRuleFilter::builder()
+                    .prefix(&self.config.prefix)
+                    .build(),
+            )
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(days)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| s3_err("lifecycle rule", e))?;
+        let lifecycle = BucketLifecycleConfiguration::builder()
+            .rules(rule)
+            .build()
+            .map_err(|e| s3_err("lifecycle rule", e))?;
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&self.config.bucket)
+            .lifecycle_configuration(lifecycle)
+            .send()
+            .await
+            .map_err(|e| s3_err("put lifecycle configuration", e))?;
+        Ok(())
+    }
+
+    /// The days after which the bucket aborts incomplete multipart
+    /// uploads, when a lifecycle rule says so.
+    pub async fn incomplete_uploads_aborted_after(&self) -> Result<Option<i32>> {
+        let out = match self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&self.config.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(s3_err("get lifecycle configuration", e)),
+        };
+        Ok(out
+            .rules()
+            .iter()
+            .filter(|r| r.status() == &aws_sdk_s3::types::ExpirationStatus::Enabled)
+            .find_map(|r| {
+                r.abort_incomplete_multipart_upload()?
+                    .days_after_initiation()
+            }))
+    }
+
     /// Multipart uploads started and neither completed nor aborted (there
     /// should be none once uploads have finished).
     pub async fn open_multipart_uploads(&self) -> Result<usize> {
