@@ -69,7 +69,12 @@ struct Stop<'a>(&'a Path, String);
 impl Drop for Stop<'_> {
     fn drop(&mut self) {
         let out = bash(self.0, &self.1);
-        eprintln!("stop: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "stopping ({:?}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
