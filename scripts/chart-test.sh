@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Helm chart tests: lint, render (defaults and every optional feature), strict
 # validation for Kubernetes 1.33, the picsift custom resources and
-# crds/examples/ against the generated CRDs, and the values schema. Uses
+# crds/examples/ against the generated CRDs, the values schema, and
+# compose.yaml against the Compose specification's schema. Uses
 # the Helm 4 engine of helm-python-sdk (no helm binary) in a virtualenv at
 # .venv-chart, made on first run. Extra arguments go to pytest (e.g. -k rbac).
 set -euo pipefail
@@ -14,6 +15,7 @@ REQUIREMENTS=(
   jsonschema==4.26.0
   PyYAML==6.0.3
   pytest==9.2.0
+  check-jsonschema==0.39.0
 )
 STAMP="$VENV/.requirements"
 

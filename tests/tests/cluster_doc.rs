@@ -202,3 +202,114 @@ async fn the_documented_set_up_by_hand_runs_and_checks_an_upload() {
         "picsift report shows it: {stdout}"
     );
 }
+
+/// compose.yaml's one-time Garage set-up (`deploy/compose/garage-init.sh`,
+/// through Garage's admin API) run against a real Garage started from
+/// `deploy/compose/garage.toml` (on free ports, in a temporary folder),
+/// twice (it must be safe to run again), then `picsift admin bucket` with
+/// `deploy/compose/picsift.toml`'s key: what the compose file's init
+/// containers do, without the container images this machine cannot pull.
+#[test]
+fn the_compose_garage_set_up_works_on_a_real_garage() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let compose_dir = root.join("deploy/compose");
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+    let garage_toml = std::fs::read_to_string(compose_dir.join("garage.toml"))
+        .unwrap()
+        .replace("/var/lib/garage", &dir.path().display().to_string())
+        .replace("[::]:3900", &format!("127.0.0.1:{s3}"))
+        .replace("[::]:3901", &format!("127.0.0.1:{rpc}"))
+        .replace("127.0.0.1:3901", &format!("127.0.0.1:{rpc}"))
+        .replace("[::]:3903", &format!("127.0.0.1:{admin}"));
+    let config = dir.path().join("garage.toml");
+    std::fs::write(&config, &garage_toml).unwrap();
+    let garage_bin = require("garage", "Garage (`cargo install garage --locked`)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _garage = Kill(
+        Command::new(&garage_bin)
+            .arg("-c")
+            .arg(&config)
+            .arg("server")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // The values compose.yaml gives garage-init, from the files it mounts.
+    let garage: toml::Table = toml::from_str(&garage_toml).unwrap();
+    let picsift_toml = std::fs::read_to_string(compose_dir.join("picsift.toml")).unwrap();
+    let picsift: toml::Table = toml::from_str(&picsift_toml).unwrap();
+    let s3_section = picsift["s3"].as_table().unwrap();
+    let compose = std::fs::read_to_string(root.join("compose.yaml")).unwrap();
+    let env = [
+        ("GARAGE_ADMIN", format!("http://127.0.0.1:{admin}")),
+        (
+            "GARAGE_ADMIN_TOKEN",
+            garage["admin"]["admin_token"].as_str().unwrap().to_string(),
+        ),
+        ("BUCKET", s3_section["bucket"].as_str().unwrap().to_string()),
+        (
+            "S3_KEY_ID",
+            s3_section["access_key_id"].as_str().unwrap().to_string(),
+        ),
+        (
+            "S3_SECRET",
+            s3_section["secret_access_key"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ),
+    ];
+    for (name, value) in &env[1..] {
+        assert!(
+            compose.contains(&format!("{name}: {value}")),
+            "compose.yaml gives garage-init the {name} of deploy/compose/*.toml"
+        );
+    }
+    for run in ["first", "second"] {
+        let out = Command::new("timeout")
+            .args(["120", "sh"])
+            .arg(compose_dir.join("garage-init.sh"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "garage-init.sh, {run} run: {text}");
+        assert!(
+            text.contains("may read, write and own bucket picsift"),
+            "{text}"
+        );
+    }
+
+    // bucket-init: `picsift admin bucket` with the compose configuration,
+    // pointed at this Garage.
+    let local = picsift_toml.replace("http://garage:3900", &format!("http://127.0.0.1:{s3}"));
+    let local_config = dir.path().join("picsift.toml");
+    std::fs::write(&local_config, local).unwrap();
+    let out = Command::new(picsift_bin())
+        .args(["admin", "bucket", "--config"])
+        .arg(&local_config)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("aborted after 1 day(s)"), "{stdout}");
+}
