@@ -73,6 +73,29 @@ pub async fn report(
 /// write. 503 names the ones that do not, with an error id for the log
 /// line that has the error (this endpoint is public: no error text).
 pub async fn ready(State(s): State<AppState>) -> Response {
+    // Each check within a probe's patience: a dependency that hangs (or a
+    // pool still trying to connect) is unavailable, not a hung probe.
+    async fn within<T>(
+        check: impl std::future::Future<Output = picsift_core::Result<T>>,
+    ) -> picsift_core::Result<()> {
+        match tokio::time::timeout(READY_CHECK_TIMEOUT, check).await {
+            Ok(r) => r.map(drop),
+            Err(_) => Err(picsift_core::Error::Backend(format!(
+                "no answer within {READY_CHECK_TIMEOUT:?}"
+            ))),
+        }
+    }
+    let queue = async {
+        match &s.queue {
+            Some(q) => Some(within(q.backlog()).await),
+            None => None,
+        }
+    };
+    let (catalog, blobs, queue) = tokio::join!(
+        within(s.catalog.batch("readiness-probe")),
+        within(s.blobs.probe()),
+        queue
+    );
     let mut checks = serde_json::Map::new();
     let mut ok = true;
     let mut record = |name: &str, r: picsift_core::Result<()>| {
@@ -87,13 +110,10 @@ pub async fn ready(State(s): State<AppState>) -> Response {
         };
         checks.insert(name.into(), v.into());
     };
-    record(
-        "catalog",
-        s.catalog.batch("readiness-probe").await.map(drop),
-    );
-    record("blobs", s.blobs.probe().await);
-    if let Some(q) = &s.queue {
-        record("queue", q.backlog().await.map(drop));
+    record("catalog", catalog);
+    record("blobs", blobs);
+    if let Some(q) = queue {
+        record("queue", q);
     }
     let status = if ok {
         axum::http::StatusCode::OK
@@ -113,6 +133,9 @@ pub async fn ready(State(s): State<AppState>) -> Response {
     }
     resp
 }
+
+/// How long `/readyz` waits for each dependency.
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How often the event stream reads the catalog.
 const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(500);

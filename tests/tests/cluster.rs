@@ -595,6 +595,9 @@ fn assert_no_internals(problem: &Value) {
         "Connection refused",
         "SELECT",
         "redis",
+        "postgres",
+        "sqlx",
+        "pool timed out",
     ] {
         assert!(!text.contains(leak), "{leak:?} in {problem}");
     }
@@ -716,6 +719,41 @@ async fn misconfigurations_stop_the_gateway_naming_the_setting_and_outages_are_w
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // PostgreSQL down while serving: a 503 with an error id, no driver text.
+    c._postgres.stop();
+    let r = http()
+        .get(format!("{base}/v1/batches"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_no_internals(&r.json().await.unwrap());
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["checks"]["catalog"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable (error id "),
+        "{ready}"
+    );
+    c._postgres.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready after PostgreSQL came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // While running: a bucket gone later fails the readiness probe (a read
     // alone took the missing bucket's 404 for a missing object).

@@ -35,6 +35,10 @@ impl SqlCatalog {
         let pool = PgPoolOptions::new()
             // A pool of zero connections could never serve a query.
             .max_connections(max_connections.max(1))
+            // Not sqlx's 30 s: while PostgreSQL is down a request should
+            // get its 503 soon, and a healthy pool hands out a connection
+            // well within this even under load.
+            .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(url)
             .await
             .or_backend()?;

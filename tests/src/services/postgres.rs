@@ -175,7 +175,8 @@ impl Postgres {
         }
     }
 
-    fn stop(&self) {
+    /// Stops the server at once (an outage); its data stays for [`Self::resume`].
+    pub fn stop(&self) {
         // Immediate: nothing to keep, so no shutdown checkpoint.
         let _ = self
             .server_command("pg_ctl")
@@ -185,6 +186,12 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+
+    /// Starts the server again on its port and data.
+    pub fn resume(&self) {
+        self.start_on(self.port)
+            .unwrap_or_else(|log| panic!("PostgreSQL did not start again:\n{log}"));
     }
 
     /// A shell that waits for this test process to exit, then stops the
