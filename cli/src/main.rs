@@ -58,7 +58,23 @@ enum Command {
     Admin(admin::AdminArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error ends the process with status 1 and one line
+/// on stderr: the error and its causes, `: `-joined, naming what to fix
+/// (a backtrace only with RUST_BACKTRACE).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                eprintln!("{}", e.backtrace());
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     names::apply();
     // One TLS provider is linked, aws-lc-rs (the S3 client's; kube is built
     // on it too, and scripts/check-deps.sh keeps ring out). Installed

@@ -106,6 +106,7 @@ where
     Fut: Future<Output = picsift_core::Result<T>>,
 {
     let mut failures = 0;
+    startup.set(dep.name(), DepState::Connecting);
     loop {
         match connect().await {
             Ok(v) => {

@@ -20,6 +20,8 @@ use tower::ServiceExt;
 pub enum DepState {
     /// Not tried yet (another one is being waited for).
     Pending,
+    /// A first connection is being tried.
+    Connecting,
     /// Tried, not reachable yet; retried with backoff.
     Waiting,
     /// Connected and checked.
@@ -30,6 +32,7 @@ impl DepState {
     fn text(self) -> &'static str {
         match self {
             DepState::Pending => "not checked yet",
+            DepState::Connecting => "connecting",
             DepState::Waiting => {
                 "waiting: not reachable yet, retrying (the server's log has the error)"
             }
