@@ -119,7 +119,7 @@ pub fn router(startup: Arc<Startup>) -> Router {
                         StatusCode::SERVICE_UNAVAILABLE,
                         "starting",
                         "Starting",
-                        &format!(
+                        format!(
                             "the server is starting and waits for {}; retry in a moment",
                             startup.waiting_for()
                         ),
