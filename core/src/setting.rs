@@ -98,7 +98,7 @@ impl Spelling {
             (Spelling::ConfigFile, Some(key), _) => format!("policy.{key}"),
             (Spelling::Serve, _, Some(flag)) => flag.to_string(),
             (Spelling::Serve, Some(key), None) => format!("{key} in the --policy file"),
-            (_, None, _) => "a built-in limit".to_string(),
+            (_, None, _) => format!("built-in limit {field}, not configurable here"),
         }
     }
 }
@@ -133,8 +133,16 @@ mod tests {
                 MaxCompressionRatio,
                 "ValidationPolicy.limits.maxCompressionRatio",
             ),
-            (ConfigFile, MaxCompressionRatio, "a built-in limit"),
-            (Serve, MaxTotalUncompressedBytes, "a built-in limit"),
+            (
+                ConfigFile,
+                MaxCompressionRatio,
+                "built-in limit limits.maxCompressionRatio, not configurable here",
+            ),
+            (
+                Serve,
+                MaxTotalUncompressedBytes,
+                "built-in limit limits.maxTotalUncompressedBytes, not configurable here",
+            ),
             (ConfigFile, ModelReject, "policy.models[].reject"),
         ];
         for (spelling, setting, want) in cases {
