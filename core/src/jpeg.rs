@@ -171,7 +171,7 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
                 matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
             ));
         } else if marker == 0xE1 && orientation.is_none() && body.starts_with(b"Exif\0\0") {
-            orientation = exif_orientation(&body[6..]);
+            orientation = crate::exif::orientation(&body[6..]);
         }
         if marker != 0xDA {
             segments.push(Segment {
@@ -214,52 +214,14 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
     }
 }
 
-/// Reads the orientation tag (0x0112) from IFD0 of an EXIF TIFF block.
-fn exif_orientation(tiff: &[u8]) -> Option<u16> {
-    let le = match tiff.get(..2)? {
-        b"II" => true,
-        b"MM" => false,
-        _ => return None,
-    };
-    let u16_at = |at: usize| -> Option<u16> {
-        let b = [*tiff.get(at)?, *tiff.get(at + 1)?];
-        Some(if le {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        })
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = tiff.get(at..at + 4)?.try_into().ok()?;
-        Some(if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
-    };
-    if u16_at(2)? != 42 {
-        return None;
-    }
-    let ifd = u32_at(4)? as usize;
-    let count = u16_at(ifd)? as usize;
-    (0..count.min(512))
-        .find_map(|n| {
-            let e = ifd + 2 + n * 12;
-            (u16_at(e)? == 0x0112 && u16_at(e + 2)? == 3)
-                .then(|| u16_at(e + 8))
-                .flatten()
-        })
-        .filter(|o| (1..=8).contains(o))
-}
-
 /// The fields of an Adobe APP14 segment: "Adobe", version, two flag words
 /// and the colour transform (how CMYK/YCCK and RGB pixels decode).
 const ADOBE_FIELDS: usize = 12;
 
-/// Whether a segment survives sanitising: everything the decoder needs
-/// (tables, frame, scans, restart interval, and the Adobe colour-transform
-/// flag, cut to its fields) and nothing else. ICC profiles go too: they
-/// do not change the decoded pixels, and their tag data can carry anything.
+/// Whether a segment survives sanitising as it is: everything the decoder
+/// needs (tables, frame, scans, restart interval, and the Adobe
+/// colour-transform flag, cut to its fields) and nothing else. The ICC
+/// profile and the orientation are written anew by [`strip_metadata`].
 fn keep(marker: u8, body: &[u8]) -> bool {
     match marker {
         0xC4 | 0xCC | 0xDB | 0xDD | 0xDA | 0xD9 | 0xDC => true,
@@ -269,13 +231,65 @@ fn keep(marker: u8, body: &[u8]) -> bool {
     }
 }
 
+/// The ICC profile carried by the JPEG's APP2 `ICC_PROFILE` segments,
+/// joined in sequence order; `None` when there is none or its chunks are
+/// inconsistent (a number missing or repeated, counts that disagree).
+pub fn icc_profile(bytes: &[u8], structure: &Structure) -> Option<Vec<u8>> {
+    let mut chunks: Vec<(u8, u8, &[u8])> = structure
+        .segments
+        .iter()
+        .filter(|s| s.marker == 0xE2)
+        .filter_map(|s| bytes.get(s.body..s.end)?.strip_prefix(ICC_SIGNATURE))
+        .map(|rest| (rest.first().copied(), rest.get(1).copied(), rest.get(2..)))
+        .map(|(seq, count, data)| Some((seq?, count?, data?)))
+        .collect::<Option<_>>()?;
+    let count = chunks.first()?.1;
+    chunks.sort_by_key(|c| c.0);
+    let complete = usize::from(count) == chunks.len()
+        && chunks
+            .iter()
+            .enumerate()
+            .all(|(i, c)| usize::from(c.0) == i + 1 && c.1 == count);
+    complete.then(|| chunks.iter().flat_map(|c| c.2.iter().copied()).collect())
+}
+
+/// What starts an APP2 segment holding an ICC profile chunk.
+const ICC_SIGNATURE: &[u8] = b"ICC_PROFILE\0";
+
+/// Most profile bytes one APP2 segment holds: 65535 less the length field,
+/// the signature and the chunk's sequence number and count.
+const ICC_CHUNK: usize = 65_535 - 2 - 12 - 2;
+
 /// Rebuilds the JPEG without metadata: EXIF (GPS included), XMP, IPTC,
-/// ICC profiles, comments, JFIF thumbnails and unknown APPn segments go,
-/// and an Adobe segment keeps only its fields; the compressed image data is
-/// copied byte for byte. The result ends at the end-of-image marker.
-pub fn strip_metadata(bytes: &[u8], structure: &Structure) -> Vec<u8> {
+/// comments, JFIF thumbnails and unknown APPn segments go, and an Adobe
+/// segment keeps only its fields; the compressed image data is copied byte
+/// for byte. What is written anew: a minimal EXIF segment with the
+/// orientation alone ([`crate::exif`]) when it is not 1, and `icc` (a
+/// profile [`crate::icc::check`] passed) in APP2 chunks. The result ends at
+/// the end-of-image marker.
+pub fn strip_metadata(bytes: &[u8], structure: &Structure, icc: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&[0xFF, 0xD8]);
+    if let Some(o) = structure.orientation.filter(|&o| o != 1) {
+        let tiff = crate::exif::orientation_only(o);
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+        out.extend_from_slice(b"Exif\0\0");
+        out.extend_from_slice(&tiff);
+    }
+    if let Some(profile) = icc {
+        // At most 1 MiB (icc::MAX_PROFILE_BYTES): 17 chunks, well under 255.
+        let count = profile.len().div_ceil(ICC_CHUNK) as u8;
+        for (i, part) in profile.chunks(ICC_CHUNK).enumerate() {
+            out.extend_from_slice(&[0xFF, 0xE2]);
+            out.extend_from_slice(
+                &((2 + ICC_SIGNATURE.len() + 2 + part.len()) as u16).to_be_bytes(),
+            );
+            out.extend_from_slice(ICC_SIGNATURE);
+            out.extend_from_slice(&[i as u8 + 1, count]);
+            out.extend_from_slice(part);
+        }
+    }
     for s in &structure.segments {
         let body = bytes.get(s.body..s.end).unwrap_or(&[]);
         if !keep(s.marker, body) {
@@ -367,15 +381,76 @@ mod tests {
         );
         let s = parse(&with).unwrap();
         assert_eq!(s.orientation, Some(6));
-        let clean = strip_metadata(&with, &s);
-        assert!(!clean.windows(4).any(|w| w == b"Exif"));
+        let clean = strip_metadata(&with, &s, None);
         assert!(!clean.windows(3).any(|w| w == b"GPS"));
         let again = parse(&clean).unwrap();
-        assert_eq!(again.orientation, None);
-        // Scan data is identical: the clean file is the original minus its APPn/COM segments.
-        let orig_clean = strip_metadata(&j, &parse(&j).unwrap());
-        assert_eq!(clean, orig_clean);
+        assert_eq!(again.orientation, Some(6), "the photo stays upright");
+        // The clean file is the original without its APPn/COM segments,
+        // plus an EXIF segment that holds the orientation and nothing else.
+        let orig_clean = strip_metadata(&j, &parse(&j).unwrap(), None);
+        let tiff = crate::exif::orientation_only(6);
+        let mut want = vec![0xFF, 0xD8, 0xFF, 0xE1, 0, (8 + tiff.len()) as u8];
+        want.extend_from_slice(b"Exif\0\0");
+        want.extend_from_slice(&tiff);
+        want.extend_from_slice(&orig_clean[2..]);
+        assert_eq!(clean, want);
         assert_eq!(clean.last(), Some(&0xD9));
+        // Orientation 1 is the default: nothing is written for it.
+        let upright = with_segment(&j, 0xE1, &exif_with_orientation(1));
+        assert_eq!(
+            strip_metadata(&upright, &parse(&upright).unwrap(), None),
+            orig_clean
+        );
+    }
+
+    /// `profile` split into `parts` APP2 chunks, inserted last chunk first.
+    fn with_icc_chunks(jpeg: &[u8], profile: &[u8], parts: usize) -> Vec<u8> {
+        let size = profile.len().div_ceil(parts);
+        let mut out = jpeg.to_vec();
+        for (i, part) in profile.chunks(size).enumerate() {
+            let mut body = b"ICC_PROFILE\0".to_vec();
+            body.extend_from_slice(&[i as u8 + 1, parts as u8]);
+            body.extend_from_slice(part);
+            out = with_segment(&out, 0xE2, &body);
+        }
+        out
+    }
+
+    #[test]
+    fn a_valid_icc_profile_is_reassembled_and_kept_in_order() {
+        let j = tiny_jpeg();
+        let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+        let with = with_icc_chunks(&j, &p3, 3);
+        let s = parse(&with).unwrap();
+        let profile = icc_profile(&with, &s).unwrap();
+        assert_eq!(
+            profile, p3,
+            "chunks joined by sequence number, not file order"
+        );
+        let clean = strip_metadata(&with, &s, Some(&profile));
+        let again = parse(&clean).unwrap();
+        assert_eq!(icc_profile(&clean, &again), Some(p3.clone()));
+        assert_eq!(
+            strip_metadata(&clean, &again, Some(&p3)),
+            clean,
+            "idempotent"
+        );
+        // A profile larger than one segment is split and joined again.
+        let mut big = vec![7u8; 150_000];
+        big[..4].copy_from_slice(&150_000u32.to_be_bytes());
+        let clean = strip_metadata(&j, &parse(&j).unwrap(), Some(&big));
+        assert_eq!(icc_profile(&clean, &parse(&clean).unwrap()), Some(big));
+        // Chunks that do not add up are no profile.
+        let missing = with_icc_chunks(&j, &p3, 3);
+        let s = parse(&missing).unwrap();
+        let mut lying = missing.clone();
+        let at = lying
+            .windows(12)
+            .position(|w| w == b"ICC_PROFILE\0")
+            .unwrap();
+        lying[at + 13] = 4; // "one of 4"
+        assert_eq!(icc_profile(&lying, &parse(&lying).unwrap()), None);
+        assert!(icc_profile(&missing, &s).is_some());
     }
 
     #[test]
@@ -389,24 +464,16 @@ mod tests {
         filled.extend_from_slice(&[0xFF, 0xFF, 0xFF]);
         filled.extend_from_slice(&both[2..]);
         let s = parse(&filled).unwrap();
-        let clean = strip_metadata(&filled, &s);
+        let clean = strip_metadata(&filled, &s, None);
         assert!(clean.windows(5).any(|w| w == b"Adobe"));
         assert!(!clean.windows(5).any(|w| w == b"<?php"));
         assert!(!clean.windows(11).any(|w| w == b"ICC_PROFILE"));
         let again = parse(&clean).unwrap();
         assert_eq!(
-            strip_metadata(&clean, &again),
+            strip_metadata(&clean, &again, None),
             clean,
             "stripping is idempotent"
         );
-    }
-
-    #[test]
-    fn orientation_is_read_little_endian_too() {
-        let mut b = b"II\x2a\0\x08\0\0\0\x01\0".to_vec();
-        b.extend_from_slice(&[0x12, 0x01, 0x03, 0x00, 1, 0, 0, 0, 8, 0, 0, 0]);
-        assert_eq!(exif_orientation(&b), Some(8));
-        assert_eq!(exif_orientation(b"II\x2a\0\xff\xff\0\0"), None);
     }
 
     proptest::proptest! {
@@ -423,7 +490,7 @@ mod tests {
             let at = at % j.len();
             j[at] = val;
             if let Ok(s) = parse(&j) {
-                let _ = strip_metadata(&j, &s);
+                let _ = strip_metadata(&j, &s, None);
             }
         }
     }

@@ -80,7 +80,14 @@ pub fn prepare_with_pixels(
             ));
         }
     };
-    let (mut bytes, mut width, mut height, mut orientation, pixels) = match format {
+    let Stage {
+        mut bytes,
+        mut width,
+        mut height,
+        mut orientation,
+        pixels,
+        icc,
+    } = match format {
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
     };
@@ -92,7 +99,7 @@ pub fn prepare_with_pixels(
                 "the policy re-encodes every image, and a CMYK JPEG cannot be re-encoded without changing its colours",
             ));
         };
-        bytes = reencode(rgb, format)?;
+        bytes = reencode(rgb, format, icc)?;
         (width, height, orientation) = (rgb.width(), rgb.height(), None);
     }
     let pdq = upright.as_ref().map(crate::pdq::hash);
@@ -109,13 +116,25 @@ pub fn prepare_with_pixels(
     Ok((prepared, upright))
 }
 
-/// Stored bytes, width, height, EXIF orientation, decoded pixels.
-type Stage = (Vec<u8>, u32, u32, Option<u16>, Option<image::RgbImage>);
+/// What a format's stage hands on.
+struct Stage {
+    /// The sanitised bytes.
+    bytes: Vec<u8>,
+    width: u32,
+    height: u32,
+    /// EXIF orientation (1–8), kept in `bytes` as a minimal EXIF block.
+    orientation: Option<u16>,
+    /// Decoded pixels as stored (not yet turned upright); `None` for CMYK.
+    pixels: Option<image::RgbImage>,
+    /// The ICC profile kept in `bytes` ([`crate::icc::check`] passed).
+    icc: Option<Vec<u8>>,
+}
 
 fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let structure = jpeg::parse(data)?;
     policy.check_dimensions(structure.width, structure.height)?;
-    let clean = jpeg::strip_metadata(data, &structure);
+    let icc = jpeg::icc_profile(data, &structure).filter(|p| crate::icc::check(p).is_ok());
+    let clean = jpeg::strip_metadata(data, &structure, icc.as_deref());
     // What is stored is what is decoded.
     let decoded = crate::decode::strict_jpeg(&clean, policy)?;
     if (decoded.width, decoded.height) != (structure.width, structure.height) {
@@ -127,13 +146,14 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let pixels = decoded
         .rgb
         .and_then(|rgb| image::RgbImage::from_raw(decoded.width, decoded.height, rgb));
-    Ok((
-        clean,
-        structure.width,
-        structure.height,
-        structure.orientation,
+    Ok(Stage {
+        bytes: clean,
+        width: structure.width,
+        height: structure.height,
+        orientation: structure.orientation,
         pixels,
-    ))
+        icc,
+    })
 }
 
 fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, Rejection> {
@@ -151,10 +171,12 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
         .into_dimensions()
         .map_err(invalid)?;
     policy.check_dimensions(width, height)?;
-    let clean = match format {
-        Format::Png => crate::png_webp::strip_png(data)?,
-        _ => crate::png_webp::strip_webp(data)?,
+    let icc = icc_profile(data, image_format).filter(|p| crate::icc::check(p).is_ok());
+    let stripped = match format {
+        Format::Png => crate::png_webp::strip_png(data, icc.is_some())?,
+        _ => crate::png_webp::strip_webp(data, icc.is_some())?,
     };
+    let clean = stripped.bytes;
     let mut reader =
         image::ImageReader::with_format(std::io::Cursor::new(&clean[..]), image_format);
     let mut limits = image::Limits::default();
@@ -172,22 +194,71 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
             format!("strict {} decode failed: {e}", format.as_str()),
         ),
     })?;
-    Ok((clean, width, height, None, Some(decoded.to_rgb8())))
+    Ok(Stage {
+        bytes: clean,
+        width,
+        height,
+        orientation: stripped.orientation,
+        pixels: Some(decoded.to_rgb8()),
+        icc,
+    })
 }
 
-/// A fresh encoding of decoded pixels (content disarm): nothing of the
-/// upload's bytes survives. JPEG at quality 90; PNG and WebP lossless (RGB:
-/// an alpha channel is dropped).
-fn reencode(rgb: &image::RgbImage, format: Format) -> Result<Vec<u8>, Rejection> {
+/// The ICC profile a PNG (`iCCP`, inflated) or WebP (`ICCP`) carries.
+fn icc_profile(data: &[u8], format: image::ImageFormat) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    let cursor = std::io::Cursor::new(data);
+    let found = match format {
+        image::ImageFormat::Png => image::codecs::png::PngDecoder::new(cursor)
+            .ok()?
+            .icc_profile(),
+        _ => image::codecs::webp::WebPDecoder::new(cursor)
+            .ok()?
+            .icc_profile(),
+    };
+    found.ok().flatten()
+}
+
+/// A fresh encoding of decoded, upright pixels (content disarm): of the
+/// upload's bytes only a validated ICC profile survives, so the colours do.
+/// JPEG at quality 90; PNG and WebP lossless (RGB: an alpha channel is
+/// dropped).
+fn reencode(
+    rgb: &image::RgbImage,
+    format: Format,
+    icc: Option<Vec<u8>>,
+) -> Result<Vec<u8>, Rejection> {
+    use image::ImageEncoder;
+    fn encode(
+        mut encoder: impl ImageEncoder,
+        rgb: &image::RgbImage,
+        icc: Option<Vec<u8>>,
+    ) -> image::ImageResult<()> {
+        if let Some(profile) = icc {
+            // Every encoder here takes a profile; one that did not would
+            // store sRGB-assumed pixels, as before.
+            let _ = encoder.set_icc_profile(profile);
+        }
+        encoder.write_image(
+            rgb.as_raw(),
+            rgb.width(),
+            rgb.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+    }
     let mut out = Vec::new();
     let result = match format {
-        Format::Jpeg => {
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(rgb)
-        }
-        Format::Png => rgb.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out)),
-        Format::Webp => {
-            rgb.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
-        }
+        Format::Jpeg => encode(
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90),
+            rgb,
+            icc,
+        ),
+        Format::Png => encode(image::codecs::png::PngEncoder::new(&mut out), rgb, icc),
+        Format::Webp => encode(
+            image::codecs::webp::WebPEncoder::new_lossless(&mut out),
+            rgb,
+            icc,
+        ),
     };
     result.map_err(|e| {
         Rejection::new(

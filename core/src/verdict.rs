@@ -121,6 +121,8 @@ reasons! {
     Truncated = "truncated", Rejected, "Upload the complete file; it was cut off.";
     /// There are bytes after the image's end marker (for example an appended archive).
     TrailingData = "trailing_data", Rejected, "Remove what follows the image, or re-export it.";
+    /// The image is an animation picsift cannot store as a checked still.
+    Animated = "animated", Rejected, "Upload a still image (one frame); animations are not accepted.";
     /// The full decode failed.
     DecodeError = "decode_error", Rejected, "Re-export the image with a standard tool.";
     /// The image is blank or almost uniform (grey-level contrast below the policy's minimum).

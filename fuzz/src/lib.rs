@@ -42,12 +42,17 @@ pub fn sniff(data: &[u8]) {
 }
 
 /// `jpeg::parse` then `jpeg::strip_metadata`: what is stripped parses again
-/// to the same frame, carries no orientation, and stripping it again
-/// changes nothing.
+/// to the same frame and orientation (1 written as none) with the same
+/// valid ICC profile, and stripping it again changes nothing.
 pub fn jpeg_strip(data: &[u8]) {
     let Ok(s) = jpeg::parse(data) else { return };
-    let clean = jpeg::strip_metadata(data, &s);
-    assert!(clean.len() <= data.len(), "stripping made the file longer");
+    let icc = jpeg::icc_profile(data, &s).filter(|p| picsift_core::icc::check(p).is_ok());
+    let clean = jpeg::strip_metadata(data, &s, icc.as_deref());
+    // At most a minimal EXIF segment (36 bytes) longer than the upload.
+    assert!(
+        clean.len() <= data.len() + 36,
+        "stripping made the file longer"
+    );
     let again =
         jpeg::parse(&clean).unwrap_or_else(|r| panic!("the stripped JPEG no longer parses: {r:?}"));
     assert_eq!(
@@ -60,9 +65,18 @@ pub fn jpeg_strip(data: &[u8]) {
         (s.width, s.height, s.components, s.progressive),
         "stripping changed the frame"
     );
-    assert_eq!(again.orientation, None, "stripping kept the EXIF block");
     assert_eq!(
-        jpeg::strip_metadata(&clean, &again),
+        again.orientation,
+        s.orientation.filter(|&o| o != 1),
+        "stripping changed the orientation"
+    );
+    assert_eq!(
+        jpeg::icc_profile(&clean, &again),
+        icc,
+        "stripping changed the profile"
+    );
+    assert_eq!(
+        jpeg::strip_metadata(&clean, &again, icc.as_deref()),
         clean,
         "stripping twice differs from stripping once"
     );

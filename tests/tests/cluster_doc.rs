@@ -218,10 +218,11 @@ fn the_compose_garage_set_up_works_on_a_real_garage() {
     let garage_toml = std::fs::read_to_string(compose_dir.join("garage.toml"))
         .unwrap()
         .replace("/var/lib/garage", &dir.path().display().to_string())
-        .replace("[::]:3900", &format!("127.0.0.1:{s3}"))
-        .replace("[::]:3901", &format!("127.0.0.1:{rpc}"))
-        .replace("127.0.0.1:3901", &format!("127.0.0.1:{rpc}"))
-        .replace("[::]:3903", &format!("127.0.0.1:{admin}"));
+        // Whole quoted values: a new port must not be rewritten again.
+        .replace("\"[::]:3900\"", &format!("\"127.0.0.1:{s3}\""))
+        .replace("\"[::]:3901\"", &format!("\"127.0.0.1:{rpc}\""))
+        .replace("\"127.0.0.1:3901\"", &format!("\"127.0.0.1:{rpc}\""))
+        .replace("\"[::]:3903\"", &format!("\"127.0.0.1:{admin}\""));
     let config = dir.path().join("garage.toml");
     std::fs::write(&config, &garage_toml).unwrap();
     let garage_bin = require("garage", "Garage (`cargo install garage --locked`)");
@@ -239,7 +240,7 @@ fn the_compose_garage_set_up_works_on_a_real_garage() {
             .arg("server")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("garage.log")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -287,7 +288,11 @@ fn the_compose_garage_set_up_works_on_a_real_garage() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "garage-init.sh, {run} run: {text}");
+        assert!(
+            out.status.success(),
+            "garage-init.sh, {run} run: {text}\ngarage's log:\n{}",
+            std::fs::read_to_string(dir.path().join("garage.log")).unwrap_or_default()
+        );
         assert!(
             text.contains("may read, write and own bucket picsift"),
             "{text}"
