@@ -48,10 +48,12 @@ pub struct Policy {
     #[serde(alias = "shared_images")]
     pub shared_images: bool,
     /// How uploads are made safe to store: `strip` (default) removes every
-    /// metadata segment losslessly (EXIF with GPS, XMP, comments, ICC,
-    /// unknown APPn; the orientation is recorded); `reencode` stores a
-    /// fresh encoding of the decoded, upright pixels (content disarm:
-    /// nothing of the upload's bytes is kept; JPEG at quality 90).
+    /// metadata segment losslessly (EXIF with GPS, XMP, comments, unknown
+    /// APPn and chunks) and keeps the orientation alone and a valid ICC
+    /// profile, so a photo displays as uploaded; `reencode` stores a fresh
+    /// encoding of the decoded, upright pixels (content disarm: nothing of
+    /// the upload's bytes is kept but the valid ICC profile; JPEG at
+    /// quality 90).
     pub sanitize: Sanitize,
     /// How the deployment that made this policy spells its settings, so
     /// that a rejection names the one to change ([`crate::setting`]).

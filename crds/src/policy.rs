@@ -62,9 +62,11 @@ pub struct ValidationPolicySpec {
     #[serde(default)]
     pub shared_images: bool,
     /// How images are made safe to store: `strip` (default: metadata
-    /// segments removed losslessly, EXIF and GPS included, orientation
-    /// recorded) or `reencode` (a fresh encoding of the decoded, upright
-    /// pixels: nothing of the upload's bytes is kept).
+    /// removed losslessly, EXIF and GPS included; the orientation is kept
+    /// alone and an ICC profile only when it parses, so photos display
+    /// upright and in their colours) or `reencode` (a fresh encoding of
+    /// the decoded, upright pixels: nothing of the upload's bytes is kept
+    /// but a valid ICC profile).
     #[serde(default)]
     pub sanitize: Sanitize,
 }
