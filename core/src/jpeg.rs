@@ -1,6 +1,7 @@
 //! JPEG at the marker level: a strict structural walk (every segment in
 //! bounds, entropy-coded data closed by a marker, the end-of-image marker
-//! present and nothing after it) and lossless metadata removal.
+//! present; what follows it is reported for [`crate::trailer`] to judge)
+//! and lossless metadata removal.
 //!
 //! Pixel decoding lives in [`crate::pipeline`]; this module never allocates
 //! per pixel, so it runs before the pixel budget is known to be safe.
@@ -33,6 +34,11 @@ pub struct Structure {
     pub progressive: bool,
     /// EXIF orientation (1–8) when the file carries one.
     pub orientation: Option<u16>,
+    /// Where bytes after the end-of-image marker start, when there are
+    /// any ([`crate::trailer`] says whether they are a known layout).
+    pub trailer: Option<usize>,
+    /// What the image's own segments say about such bytes.
+    pub announced: crate::trailer::Announced,
     segments: Vec<Segment>,
 }
 
@@ -65,6 +71,7 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
     let mut segments = Vec::new();
     let mut frame: Option<(u32, u32, u8, bool)> = None;
     let mut orientation = None;
+    let mut announced = crate::trailer::Announced::default();
     let mut scans = 0usize;
     let mut pos = 2;
     loop {
@@ -98,15 +105,6 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
                         "JPEG has no image data (no start-of-scan before end-of-image)",
                     ));
                 }
-                if end != bytes.len() {
-                    return Err(reject(
-                        Reason::TrailingData,
-                        format!(
-                            "{} bytes follow the JPEG end-of-image marker",
-                            bytes.len() - end
-                        ),
-                    ));
-                }
                 let Some((width, height, components, progressive)) = frame else {
                     return Err(reject(Reason::InvalidHeader, "JPEG has no frame header"));
                 };
@@ -122,6 +120,8 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
                     components,
                     progressive,
                     orientation,
+                    trailer: (end != bytes.len()).then_some(end),
+                    announced,
                     segments,
                 });
             }
@@ -172,6 +172,11 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
             ));
         } else if marker == 0xE1 && orientation.is_none() && body.starts_with(b"Exif\0\0") {
             orientation = crate::exif::orientation(&body[6..]);
+        } else if marker == 0xE1 && body.starts_with(b"http://ns.adobe.com/xap/1.0/\0") {
+            announced.motion_photo |= crate::trailer::announces_motion_photo(body);
+        } else if marker == 0xE2 && body.starts_with(b"MPF\0") && announced.mpf_images.is_empty() {
+            announced.mpf_images =
+                crate::trailer::mpf_images(&body[4..], payload + 4).unwrap_or_default();
         }
         if marker != 0xDA {
             segments.push(Segment {
@@ -365,10 +370,17 @@ mod tests {
     }
 
     #[test]
-    fn bytes_after_end_of_image_are_rejected() {
-        let mut j = tiny_jpeg();
+    fn bytes_after_end_of_image_are_reported_and_never_kept() {
+        let plain = tiny_jpeg();
+        let mut j = plain.clone();
         j.extend_from_slice(b"PK\x03\x04 appended archive");
-        assert_eq!(parse(&j).unwrap_err().reason, Reason::TrailingData);
+        let s = parse(&j).unwrap();
+        assert_eq!(s.trailer, Some(plain.len()));
+        assert_eq!(parse(&plain).unwrap().trailer, None);
+        assert_eq!(
+            strip_metadata(&j, &s, None),
+            strip_metadata(&plain, &parse(&plain).unwrap(), None)
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod progress;
 pub mod rate;
 pub mod setting;
 pub mod time;
+pub mod trailer;
 pub mod verdict;
 pub mod webhook;
 

@@ -29,6 +29,9 @@ pub struct Prepared {
     /// PDQ hash and quality of the upright image (orientation applied);
     /// `None` for CMYK JPEGs.
     pub pdq: Option<crate::pdq::Pdq>,
+    /// What sanitising removed that the uploader may miss (a motion
+    /// photo's video, a gain map), for the verdict's detail.
+    pub removed: Option<String>,
 }
 
 /// Lower-case hex SHA-256.
@@ -87,6 +90,7 @@ pub fn prepare_with_pixels(
         mut orientation,
         pixels,
         icc,
+        removed,
     } = match format {
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
@@ -112,6 +116,7 @@ pub fn prepare_with_pixels(
         height,
         orientation,
         pdq,
+        removed,
     };
     Ok((prepared, upright))
 }
@@ -128,11 +133,25 @@ struct Stage {
     pixels: Option<image::RgbImage>,
     /// The ICC profile kept in `bytes` ([`crate::icc::check`] passed).
     icc: Option<Vec<u8>>,
+    /// What was removed besides metadata ([`Prepared::removed`]).
+    removed: Option<String>,
 }
 
 fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let structure = jpeg::parse(data)?;
     policy.check_dimensions(structure.width, structure.height)?;
+    let removed = match structure.trailer {
+        None => None,
+        Some(at) => {
+            let layout = crate::trailer::classify(data, at, &structure.announced)?;
+            for (i, range) in layout.mpf_images.iter().enumerate() {
+                check_mpf_image(&data[range.clone()], policy).map_err(|r| {
+                    Rejection::new(r.reason, format!("MPF image {}: {}", i + 2, r.detail))
+                })?;
+            }
+            Some(layout.removed())
+        }
+    };
     let icc = jpeg::icc_profile(data, &structure).filter(|p| crate::icc::check(p).is_ok());
     let clean = jpeg::strip_metadata(data, &structure, icc.as_deref());
     // What is stored is what is decoded.
@@ -153,6 +172,7 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
         orientation: structure.orientation,
         pixels,
         icc,
+        removed,
     })
 }
 
@@ -201,7 +221,23 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
         orientation: stripped.orientation,
         pixels: Some(decoded.to_rgb8()),
         icc,
+        removed: None,
     })
+}
+
+/// A further image of an MPF file (a gain map, an MPO's second view): it is
+/// removed, but only after the same strict checks as the primary, so that
+/// no undecodable bytes hide behind an index.
+fn check_mpf_image(data: &[u8], policy: &Policy) -> Result<(), Rejection> {
+    let structure = jpeg::parse(data)?;
+    if structure.trailer.is_some() {
+        return Err(Rejection::new(
+            Reason::TrailingData,
+            "bytes follow its end-of-image marker inside its MPF range",
+        ));
+    }
+    policy.check_dimensions(structure.width, structure.height)?;
+    crate::decode::strict_jpeg(data, policy).map(drop)
 }
 
 /// The ICC profile a PNG (`iCCP`, inflated) or WebP (`ICCP`) carries.

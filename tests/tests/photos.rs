@@ -234,3 +234,161 @@ async fn photos_download_upright_and_in_their_colours() {
         );
     }
 }
+
+/// `primary` with an MPF index (APP2, right after SOI) of itself and
+/// `second`, and `second` appended: an MPO or a photo with a gain map.
+fn with_mpf(primary: &[u8], second: &[u8]) -> Vec<u8> {
+    let entries_len = 32u32;
+    let app2_len = 2 + 4 + 8 + 2 + 12 + 4 + entries_len as usize;
+    let total = primary.len() + 2 + app2_len;
+    // Offsets count from the MP header: SOI, APP2 marker and length, "MPF\0".
+    let header_at = 2 + 4 + 4;
+    let mut tiff = b"MM\0*".to_vec();
+    tiff.extend_from_slice(&8u32.to_be_bytes());
+    tiff.extend_from_slice(&1u16.to_be_bytes());
+    tiff.extend_from_slice(&0xB002u16.to_be_bytes());
+    tiff.extend_from_slice(&7u16.to_be_bytes());
+    tiff.extend_from_slice(&entries_len.to_be_bytes());
+    tiff.extend_from_slice(&26u32.to_be_bytes());
+    tiff.extend_from_slice(&0u32.to_be_bytes());
+    for (size, offset) in [
+        (total as u32, 0u32),
+        (second.len() as u32, (total - header_at) as u32),
+    ] {
+        tiff.extend_from_slice(&0u32.to_be_bytes());
+        tiff.extend_from_slice(&size.to_be_bytes());
+        tiff.extend_from_slice(&offset.to_be_bytes());
+        tiff.extend_from_slice(&[0; 4]);
+    }
+    let body = [b"MPF\0".as_slice(), &tiff].concat();
+    assert_eq!(body.len() + 2, app2_len);
+    let mut out = primary[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE2]);
+    out.extend_from_slice(&(app2_len as u16).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&primary[2..]);
+    assert_eq!(out.len(), total);
+    out.extend_from_slice(second);
+    out
+}
+
+/// A Google motion photo: XMP announcing it, an MP4 after the image.
+fn motion_photo(jpeg: &[u8]) -> Vec<u8> {
+    let xmp = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description xmlns:GCamera=\"http://ns.google.com/photos/1.0/camera/\" GCamera:MotionPhoto=\"1\" GCamera:MotionPhotoVersion=\"1\"/></rdf:RDF></x:xmpmeta>";
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((xmp.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(xmp);
+    out.extend_from_slice(&jpeg[2..]);
+    // ftyp and an mdat holding "video" (and, say, a location track).
+    out.extend_from_slice(&20u32.to_be_bytes());
+    out.extend_from_slice(b"ftypmp42\0\0\0\0isom");
+    out.extend_from_slice(&28u32.to_be_bytes());
+    out.extend_from_slice(b"mdatvideo frames, GPS...");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phone_trailers_are_checked_and_removed_and_polyglots_still_refused() {
+    let primary = encode_jpeg(&photo(71, 320, 240), 90);
+    let gain_map = encode_jpeg(&photo(72, 160, 120), 80);
+    let mut broken_map = gain_map.clone();
+    broken_map.truncate(gain_map.len() * 2 / 3);
+    broken_map.extend_from_slice(&[0xFF, 0xD9]);
+    let samsung = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data/pdq/reg-test-input/exif-rotn/exif-rotn-6.jpg"),
+    )
+    .unwrap();
+    assert!(samsung.ends_with(b"SEFT"));
+    let uploads = [
+        ("hdr.jpg", with_mpf(&primary, &gain_map)),
+        ("broken-gain-map.jpg", with_mpf(&primary, &broken_map)),
+        (
+            "motion.jpg",
+            motion_photo(&encode_jpeg(&photo(73, 320, 240), 90)),
+        ),
+        ("samsung.jpg", samsung),
+        (
+            "polyglot.jpg",
+            [
+                encode_jpeg(&photo(74, 320, 240), 90),
+                b"PK\x03\x04zip".to_vec(),
+            ]
+            .concat(),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut zip = ZipBuilder::new();
+    for (name, bytes) in &uploads {
+        zip = zip.stored(name, bytes);
+    }
+    let id = server.upload_ok(zip.finish()).await;
+    server.wait_done(&id).await;
+    let report = server.report(&id).await;
+    // (entry, verdict, reason, detail contains, bytes the stored file must not hold)
+    let cases: [(&str, &str, Option<&str>, &str, &[u8]); 5] = [
+        ("hdr.jpg", "accepted", None, "1 further MPF image", b"MPF\0"),
+        (
+            "broken-gain-map.jpg",
+            "rejected",
+            None,
+            "MPF image 2: ",
+            b"",
+        ),
+        (
+            "motion.jpg",
+            "accepted",
+            None,
+            "motion-photo video removed",
+            b"ftyp",
+        ),
+        (
+            "samsung.jpg",
+            "accepted",
+            None,
+            "Samsung SEF trailer removed",
+            b"SEFH",
+        ),
+        (
+            "polyglot.jpg",
+            "rejected",
+            Some("trailing_data"),
+            "no known layout",
+            b"",
+        ),
+    ];
+    for (name, verdict, reason, detail, gone) in cases {
+        let l = line(&report, name);
+        assert_eq!(l["verdict"], verdict, "{name}: {l}");
+        if let Some(reason) = reason {
+            assert_eq!(l["reason"], reason, "{name}: {l}");
+        }
+        assert!(
+            l["detail"].as_str().unwrap_or_default().contains(detail),
+            "{name}: {l}"
+        );
+        if verdict == "accepted" {
+            let url = server.url(&format!("/v1/images/{}", l["image_id"].as_str().unwrap()));
+            let stored = server
+                .client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(
+                !stored.windows(gone.len()).any(|w| w == gone),
+                "{name} keeps {gone:?}"
+            );
+            assert_eq!(
+                &stored[stored.len() - 2..],
+                &[0xFF, 0xD9],
+                "{name}: ends with the image"
+            );
+        }
+    }
+}

@@ -88,19 +88,17 @@ fn truncated_progressive_jpegs_are_refused_at_every_cut() {
 #[test]
 fn real_world_jpegs_pass_strict_decode() {
     let policy = Policy::default();
-    let mut passed = 0;
+    let (mut passed, mut sef) = (0, 0);
     for path in corpus_jpegs() {
         let bytes = std::fs::read(&path).unwrap();
         // Samsung phones append a "SEFT" block after the end-of-image
-        // marker: trailing data, refused like any other (docs/verdicts.md).
+        // marker: recognised, removed, and said so (docs/verdicts.md).
         if bytes.ends_with(b"SEFT") {
-            assert_eq!(
-                prepare(&bytes, &policy).unwrap_err().reason,
-                Reason::TrailingData,
-                "{}",
-                path.display()
-            );
-            continue;
+            let p = prepare(&bytes, &policy)
+                .unwrap_or_else(|r| panic!("{} refused: {r:?}", path.display()));
+            assert_eq!(p.removed.as_deref(), Some("Samsung SEF trailer removed"));
+            assert!(!p.bytes.windows(4).any(|w| w == b"SEFH"));
+            sef += 1;
         }
         let p = prepare(&bytes, &policy)
             .unwrap_or_else(|r| panic!("{} refused: {r:?}", path.display()));
@@ -108,6 +106,7 @@ fn real_world_jpegs_pass_strict_decode() {
         passed += 1;
     }
     assert!(passed >= 30, "only {passed} corpus JPEGs checked");
+    assert_eq!(sef, 4, "the corpus's four Samsung photos");
 }
 
 #[test]

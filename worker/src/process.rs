@@ -538,7 +538,7 @@ async fn store_once(
                 image_id,
                 by_you: false,
             } => return Ok(Verdict::exact_duplicate(image_id)),
-            ClaimOutcome::Committed { by_you: true, .. } => return Ok(Verdict::accepted(p.id)),
+            ClaimOutcome::Committed { by_you: true, .. } => return Ok(accepted(p)),
             ClaimOutcome::PendingOther { retry_at } => {
                 let wait = (retry_at - now_ms()).clamp(20, 250) as u64;
                 tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -593,7 +593,7 @@ async fn store_once(
                 }
                 blob_gc::after_record(b, &p.id, &bytes, put_at, now_ms()).await?;
                 match b.dedup.commit(&key, &owner, &p.id).await? {
-                    CommitOutcome::Committed => return Ok(Verdict::accepted(p.id)),
+                    CommitOutcome::Committed => return Ok(accepted(p)),
                     // Our lease ran out and someone else took over: ask again.
                     CommitOutcome::Lost => continue,
                 }
@@ -604,6 +604,15 @@ async fn store_once(
 
 /// A stored image that is the same picture by PDQ, other than this very
 /// image (identical bytes are the exact-dedup claim's business).
+/// The verdict of a stored image: what sanitising removed that the
+/// uploader may miss (a motion photo's video, say) is its detail.
+fn accepted(p: Prepared) -> Verdict {
+    Verdict {
+        detail: p.removed,
+        ..Verdict::accepted(p.id)
+    }
+}
+
 async fn near_duplicate(b: &Backends, dedup: &DedupCtx, p: &Prepared) -> Result<Option<Verdict>> {
     let (Some(max), Some(pdq)) = (dedup.near, p.pdq) else {
         return Ok(None);
