@@ -27,3 +27,5 @@ fill decode_jpeg jpeg
 fill prepare jpeg png webp
 fill archive_light_check zip
 fill archive_entries zip
+fill jpeg_trailer jpeg
+fill chunked_strip png webp

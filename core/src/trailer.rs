@@ -312,12 +312,12 @@ mod tests {
         assert_eq!(layout.mpf_images, vec![7..14, 14..18]);
         assert!(layout.removed().starts_with("2 further MPF images"));
         let gap = Announced {
-            mpf_images: vec![8..14],
+            mpf_images: vec![Range { start: 8, end: 14 }],
             motion_photo: false,
         };
         assert!(classify(&file, 7, &gap).is_err(), "a byte no index covers");
         let beyond = Announced {
-            mpf_images: vec![7..40],
+            mpf_images: vec![Range { start: 7, end: 40 }],
             motion_photo: false,
         };
         assert!(classify(&file, 7, &beyond).is_err(), "past the end");
@@ -326,7 +326,9 @@ mod tests {
     #[test]
     fn an_mpf_index_reads_in_both_byte_orders() {
         for le in [true, false] {
-            let (u16b, u32b): (fn(u16) -> [u8; 2], fn(u32) -> [u8; 4]) = if le {
+            type U16 = fn(u16) -> [u8; 2];
+            type U32 = fn(u32) -> [u8; 4];
+            let (u16b, u32b): (U16, U32) = if le {
                 (u16::to_le_bytes, u32::to_le_bytes)
             } else {
                 (u16::to_be_bytes, u32::to_be_bytes)
@@ -350,7 +352,11 @@ mod tests {
                 b.extend_from_slice(&u32b(offset));
                 b.extend_from_slice(&[0; 4]);
             }
-            assert_eq!(mpf_images(&b, 100), Some(vec![1000..1200]), "le {le}");
+            let want = Range {
+                start: 1000,
+                end: 1200,
+            };
+            assert_eq!(mpf_images(&b, 100), Some(vec![want]), "le {le}");
         }
         assert_eq!(mpf_images(b"XX*\0", 0), None);
     }

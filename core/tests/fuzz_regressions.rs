@@ -17,6 +17,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("prepare", harness::prepare),
     ("archive_light_check", harness::archive_light_check),
     ("archive_entries", harness::archive_entries),
+    ("jpeg_trailer", harness::jpeg_trailer),
+    ("chunked_strip", harness::chunked_strip),
 ];
 
 /// Files one level below each folder of `dir`, sorted; none when `dir` is missing.

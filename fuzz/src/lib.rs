@@ -10,8 +10,9 @@
 use picsift_core::archive::{self, EntryMeta};
 use picsift_core::format::{self, Format, Sniffed};
 use picsift_core::policy::Policy;
-use picsift_core::{decode, jpeg, pipeline};
+use picsift_core::{decode, jpeg, pipeline, png_webp, trailer};
 use std::io::Cursor;
+use std::ops::Range;
 use zip::ZipArchive;
 
 /// Bytes of an upload the gateway has read when it runs the light check.
@@ -154,4 +155,61 @@ pub fn archive_entries(data: &[u8]) {
             assert!(meta.size <= policy.max_entry_bytes, "{meta:?}");
         }
     }
+}
+
+/// What follows a JPEG's end, classified ([`trailer::classify`], with an
+/// MPF index read by [`trailer::mpf_images`]): never a panic, and a layout
+/// it accepts covers exactly the bytes after the image, in order, with no
+/// gap and no overlap. The first input byte says where the image ends and
+/// whether the XMP announced a motion photo; the rest is the file.
+pub fn jpeg_trailer(data: &[u8]) {
+    let Some((&cut, file)) = data.split_first() else {
+        return;
+    };
+    let start = usize::from(cut).min(file.len());
+    let announced = trailer::Announced {
+        mpf_images: trailer::mpf_images(file, 0).unwrap_or_default(),
+        motion_photo: cut & 1 == 1,
+    };
+    let Ok(layout) = trailer::classify(file, start, &announced) else {
+        return;
+    };
+    let mut parts: Vec<Range<usize>> = layout.mpf_images.clone();
+    parts.extend(layout.motion_video.clone());
+    parts.extend(layout.sef.clone());
+    parts.sort_by_key(|r| r.start);
+    let mut pos = start;
+    for part in &parts {
+        assert_eq!(part.start, pos, "a gap or an overlap before {part:?}");
+        assert!(part.end >= part.start, "an inverted range {part:?}");
+        pos = part.end;
+    }
+    assert_eq!(pos, file.len(), "bytes after the image left unclassified");
+}
+
+/// [`png_webp::strip_png`] and [`png_webp::strip_webp`]: never a panic,
+/// and stripping what was stripped changes nothing and keeps the
+/// orientation written.
+pub fn chunked_strip(data: &[u8]) {
+    let strip = |bytes: &[u8]| {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(png_webp::strip_png(bytes, true))
+        } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+            Some(png_webp::strip_webp(bytes, true))
+        } else {
+            None
+        }
+    };
+    let Some(Ok(once)) = strip(data) else {
+        return;
+    };
+    let twice = strip(&once.bytes)
+        .expect("the stripped file keeps its signature")
+        .unwrap_or_else(|r| panic!("the stripped file no longer strips: {r:?}"));
+    assert_eq!(twice.bytes, once.bytes, "stripping twice differs from once");
+    assert_eq!(
+        twice.orientation,
+        once.orientation.filter(|&o| o != 1),
+        "the orientation written is not the one read"
+    );
 }

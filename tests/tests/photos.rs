@@ -328,7 +328,8 @@ async fn phone_trailers_are_checked_and_removed_and_polyglots_still_refused() {
     server.wait_done(&id).await;
     let report = server.report(&id).await;
     // (entry, verdict, reason, detail contains, bytes the stored file must not hold)
-    let cases: [(&str, &str, Option<&str>, &str, &[u8]); 5] = [
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, &'a [u8]);
+    let cases: [Case; 5] = [
         ("hdr.jpg", "accepted", None, "1 further MPF image", b"MPF\0"),
         (
             "broken-gain-map.jpg",
