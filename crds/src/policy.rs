@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct ValidationPolicySpec {
     /// Image formats that may be stored; anything else is rejected with
-    /// `format_not_allowed`. Defaults to JPEG only.
+    /// `format_not_allowed`. Defaults to JPEG, PNG and WebP.
     #[serde(default = "default_formats")]
     #[x_kube(validation = Rule::new("size(self) > 0").message("allow at least one format"))]
     pub formats: Vec<ImageFormat>,
@@ -106,7 +106,7 @@ fn default_near_distance() -> i32 {
 }
 
 fn default_formats() -> Vec<ImageFormat> {
-    vec![ImageFormat::Jpeg]
+    vec![ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp]
 }
 
 /// An image format picsift can verify.

@@ -613,7 +613,8 @@ async fn bad_image_content_gets_its_reason_and_nothing_of_it_is_stored() {
             ("drawing.jpg", Rejected("not_an_image")),
             ("drawing.svg", Rejected("not_an_image")),
             ("animation.jpg", Rejected("format_not_allowed")),
-            ("screenshot.jpg", Rejected("format_not_allowed")),
+            // A PNG under a .jpg name: the bytes decide, and PNG is allowed.
+            ("screenshot.jpg", Accepted),
             ("empty.jpg", Rejected("not_an_image")),
             ("jpeg_magic_then_html.jpg", Rejected("truncated")),
             ("truncated.jpg", Rejected("truncated")),
