@@ -36,10 +36,27 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let n = env_num("PICSIFT_BENCH_IMAGES", 8);
     eprintln!("generating {n} photo-like 4000x3000 JPEGs ...");
+    // As a phone writes them: EXIF with GPS and orientation 6, a Display P3
+    // profile, so the orientation and ICC steps are in what is timed
+    // (PICSIFT_BENCH_PLAIN=1: without either, as before 2026-12-06).
+    let p3 = moxcms::ColorProfile::new_display_p3().encode()?;
+    let plain_only = std::env::var("PICSIFT_BENCH_PLAIN").is_ok_and(|v| v == "1");
     let files: Vec<PathBuf> = (0..n)
         .map(|i| {
             let p = work.join(format!("photo_{i}.jpg"));
-            std::fs::write(&p, picsift_tests::jpeg(50_000 + i, 4000, 3000)).map(|_| p)
+            let plain = picsift_tests::jpeg(50_000 + i, 4000, 3000);
+            if plain_only {
+                return std::fs::write(&p, plain).map(|_| p);
+            }
+            let phone = picsift_tests::with_metadata(&plain, 6);
+            let mut app2 = b"ICC_PROFILE\0\x01\x01".to_vec();
+            app2.extend_from_slice(&p3);
+            let mut file = phone[..2].to_vec();
+            file.extend_from_slice(&[0xFF, 0xE2]);
+            file.extend_from_slice(&((app2.len() + 2) as u16).to_be_bytes());
+            file.extend_from_slice(&app2);
+            file.extend_from_slice(&phone[2..]);
+            std::fs::write(&p, file).map(|_| p)
         })
         .collect::<Result<_, _>>()?;
     let datas: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
@@ -84,12 +101,15 @@ fn main() -> anyhow::Result<()> {
         1000.0 / djpeg_ips
     );
     println!(
-        "| picsift prepare (structure + sanitise + strict decode + SHA-256 + PDQ) | {ours_ips:.2} | {:.0} | {:.2} |\n",
+        "| picsift prepare (structure + sanitise, orientation and ICC kept + strict decode + SHA-256 + PDQ) | {ours_ips:.2} | {:.0} | {:.2} |\n",
         1000.0 / ours_ips,
         ours_ips / djpeg_ips
     );
 
-    // 2. Ingest.
+    // 2. Ingest (PICSIFT_BENCH_ZIP_MB=0 skips it).
+    if env_num("PICSIFT_BENCH_ZIP_MB", 2048) == 0 {
+        return Ok(());
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
         .args(["build", "--release", "-p", "picsift"])
