@@ -5,42 +5,65 @@
 //! block with the orientation alone, the same for every format that
 //! carries EXIF (JPEG APP1, PNG `eXIf`, WebP `EXIF`).
 
-/// Reads the orientation tag (0x0112) from IFD0 of an EXIF TIFF block;
-/// `None` unless it is 1–8.
-pub fn orientation(tiff: &[u8]) -> Option<u16> {
-    let le = match tiff.get(..2)? {
-        b"II" => true,
-        b"MM" => false,
-        _ => return None,
-    };
-    let u16_at = |at: usize| -> Option<u16> {
-        let b = [*tiff.get(at)?, *tiff.get(at + 1)?];
-        Some(if le {
+/// A TIFF structure (EXIF's, and MPF's index) read in its byte order.
+pub(crate) struct Tiff<'a> {
+    bytes: &'a [u8],
+    little_endian: bool,
+}
+
+impl<'a> Tiff<'a> {
+    /// `bytes` from the byte-order mark (`II*\0` or `MM\0*`) on.
+    pub(crate) fn new(bytes: &'a [u8]) -> Option<Self> {
+        let little_endian = match bytes.get(..4)? {
+            b"II*\0" => true,
+            b"MM\0*" => false,
+            _ => return None,
+        };
+        Some(Self {
+            bytes,
+            little_endian,
+        })
+    }
+
+    pub(crate) fn u16_at(&self, at: usize) -> Option<u16> {
+        let b = [*self.bytes.get(at)?, *self.bytes.get(at + 1)?];
+        Some(if self.little_endian {
             u16::from_le_bytes(b)
         } else {
             u16::from_be_bytes(b)
         })
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = tiff.get(at..at + 4)?.try_into().ok()?;
-        Some(if le {
+    }
+
+    pub(crate) fn u32_at(&self, at: usize) -> Option<u32> {
+        let b: [u8; 4] = self.bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(if self.little_endian {
             u32::from_le_bytes(b)
         } else {
             u32::from_be_bytes(b)
         })
-    };
-    if u16_at(2)? != 42 {
-        return None;
     }
-    let ifd = u32_at(4)? as usize;
-    let count = u16_at(ifd)? as usize;
-    (0..count.min(512))
-        .find_map(|n| {
+
+    /// The value offset field of IFD0's entry `tag` (12 bytes each: tag,
+    /// type, count, value or offset), with its type and count.
+    pub(crate) fn ifd0_entry(&self, tag: u16) -> Option<(u16, u32, usize)> {
+        let ifd = self.u32_at(4)? as usize;
+        let count = usize::from(self.u16_at(ifd)?);
+        (0..count.min(512)).find_map(|n| {
             let e = ifd + 2 + n * 12;
-            (u16_at(e)? == 0x0112 && u16_at(e + 2)? == 3)
-                .then(|| u16_at(e + 8))
-                .flatten()
+            (self.u16_at(e)? == tag)
+                .then(|| Some((self.u16_at(e + 2)?, self.u32_at(e + 4)?, e + 8)))?
         })
+    }
+}
+
+/// Reads the orientation tag (0x0112) from IFD0 of an EXIF TIFF block;
+/// `None` unless it is a SHORT of 1–8.
+pub fn orientation(tiff: &[u8]) -> Option<u16> {
+    let tiff = Tiff::new(tiff)?;
+    let (kind, _, value) = tiff.ifd0_entry(0x0112)?;
+    (kind == 3)
+        .then(|| tiff.u16_at(value))
+        .flatten()
         .filter(|o| (1..=8).contains(o))
 }
 

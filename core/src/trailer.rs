@@ -61,41 +61,17 @@ pub struct Announced {
 /// offset in the file): the byte ranges of the images after the first.
 /// `None` when it does not parse.
 pub fn mpf_images(body: &[u8], at: usize) -> Option<Vec<Range<usize>>> {
-    let le = match body.get(..4)? {
-        b"II*\0" => true,
-        b"MM\0*" => false,
-        _ => return None,
-    };
-    let u16_at = |p: usize| -> Option<u16> {
-        let b = [*body.get(p)?, *body.get(p + 1)?];
-        Some(if le {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        })
-    };
-    let u32_at = |p: usize| -> Option<u32> {
-        let b: [u8; 4] = body.get(p..p + 4)?.try_into().ok()?;
-        Some(if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
-    };
-    let ifd = u32_at(4)? as usize;
-    let count = usize::from(u16_at(ifd)?);
-    let (entries_at, len) = (0..count.min(64)).find_map(|n| {
-        let e = ifd + 2 + n * 12;
-        (u16_at(e)? == 0xB002).then(|| Some((u32_at(e + 8)? as usize, u32_at(e + 4)? as usize)))?
-    })?;
+    let tiff = crate::exif::Tiff::new(body)?;
+    let (_, len, value) = tiff.ifd0_entry(0xB002)?;
+    let (entries_at, len) = (tiff.u32_at(value)? as usize, len as usize);
     if len % 16 != 0 || len == 0 || len / 16 > 64 {
         return None;
     }
     (1..len / 16)
         .map(|i| {
             let e = entries_at + i * 16;
-            let size = u32_at(e + 4)? as usize;
-            let offset = u32_at(e + 8)? as usize;
+            let size = tiff.u32_at(e + 4)? as usize;
+            let offset = tiff.u32_at(e + 8)? as usize;
             // Offsets count from the MP header (the byte-order mark).
             let start = at.checked_add(offset)?;
             Some(start..start.checked_add(size)?)
