@@ -85,7 +85,8 @@ async function allImagesLoaded(page, scope) {
 // -------------------------------------------------------------------- server
 
 const data = path.join(tmp, 'data');
-const server = spawn(bin, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--concurrency', '2'], {
+// JPEG only, so that the page's own check of formats has something to refuse.
+const server = spawn(bin, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--concurrency', '2', '--formats', 'jpeg'], {
   env: { ...process.env, PICSIFT_LOG: 'warn' },
   stdio: ['ignore', 'ignore', 'pipe'],
 });
