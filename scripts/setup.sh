@@ -23,6 +23,8 @@ if ((tests)); then
     command -v djpeg >/dev/null || need+=(libjpeg-turbo-progs)  # the benchmark's baseline
     # Real servers for the cluster-backend tests (started by the tests themselves).
     command -v redis-server >/dev/null || need+=(redis-server)
+    # docs/cluster.md's commands, which a test runs as written.
+    command -v openssl >/dev/null || need+=(openssl)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     # The container images and their test (scripts/images.sh): podman with
     # runc, and mmdebstrap to make the Debian base image where no registry
