@@ -23,6 +23,7 @@ pub mod icc;
 pub mod intake;
 pub mod jpeg;
 pub mod model;
+pub mod orientation;
 pub mod pdq;
 pub mod pdq_index;
 pub mod pdq_memory;

@@ -28,8 +28,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
-use image::metadata::Orientation;
-use image::{DynamicImage, RgbImage};
+use image::RgbImage;
 
 /// Hamming distance at or below which two PDQ hashes are the same picture
 /// (ThreatExchange's published threshold).
@@ -243,68 +242,6 @@ pub fn hash_with_dihedral(rgb: &RgbImage) -> (Pdq, [Hash; 8]) {
         },
         variants,
     )
-}
-
-/// Turns an image upright according to its EXIF orientation (1–8, EXIF
-/// semantics); other values (0, absent, out of range) leave it unchanged,
-/// as EXIF readers treat them as 1.
-pub fn apply_orientation(img: RgbImage, exif_orientation: u16) -> RgbImage {
-    let Some(orientation) = u8::try_from(exif_orientation)
-        .ok()
-        .and_then(Orientation::from_exif)
-    else {
-        return img;
-    };
-    if orientation == Orientation::NoTransforms {
-        return img;
-    }
-    if let 5..=8 = exif_orientation {
-        return transposed(&img, exif_orientation);
-    }
-    let mut dynamic = DynamicImage::ImageRgb8(img);
-    dynamic.apply_orientation(orientation);
-    dynamic.into_rgb8()
-}
-
-/// EXIF orientations 5–8 (what phones write for portrait photos) swap
-/// width and height. `image` turns such an image a pixel at a time through
-/// its generic accessors, about 100 ms for 12 MP; this copies whole pixels
-/// in 32×32 tiles, so reads and writes both stay in cache, each to where
-/// the orientation puts it.
-fn transposed(img: &RgbImage, exif_orientation: u16) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (src, _) = img.as_raw().as_chunks::<3>();
-    let mut out = vec![[0u8; 3]; src.len()];
-    // Where the pixel at column x, row y goes: the index in an image `h`
-    // wide and `w` tall. One loop per orientation, so nothing is decided
-    // per pixel.
-    match exif_orientation {
-        5 => tiles(w, h, src, &mut out, |x, y| x * h + y),
-        6 => tiles(w, h, src, &mut out, |x, y| x * h + (h - 1 - y)),
-        7 => tiles(w, h, src, &mut out, |x, y| (w - 1 - x) * h + (h - 1 - y)),
-        _ => tiles(w, h, src, &mut out, |x, y| (w - 1 - x) * h + y),
-    }
-    RgbImage::from_raw(h as u32, w as u32, out.into_flattened()).expect("same number of pixels")
-}
-
-fn tiles(
-    w: usize,
-    h: usize,
-    src: &[[u8; 3]],
-    out: &mut [[u8; 3]],
-    to: impl Fn(usize, usize) -> usize,
-) {
-    const TILE: usize = 32;
-    for ty in (0..h).step_by(TILE) {
-        for tx in (0..w).step_by(TILE) {
-            for y in ty..(ty + TILE).min(h) {
-                let row = &src[y * w..(y + 1) * w];
-                for x in tx..(tx + TILE).min(w) {
-                    out[to(x, y)] = row[x];
-                }
-            }
-        }
-    }
 }
 
 type Block = [[f32; DCT_SIDE]; DCT_SIDE];
@@ -573,20 +510,6 @@ fn transform(a: &Block, d: Dihedral) -> Block {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_orientation_turns_pixels_as_image_does() {
-        let img = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8, y as u8, (x * y) as u8]));
-        for o in 1..=8u16 {
-            let mut want = DynamicImage::ImageRgb8(img.clone());
-            want.apply_orientation(Orientation::from_exif(o as u8).unwrap());
-            assert_eq!(
-                apply_orientation(img.clone(), o),
-                want.into_rgb8(),
-                "orientation {o}"
-            );
-        }
-    }
-
     const BRIDGE: &str = "d8f8f0cee0f4a84f0637022a078f67f0b36e2ed596621e1d33e6339c4e9c9b22";
 
     #[test]
@@ -769,25 +692,5 @@ mod tests {
         let blank = RgbImage::from_pixel(300, 200, image::Rgb([128, 128, 128]));
         assert_eq!(hash(&blank).quality, 0);
         assert!(hash(&pattern(300, 200)).quality >= MIN_MATCH_QUALITY);
-    }
-
-    #[test]
-    fn orientation_is_applied_with_exif_semantics() {
-        // A 2×1 image: left pixel red, right pixel blue.
-        let mut img = RgbImage::new(2, 1);
-        img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
-        img.put_pixel(1, 0, image::Rgb([0, 0, 255]));
-        // 6: stored rotated 90° counter-clockwise; turn it clockwise.
-        let r = apply_orientation(img.clone(), 6);
-        assert_eq!(r.dimensions(), (1, 2));
-        assert_eq!(r.get_pixel(0, 0)[0], 255);
-        // 8: the other way.
-        let r = apply_orientation(img.clone(), 8);
-        assert_eq!(r.get_pixel(0, 0)[2], 255);
-        // 2: mirrored.
-        assert_eq!(apply_orientation(img.clone(), 2).get_pixel(0, 0)[2], 255);
-        for unknown in [0, 1, 9, 300] {
-            assert_eq!(apply_orientation(img.clone(), unknown), img);
-        }
     }
 }

@@ -95,7 +95,8 @@ pub fn prepare_with_pixels(
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
     };
-    let upright = pixels.map(|rgb| crate::pdq::apply_orientation(rgb, orientation.unwrap_or(1)));
+    let upright =
+        pixels.map(|rgb| crate::orientation::apply_orientation(rgb, orientation.unwrap_or(1)));
     if policy.sanitize == crate::policy::Sanitize::Reencode {
         let Some(rgb) = &upright else {
             return Err(Rejection::new(

@@ -188,7 +188,7 @@ fn exif_orientation_is_read_and_applied_as_the_matching_dihedral_turn() {
     for (tag, stored, variant) in exif_rotn() {
         let (w, h) = stored.dimensions();
         let variants = pdq::dihedral(&stored);
-        let upright = pdq::apply_orientation(stored, tag);
+        let upright = picsift_core::orientation::apply_orientation(stored, tag);
         let expected_dims = if tag >= 5 { (h, w) } else { (w, h) };
         assert_eq!(upright.dimensions(), expected_dims, "orientation {tag}");
         // Turning the pixels by the EXIF orientation and taking the cheap

@@ -77,7 +77,7 @@ pub fn make(bytes: &[u8], image: &ImageRecord, size: u32) -> Result<Vec<u8>, Str
             .map_err(|e| e.to_string())?
             .to_rgb8(),
     };
-    let upright = picsift_core::pdq::apply_orientation(rgb, image.orientation.unwrap_or(1));
+    let upright = picsift_core::orientation::apply_orientation(rgb, image.orientation.unwrap_or(1));
     let (w, h) = fit(upright.width(), upright.height(), size);
     let small = if (w, h) == upright.dimensions() {
         upright
