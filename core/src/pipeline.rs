@@ -188,11 +188,17 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
             format!("cannot read the {} header: {e}", format.as_str()),
         )
     };
-    let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(data), image_format)
-        .into_dimensions()
+    // One read of the header gives the dimensions and the ICC profile
+    // (PNG's `iCCP` inflated, WebP's `ICCP`).
+    let mut header = image::ImageReader::with_format(std::io::Cursor::new(data), image_format)
+        .into_decoder()
         .map_err(invalid)?;
+    let (width, height) = image::ImageDecoder::dimensions(&header);
     policy.check_dimensions(width, height)?;
-    let icc = icc_profile(data, image_format).filter(|p| crate::icc::check(p).is_ok());
+    let icc = image::ImageDecoder::icc_profile(&mut header)
+        .ok()
+        .flatten()
+        .filter(|p| crate::icc::check(p).is_ok());
     let stripped = match format {
         Format::Png => crate::png_webp::strip_png(data, icc.is_some())?,
         _ => crate::png_webp::strip_webp(data, icc.is_some())?,
@@ -239,21 +245,6 @@ fn check_mpf_image(data: &[u8], policy: &Policy) -> Result<(), Rejection> {
     }
     policy.check_dimensions(structure.width, structure.height)?;
     crate::decode::strict_jpeg(data, policy).map(drop)
-}
-
-/// The ICC profile a PNG (`iCCP`, inflated) or WebP (`ICCP`) carries.
-fn icc_profile(data: &[u8], format: image::ImageFormat) -> Option<Vec<u8>> {
-    use image::ImageDecoder;
-    let cursor = std::io::Cursor::new(data);
-    let found = match format {
-        image::ImageFormat::Png => image::codecs::png::PngDecoder::new(cursor)
-            .ok()?
-            .icc_profile(),
-        _ => image::codecs::webp::WebPDecoder::new(cursor)
-            .ok()?
-            .icc_profile(),
-    };
-    found.ok().flatten()
 }
 
 /// A fresh encoding of decoded, upright pixels (content disarm): of the
