@@ -572,6 +572,20 @@ async fn a_worker_job_processes_queued_work_and_exits_when_idle() {
     check_invariants(&c, &base, &batches).await;
 }
 
+/// Waits up to 30 s for `/readyz` to answer 200.
+async fn wait_ready(base: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A 503's problem detail: a fixed sentence and an error id, never a
 /// driver's or an SDK's error text.
 fn assert_no_internals(problem: &Value) {
@@ -702,16 +716,7 @@ async fn misconfigurations_stop_the_gateway_naming_the_setting_and_outages_are_w
         .unwrap();
     assert_eq!(r.status(), 503);
     c.redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/readyz"))
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        assert!(Instant::now() < deadline, "not ready after Redis came back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready(&base, "not ready after Redis came back").await;
     assert!(gateway.logged("listening on"));
     let r = http()
         .get(format!("{base}/v1/batches"))
@@ -741,19 +746,7 @@ async fn misconfigurations_stop_the_gateway_naming_the_setting_and_outages_are_w
         "{ready}"
     );
     c._postgres.resume();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/readyz"))
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not ready after PostgreSQL came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready(&base, "not ready after PostgreSQL came back").await;
 
     // While running: a bucket gone later fails the readiness probe (a read
     // alone took the missing bucket's 404 for a missing object).

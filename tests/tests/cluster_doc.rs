@@ -154,23 +154,13 @@ async fn the_documented_set_up_by_hand_runs_and_checks_an_upload() {
     let key = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
     let http = client_with(key.trim());
     let base = format!("http://127.0.0.1:{api_port}");
-    let batches: Value = http
-        .get(format!("{base}/v1/batches"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |path: String| {
+        let request = http.get(format!("{base}{path}"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let batches = get("/v1/batches".into()).await;
     let id = batches["batches"][0]["id"].as_str().unwrap().to_string();
-    let report: Value = http
-        .get(format!("{base}/v1/batches/{id}/report"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = get(format!("/v1/batches/{id}/report")).await;
     let lines = report["entries"].as_array().unwrap();
     let verdict = |name: &str| {
         lines
