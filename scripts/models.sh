@@ -21,11 +21,11 @@ CACHE=${PICSIFT_MODEL_CACHE:-$HOME/.cache/picsift/models/$TAG}
 # bundled ONNX file is used.
 # torch is pinned on the same line: onnx2torch needs torchvision, and an
 # unpinned torchvision drags torch up to a version tch was not built for.
-python - <<'PY' || pip install -q --disable-pip-version-check numpy pillow onnx onnx2torch "torch==$TORCH_VERSION"
+python - <<'PY' || pip install -q --no-cache-dir --disable-pip-version-check numpy pillow onnx onnx2torch "torch==$TORCH_VERSION"
 import numpy, PIL, onnx, onnx2torch  # noqa: F401
 PY
 python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('nudenet') is None)" \
-    || pip install -q --disable-pip-version-check --no-deps nudenet==3.4.2
+    || pip install -q --no-cache-dir --disable-pip-version-check --no-deps nudenet==3.4.2
 
 mkdir -p "$CACHE"
 if [[ ! -f $CACHE/demo-models.json ]]; then

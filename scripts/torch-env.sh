@@ -8,7 +8,8 @@ PICSIFT_TORCH_VENV=${PICSIFT_TORCH_VENV:-$HOME/.cache/picsift/torch-$TORCH_VERSI
 if ! "$PICSIFT_TORCH_VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     echo "setup: installing torch==$TORCH_VERSION into $PICSIFT_TORCH_VENV (libtorch for tch; once, about a minute)" >&2
     python3 -m venv "$PICSIFT_TORCH_VENV"
-    "$PICSIFT_TORCH_VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+    # --no-cache-dir: the wheels (about 3 GB) are not kept twice on disk.
+    "$PICSIFT_TORCH_VENV/bin/pip" install -q --no-cache-dir --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
 export PICSIFT_TORCH_VENV
 export LIBTORCH_USE_PYTORCH=1
