@@ -112,7 +112,7 @@ pub fn strict_jpeg(jpeg: &[u8], policy: &Policy) -> Result<Decoded, Rejection> {
         } else {
             (tj::TJPF_TJPF_RGB, 3)
         };
-    let mut pixels = vec![0u8; width as usize * height as usize * channels];
+    let mut pixels = crate::pixels::zeroed(width as usize * height as usize * channels);
     // SAFETY: `pixels` holds width × height × channels bytes, what a pitch of
     // 0 (tightly packed) with this pixel format writes.
     let rc = unsafe {

@@ -35,17 +35,18 @@ pub fn apply_orientation(img: RgbImage, exif_orientation: u16) -> RgbImage {
 fn transposed(img: &RgbImage, exif_orientation: u16) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (src, _) = img.as_raw().as_chunks::<3>();
-    let mut out = vec![[0u8; 3]; src.len()];
+    let mut buffer = crate::pixels::zeroed(src.len() * 3);
+    let (out, _) = buffer.as_chunks_mut::<3>();
     // Where the pixel at column x, row y goes: the index in an image `h`
     // wide and `w` tall. One loop per orientation, so nothing is decided
     // per pixel.
     match exif_orientation {
-        5 => tiles(w, h, src, &mut out, |x, y| x * h + y),
-        6 => tiles(w, h, src, &mut out, |x, y| x * h + (h - 1 - y)),
-        7 => tiles(w, h, src, &mut out, |x, y| (w - 1 - x) * h + (h - 1 - y)),
-        _ => tiles(w, h, src, &mut out, |x, y| (w - 1 - x) * h + y),
+        5 => tiles(w, h, src, out, |x, y| x * h + y),
+        6 => tiles(w, h, src, out, |x, y| x * h + (h - 1 - y)),
+        7 => tiles(w, h, src, out, |x, y| (w - 1 - x) * h + (h - 1 - y)),
+        _ => tiles(w, h, src, out, |x, y| (w - 1 - x) * h + y),
     }
-    RgbImage::from_raw(h as u32, w as u32, out.into_flattened()).expect("same number of pixels")
+    RgbImage::from_raw(h as u32, w as u32, buffer).expect("same number of pixels")
 }
 
 fn tiles(
