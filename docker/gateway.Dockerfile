@@ -19,7 +19,7 @@ COPY bin/picsift-slim /rootfs/usr/local/bin/picsift
 # files, the CA bundle, and the non-root user 65532.
 RUN set -eu; \
     apt-get update -qq; \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates libde265-0 libdav1d6 >/dev/null; \
     bin=/rootfs/usr/local/bin/picsift; \
     if ldd "$bin" | grep -E 'not found|torch'; then echo "unexpected libraries" >&2; exit 1; fi; \
     libs=$(ldd "$bin" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); \

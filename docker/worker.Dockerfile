@@ -19,7 +19,7 @@ ARG BASE=docker.io/library/debian:bookworm-slim
 FROM ${BASE}
 RUN set -eu; \
     apt-get update -qq; \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates libde265-0 libdav1d6 >/dev/null; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \
     groupadd --gid 65532 nonroot; \
     useradd --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin nonroot

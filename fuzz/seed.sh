@@ -21,11 +21,12 @@ fill() {
     echo "$target: $(ls "$fuzz/corpus/$target" | wc -l) files"
 }
 
-fill sniff jpeg png webp zip
+fill sniff jpeg png webp heif zip
 fill jpeg_strip jpeg
 fill decode_jpeg jpeg
-fill prepare jpeg png webp
+fill prepare jpeg png webp heif
 fill archive_light_check zip
 fill archive_entries zip
 fill jpeg_trailer jpeg
 fill chunked_strip png webp
+fill heif_container heif

@@ -19,6 +19,12 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)        # builds the vendored libjpeg-turbo
 command -v nasm >/dev/null || need+=(nasm)          # its SIMD decoder
 command -v curl >/dev/null || need+=(curl)          # demo.sh waits on /healthz
+# HEIC and AVIF: libheif (built from its vendored source, so a C++
+# compiler) finds the HEVC and AV1 decoders with pkg-config.
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v g++ >/dev/null || need+=(g++)
+pkg-config --exists libde265 2>/dev/null || need+=(libde265-dev)
+pkg-config --exists dav1d 2>/dev/null || need+=(libdav1d-dev)
 if ((tests)); then
     command -v djpeg >/dev/null || need+=(libjpeg-turbo-progs)  # the benchmark's baseline
     # Real servers for the cluster-backend tests (started by the tests themselves).

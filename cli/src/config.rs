@@ -110,7 +110,7 @@ impl LimitsSection {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Accepted formats: jpeg, png, webp.
+    /// Accepted formats: jpeg, png, webp, heic, avif.
     pub formats: Vec<String>,
     /// Largest upload, bytes.
     pub max_upload_bytes: u64,
@@ -626,15 +626,15 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml");
         let p = policy_file(&path).unwrap();
         let names: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["pattern", "watermark", "nudenet"]);
+        assert_eq!(names, ["nudenet"]);
         assert!(
             p.models[0]
                 .source
-                .ends_with("policies/../models/pattern.pt")
+                .ends_with("policies/../models/nudenet.pt")
         );
-        assert_eq!(p.models[2].labels.len(), 18);
-        assert_eq!(p.models[2].fixed_batch, Some(1));
-        assert_eq!(p.models[2].reject[0].at_least, 0.6);
+        assert_eq!(p.models[0].labels.len(), 18);
+        assert_eq!(p.models[0].fixed_batch, Some(1));
+        assert_eq!(p.models[0].reject[0].at_least, 0.6);
         assert_eq!(p.quality.min_sharpness, Some(5.0));
         assert_eq!(p.audit.sample_rate, 0.1);
         // A threshold of 0 (a minimum) or 1 (a maximum) turns a check off.

@@ -42,7 +42,7 @@ pub struct ServeArgs {
     /// are read from the file's folder. The options below override it.
     #[arg(long, env = "PICSIFT_POLICY")]
     pub policy: Option<PathBuf>,
-    /// Image formats accepted, comma-separated: jpeg, png, webp (default: all three).
+    /// Image formats accepted, comma-separated: jpeg, png, webp, heic, avif (default: all five).
     #[arg(long, env = "PICSIFT_POLICY_FORMATS", value_delimiter = ',')]
     pub formats: Option<Vec<String>>,
     /// Largest upload in bytes.

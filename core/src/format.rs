@@ -12,6 +12,10 @@ pub enum Format {
     Png,
     /// WebP (RIFF container).
     Webp,
+    /// HEIC: HEVC pictures in a HEIF container (`ftyp` brand `heic`, …).
+    Heic,
+    /// AVIF: AV1 pictures in a HEIF container (`ftyp` brand `avif`).
+    Avif,
 }
 
 impl Format {
@@ -21,6 +25,8 @@ impl Format {
             Self::Jpeg => "image/jpeg",
             Self::Png => "image/png",
             Self::Webp => "image/webp",
+            Self::Heic => "image/heic",
+            Self::Avif => "image/avif",
         }
     }
 
@@ -30,6 +36,8 @@ impl Format {
             Self::Jpeg => "jpeg",
             Self::Png => "png",
             Self::Webp => "webp",
+            Self::Heic => "heic",
+            Self::Avif => "avif",
         }
     }
 
@@ -39,6 +47,8 @@ impl Format {
             "jpeg" | "jpg" => Some(Self::Jpeg),
             "png" => Some(Self::Png),
             "webp" => Some(Self::Webp),
+            "heic" | "heif" => Some(Self::Heic),
+            "avif" => Some(Self::Avif),
             _ => None,
         }
     }
@@ -57,8 +67,9 @@ pub enum Sniffed {
     Unknown,
 }
 
-/// How many leading bytes [`sniff`] needs to decide.
-pub const SNIFF_LEN: usize = 16;
+/// How many leading bytes [`sniff`] needs to decide
+/// (a HEIF `ftyp` box names its format among its first brands).
+pub const SNIFF_LEN: usize = 32;
 
 /// Decides the format from the first bytes of a file.
 pub fn sniff(head: &[u8]) -> Sniffed {
@@ -69,6 +80,12 @@ pub fn sniff(head: &[u8]) -> Sniffed {
         Sniffed::Image(Format::Png)
     } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
         Sniffed::Image(Format::Webp)
+    } else if let Some(brand) = crate::isobmff::brand(head) {
+        match brand {
+            "heic" => Sniffed::Image(Format::Heic),
+            "avif" => Sniffed::Image(Format::Avif),
+            _ => Sniffed::OtherImage("heif"),
+        }
     } else if starts(b"PK\x03\x04") || starts(b"PK\x05\x06") || starts(b"PK\x07\x08") {
         Sniffed::Archive("zip")
     } else if starts(&[0x1F, 0x8B]) {
@@ -109,6 +126,19 @@ mod tests {
             (b"PK\x03\x04\x14\0", Sniffed::Archive("zip")),
             (b"\x1F\x8B\x08\0", Sniffed::Archive("gzip")),
             (b"GIF89a", Sniffed::OtherImage("gif")),
+            (
+                b"\0\0\0\x18ftypheic\0\0\0\0mif1heic",
+                Sniffed::Image(Format::Heic),
+            ),
+            (
+                b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf",
+                Sniffed::Image(Format::Avif),
+            ),
+            (
+                b"\0\0\0\x18ftypmif1\0\0\0\0mif1jpeg",
+                Sniffed::OtherImage("heif"),
+            ),
+            (b"\0\0\0\x18ftypisom\0\0\0\0isommp42", Sniffed::Unknown),
             (b"hello, this is text", Sniffed::Unknown),
             (b"", Sniffed::Unknown),
             (b"\xFF\xD8", Sniffed::Unknown),

@@ -94,7 +94,22 @@ pub fn prepare_with_pixels(
     } = match format {
         Format::Jpeg => prepare_jpeg(data, policy)?,
         Format::Png | Format::Webp => prepare_other(data, format, policy)?,
+        Format::Heic | Format::Avif => {
+            let checked = crate::heif::prepare(data, format, policy)?;
+            Stage {
+                bytes: checked.bytes,
+                width: checked.rgb.width(),
+                height: checked.rgb.height(),
+                // The container's own rotation and mirroring (`irot`,
+                // `imir`) stay in the bytes; the pixels come upright.
+                orientation: None,
+                pixels: Some(checked.rgb),
+                icc: checked.icc,
+                removed: None,
+            }
+        }
     };
+    let mut format = format;
     let upright =
         pixels.map(|rgb| crate::orientation::apply_orientation(rgb, orientation.unwrap_or(1)));
     if policy.sanitize == crate::policy::Sanitize::Reencode {
@@ -104,6 +119,10 @@ pub fn prepare_with_pixels(
                 "the policy re-encodes every image, and a CMYK JPEG cannot be re-encoded without changing its colours",
             ));
         };
+        // No HEVC or AV1 encoder is linked: those become lossless PNG.
+        if matches!(format, Format::Heic | Format::Avif) {
+            format = Format::Png;
+        }
         bytes = reencode(rgb, format, icc)?;
         (width, height, orientation) = (rgb.width(), rgb.height(), None);
     }
@@ -281,7 +300,9 @@ fn reencode(
             rgb,
             icc,
         ),
-        Format::Png => encode(image::codecs::png::PngEncoder::new(&mut out), rgb, icc),
+        Format::Png | Format::Heic | Format::Avif => {
+            encode(image::codecs::png::PngEncoder::new(&mut out), rgb, icc)
+        }
         Format::Webp => encode(
             image::codecs::webp::WebPEncoder::new_lossless(&mut out),
             rgb,

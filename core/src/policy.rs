@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Policy {
-    /// Image formats accepted (JPEG, PNG and WebP by default).
+    /// Image formats accepted (JPEG, PNG, WebP, HEIC and AVIF by default).
     pub allowed_formats: Vec<Format>,
     /// Most entries one archive may have.
     pub max_entries: u64,
@@ -240,7 +240,13 @@ impl Default for AuditPolicy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            allowed_formats: vec![Format::Jpeg, Format::Png, Format::Webp],
+            allowed_formats: vec![
+                Format::Jpeg,
+                Format::Png,
+                Format::Webp,
+                Format::Heic,
+                Format::Avif,
+            ],
             max_entries: 10_000,
             max_upload_bytes: 8 << 30,
             max_total_uncompressed_bytes: 16 << 30,

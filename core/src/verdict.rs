@@ -112,7 +112,7 @@ reasons! {
     /// The bytes are not any image format picsift knows.
     NotAnImage = "not_an_image", Rejected, "Upload only image files; the name's extension does not matter, the bytes do.";
     /// The bytes are an image format the policy does not allow.
-    FormatNotAllowed = "format_not_allowed", Rejected, "Convert the image to an allowed format (JPEG, PNG or WebP by default).";
+    FormatNotAllowed = "format_not_allowed", Rejected, "Convert the image to an allowed format (JPEG, PNG, WebP, HEIC or AVIF by default).";
     /// The image header cannot be parsed.
     InvalidHeader = "invalid_header", Rejected, "Re-export the image with a standard tool.";
     /// Width, height or pixel count is above the policy's limits.

@@ -19,6 +19,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("archive_entries", harness::archive_entries),
     ("jpeg_trailer", harness::jpeg_trailer),
     ("chunked_strip", harness::chunked_strip),
+    ("heif_container", harness::heif_container),
 ];
 
 /// Files one level below each folder of `dir`, sorted; none when `dir` is missing.

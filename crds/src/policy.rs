@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct ValidationPolicySpec {
     /// Image formats that may be stored; anything else is rejected with
-    /// `format_not_allowed`. Defaults to JPEG, PNG and WebP.
+    /// `format_not_allowed`. Defaults to JPEG, PNG, WebP, HEIC and AVIF.
     #[serde(default = "default_formats")]
     #[x_kube(validation = Rule::new("size(self) > 0").message("allow at least one format"))]
     pub formats: Vec<ImageFormat>,
@@ -106,7 +106,13 @@ fn default_near_distance() -> i32 {
 }
 
 fn default_formats() -> Vec<ImageFormat> {
-    vec![ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp]
+    vec![
+        ImageFormat::Jpeg,
+        ImageFormat::Png,
+        ImageFormat::Webp,
+        ImageFormat::Heic,
+        ImageFormat::Avif,
+    ]
 }
 
 /// An image format picsift can verify.
@@ -119,6 +125,10 @@ pub enum ImageFormat {
     Png,
     /// WebP.
     Webp,
+    /// HEIC (HEVC in HEIF, the iPhone's default).
+    Heic,
+    /// AVIF (AV1 in HEIF).
+    Avif,
 }
 
 impl From<ImageFormat> for Format {
@@ -127,6 +137,8 @@ impl From<ImageFormat> for Format {
             ImageFormat::Jpeg => Format::Jpeg,
             ImageFormat::Png => Format::Png,
             ImageFormat::Webp => Format::Webp,
+            ImageFormat::Heic => Format::Heic,
+            ImageFormat::Avif => Format::Avif,
         }
     }
 }

@@ -10,7 +10,7 @@
 use picsift_core::archive::{self, EntryMeta};
 use picsift_core::format::{self, Format, Sniffed};
 use picsift_core::policy::Policy;
-use picsift_core::{decode, jpeg, pipeline, png_webp, trailer};
+use picsift_core::{decode, isobmff, jpeg, pipeline, png_webp, trailer};
 use std::io::Cursor;
 use std::ops::Range;
 use zip::ZipArchive;
@@ -25,7 +25,13 @@ const MAX_ENTRIES_WALKED: usize = 64;
 /// milliseconds: the fuzzer looks for bugs, not for big pictures.
 pub fn small_policy() -> Policy {
     Policy {
-        allowed_formats: vec![Format::Jpeg, Format::Png, Format::Webp],
+        allowed_formats: vec![
+            Format::Jpeg,
+            Format::Png,
+            Format::Webp,
+            Format::Heic,
+            Format::Avif,
+        ],
         max_dimension: 1024,
         max_pixels: 1 << 18,
         ..Policy::default()
@@ -211,5 +217,21 @@ pub fn chunked_strip(data: &[u8]) {
         twice.orientation,
         once.orientation.filter(|&o| o != 1),
         "the orientation written is not the one read"
+    );
+}
+
+/// `isobmff::brand` and `isobmff::sanitize`: the HEIF container walk and
+/// metadata blanking. Blanking keeps every offset (same length), and
+/// sanitising the sanitised file changes nothing.
+pub fn heif_container(data: &[u8]) {
+    let _ = isobmff::brand(data);
+    let Ok(once) = isobmff::sanitize(data) else {
+        return;
+    };
+    assert_eq!(once.bytes.len(), data.len(), "blanking keeps every offset");
+    let twice = isobmff::sanitize(&once.bytes).expect("a sanitised file passes again");
+    assert!(
+        twice.bytes == once.bytes,
+        "sanitising twice changes nothing"
     );
 }

@@ -76,6 +76,8 @@ pub fn make(bytes: &[u8], image: &ImageRecord, size: u32) -> Result<Vec<u8>, Str
         Format::Webp => image::load_from_memory_with_format(bytes, image::ImageFormat::WebP)
             .map_err(|e| e.to_string())?
             .to_rgb8(),
+        // libheif applies the container's rotation: already upright.
+        Format::Heic | Format::Avif => picsift_core::heif::decode_rgb(bytes, image.format)?,
     };
     let upright = picsift_core::orientation::apply_orientation(rgb, image.orientation.unwrap_or(1));
     let (w, h) = fit(upright.width(), upright.height(), size);

@@ -139,7 +139,7 @@ async function download(id, name, button) {
     const blob = await r.blob();
     const hash = await sha256Hex(blob);
     if (hash && hash !== id) throw new Error(`the bytes hash to ${hash}, not to the image id`);
-    const ext = { 'image/jpeg': 'jpg', 'image/png': 'png', 'image/webp': 'webp' }[blob.type] || 'bin';
+    const ext = { 'image/jpeg': 'jpg', 'image/png': 'png', 'image/webp': 'webp', 'image/heic': 'heic', 'image/avif': 'avif' }[blob.type] || 'bin';
     const url = URL.createObjectURL(blob);
     const a = el('a', { href: url, download: name || `${id}.${ext}` });
     document.body.append(a);
@@ -282,7 +282,7 @@ function refusal(kind, allowed) {
   if (kind && allowed.includes(kind)) return null;
   if (kind === 'empty') return 'empty file: not an image';
   if (kind === 'zip' || kind === 'gzip') return `a ${kind} archive inside the upload: nested archives are refused`;
-  if (['jpeg', 'png', 'webp'].includes(kind)) return `${kind.toUpperCase()}, but this server accepts only ${allowed.map((f) => f.toUpperCase()).join(', ')}`;
+  if (['jpeg', 'png', 'webp', 'heic', 'avif'].includes(kind)) return `${kind.toUpperCase()}, but this server accepts only ${allowed.map((f) => f.toUpperCase()).join(', ')}`;
   if (kind) return `${kind.toUpperCase()} is not an accepted format (${allowed.map((f) => f.toUpperCase()).join(', ')} only)`;
   return 'not an image (its first bytes match no image format; the name does not matter)';
 }
@@ -292,7 +292,7 @@ async function pick(items) {
   $('upload-error').textContent = '';
   picked = relativeNames(items.filter((i) => i.file.size >= 0));
   for (const it of picked) {
-    it.kind = sniff(new Uint8Array(await it.file.slice(0, 16).arrayBuffer()));
+    it.kind = sniff(new Uint8Array(await it.file.slice(0, 32).arrayBuffer()));
     it.refusal = refusal(it.kind, p.formats);
   }
   // One zip on its own is sent as it is.

@@ -220,6 +220,21 @@ export async function zipBlob(files, onBytes = () => {}) {
  * known kind ('gif', 'bmp', 'tiff', 'heif', 'avif', 'zip', 'gzip', 'pdf',
  * 'empty'), or null.
  */
+/** HEIC, AVIF or another HEIF from an ftyp box's brands, as core/src/isobmff.rs decides. */
+function heifBrand(b) {
+  const brand = (at) => String.fromCharCode(...b.slice(at, at + 4));
+  const kind = (s) => (['heic', 'heix', 'heim', 'heis', 'hevc', 'hevx'].includes(s) ? 'heic'
+    : ['avif', 'avis'].includes(s) ? 'avif' : null);
+  const major = brand(8);
+  if (kind(major)) return kind(major);
+  if (!['mif1', 'msf1', 'miaf', 'mif2'].includes(major)) return null;
+  const size = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  for (let at = 16; at + 4 <= Math.min(size, b.length); at += 4) {
+    if (kind(brand(at))) return kind(brand(at));
+  }
+  return 'heif';
+}
+
 export function sniff(head) {
   const b = head;
   const starts = (...sig) => sig.every((v, i) => b[i] === v);
@@ -231,7 +246,7 @@ export function sniff(head) {
   if (ascii(0, 'GIF8')) return 'gif';
   if (ascii(0, 'BM')) return 'bmp';
   if (starts(0x49, 0x49, 0x2a, 0x00) || starts(0x4d, 0x4d, 0x00, 0x2a)) return 'tiff';
-  if (ascii(4, 'ftyp')) return ascii(8, 'avif') ? 'avif' : 'heif';
+  if (ascii(4, 'ftyp')) return heifBrand(b);
   if (starts(0x50, 0x4b, 0x03, 0x04) || starts(0x50, 0x4b, 0x05, 0x06)) return 'zip';
   if (starts(0x1f, 0x8b)) return 'gzip';
   if (ascii(0, '%PDF')) return 'pdf';

@@ -142,5 +142,7 @@ fn extension(format: Format) -> &'static str {
         Format::Jpeg => "jpg",
         Format::Png => "png",
         Format::Webp => "webp",
+        Format::Heic => "heic",
+        Format::Avif => "avif",
     }
 }
