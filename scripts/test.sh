@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 # the models the ML tests load (trained or converted once, then cached).
 source scripts/torch-env.sh
 ./scripts/models.sh
+# The NudeNet model picsift loads (converted to TorchScript) scores as the
+# original ONNX model does under onnxruntime, on the same inputs.
+python -c "import onnxruntime" 2>/dev/null \
+    || pip install -q --no-cache-dir --disable-pip-version-check onnxruntime==1.32.0
+python scripts/ml/check_nudenet.py models/nudenet.pt
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # A run from a clean clone gains nothing from incremental state (GBs of

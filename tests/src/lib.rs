@@ -287,37 +287,65 @@ pub fn zip_bomb_entry() -> Vec<u8> {
     vec![0u8; 40 << 20]
 }
 
-/// The demo archive: photos of several sizes, an exact duplicate, the same
-/// photo with phone metadata (a duplicate once sanitised), and a few bad
-/// entries, each refused with its own reason.
+/// The demo archive, with what each entry shows (the demo policy's verdict
+/// in brackets; `the_demo_batch_tells_its_story` in tests/tests/ml.rs
+/// checks every one). Real photos from tests/data (PDQ reference photos,
+/// BSD licence):
+/// - `photos/bridge.jpg`: a photo (accepted);
+/// - `photos/bridge-copy.jpg`: the same file again (exact duplicate);
+/// - `photos/bridge-saturated.jpg`: the photo with its colours boosted
+///   (near duplicate of bridge.jpg, with the PDQ distance);
+/// - `photos/bridge-from-iphone.heic`: the photo as an iPhone saves it,
+///   HEIC (near duplicate: the same picture in another format);
+/// - `photos/portrait.jpg`: a 12 MP Samsung phone photo stored sideways with
+///   EXIF orientation 6 and GPS (accepted; stored upright, GPS removed);
+/// - `photos/canal-houses.jpg`, `photos/people.jpg`, `photos/stairs.jpg`:
+///   small unrelated photos (accepted; NudeNet scores the men's faces in
+///   people.jpg, which the policy does not reject);
+/// - `photos/blank.png`: an even grey picture (rejected: blank);
+/// - `notes.jpg`: a text file with a .jpg name (rejected: not an image);
+/// - `cut_off.jpg`: a photo cut off mid-transfer (rejected: truncated).
 pub fn demo_zip() -> Vec<u8> {
-    let sizes = [
-        (640, 480),
-        (800, 600),
-        (1024, 768),
-        (1280, 960),
-        (1600, 1200),
-        (2048, 1536),
-        (3000, 2000),
-        (4000, 3000),
-    ];
-    let mut z = ZipBuilder::new();
-    let mut first = Vec::new();
-    for (i, (w, h)) in sizes.iter().enumerate() {
-        let j = jpeg(100 + i as u64, *w, *h);
-        if i == 0 {
-            first = j.clone();
-        }
-        z = z.stored(&format!("photos/img_{i:02}_{w}x{h}.jpg"), &j);
-    }
-    // The same picture as img_02, smaller and recompressed: a near duplicate.
-    let smaller = encode_jpeg(&photo(102, 512, 384), 70);
-    z.stored("photos/copy_of_img_00.jpg", &first)
-        .stored("photos/img_00_from_phone.jpg", &with_metadata(&first, 6))
-        .stored("photos/img_02_small.jpg", &smaller)
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let read = |path: &str| {
+        std::fs::read(data.join(path)).unwrap_or_else(|e| panic!("tests/data/{path}: {e}"))
+    };
+    let bridge = read("pdq/bridge-mods/aaa-orig.jpg");
+    let blank = image::RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128]));
+    let mut blank_png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut blank_png)
+        .write_image(blank.as_raw(), 640, 480, image::ExtendedColorType::Rgb8)
+        .expect("PNG encodes");
+    ZipBuilder::new()
+        .stored("photos/bridge.jpg", &bridge)
+        .stored("photos/bridge-copy.jpg", &bridge)
+        .stored(
+            "photos/bridge-saturated.jpg",
+            &read("pdq/bridge-mods/high-saturation.jpg"),
+        )
+        .stored("photos/bridge-from-iphone.heic", &read("heif/photo.heic"))
+        .stored(
+            "photos/portrait.jpg",
+            &read("pdq/reg-test-input/exif-rotn/exif-rotn-6.jpg"),
+        )
+        .stored(
+            "photos/canal-houses.jpg",
+            &read("pdq/reg-test-input/labelme-subset/q1050.jpg"),
+        )
+        .stored(
+            "photos/people.jpg",
+            &read("pdq/reg-test-input/labelme-subset/q0291.jpg"),
+        )
+        .stored(
+            "photos/stairs.jpg",
+            &read("pdq/reg-test-input/labelme-subset/q0746.jpg"),
+        )
+        .stored("photos/blank.png", &blank_png)
         .stored("notes.jpg", b"this is a text file with a .jpg name\n")
-        .stored("cut_off.jpg", &truncated(&jpeg(900, 800, 600)))
-        .stored("screenshot.png", &png(901, 320, 200))
+        .stored(
+            "cut_off.jpg",
+            &truncated(&read("pdq/bridge-mods/square-512x512.jpg")),
+        )
         .finish()
 }
 

@@ -392,3 +392,61 @@ fn a_server_with_a_bad_model_does_not_start() {
         "{stderr}"
     );
 }
+
+/// The demo (scripts/demo.sh) uploads `picsift_tests::demo_zip()` to a
+/// server with policies/demo.toml: every entry gets the verdict its
+/// description promises, with real photos and a model a person can read.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_batch_tells_its_story() {
+    picsift_tests::ml::models_dir();
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--policy", policy.to_str().unwrap()]);
+    let id = server.upload_ok(picsift_tests::demo_zip()).await;
+    server.wait_done(&id).await;
+    let report = server.report(&id).await;
+    // (entry, verdict, reason, what a duplicate names)
+    let story: &[(&str, &str, &str, &str)] = &[
+        ("photos/bridge.jpg", "accepted", "", ""),
+        (
+            "photos/bridge-copy.jpg",
+            "duplicate",
+            "",
+            "photos/bridge.jpg",
+        ),
+        (
+            "photos/bridge-saturated.jpg",
+            "duplicate",
+            "",
+            "photos/bridge.jpg",
+        ),
+        (
+            "photos/bridge-from-iphone.heic",
+            "duplicate",
+            "",
+            "photos/bridge.jpg",
+        ),
+        ("photos/portrait.jpg", "accepted", "", ""),
+        ("photos/canal-houses.jpg", "accepted", "", ""),
+        ("photos/people.jpg", "accepted", "", ""),
+        ("photos/stairs.jpg", "accepted", "", ""),
+        ("photos/blank.png", "rejected", "blank", ""),
+        ("notes.jpg", "rejected", "not_an_image", ""),
+        ("cut_off.jpg", "rejected", "truncated", ""),
+    ];
+    assert_eq!(report.len(), story.len(), "{report:#?}");
+    let bridge = line(&report, "photos/bridge.jpg")["image_id"].clone();
+    for (entry, verdict, reason, original) in story {
+        let l = line(&report, entry);
+        assert_eq!(l["verdict"], *verdict, "{entry}: {l}");
+        if !reason.is_empty() {
+            assert_eq!(l["reason"], *reason, "{entry}: {l}");
+        }
+        if !original.is_empty() {
+            assert_eq!(l["duplicate_of"], bridge, "{entry}: {l}");
+        }
+        if *verdict == "accepted" {
+            assert!(l["checks"]["scores"]["nudenet"].is_object(), "{entry}: {l}");
+        }
+    }
+}
