@@ -2,7 +2,9 @@
 //! to libheif's own command-line decoder (`heif-convert`, Debian's
 //! libheif-examples) and libavif's (`avifdec`, libavif-bin) decoding the
 //! same files in the same run. The files are encoded here from a generated
-//! 4000×3000 photo with `heif-enc` (x265) and `avifenc` (libaom).
+//! 4000×3000 photo with `heif-enc` (x265) and `avifenc` (libaom). The
+//! decoders run pinned to one core (`taskset`); picsift decodes with one
+//! thread (`core/src/heif.rs`).
 //!
 //! Run: `cargo bench -p picsift-tests --bench heif`
 //! (needs `apt-get install libheif-examples libavif-bin`).
@@ -70,7 +72,8 @@ fn main() -> anyhow::Result<()> {
             .arg(&jpeg))?;
         let a = work.join(format!("photo_{i}.avif"));
         run(Command::new("avifenc")
-            .args(["-s", "8", "--min", "20", "--max", "40", "-j", "2"])
+            // About 2 MB, like the HEIC and a phone's AVIF.
+            .args(["-s", "8", "--min", "8", "--max", "12", "-j", "2"])
             .arg(&jpeg)
             .arg(&a))?;
         heic.push(h);
@@ -94,7 +97,10 @@ fn main() -> anyhow::Result<()> {
                 .map_err(|r| anyhow::anyhow!("{}", r.detail))
         })?;
         let cli = timed(files, |f| {
-            run(Command::new("heif-convert").arg(f).arg(&out))
+            run(Command::new("taskset")
+                .args(["-c", "0", "heif-convert"])
+                .arg(f)
+                .arg(&out))
         })?;
         let ips = |d: Duration| n as f64 / d.as_secs_f64();
         println!(
@@ -104,7 +110,10 @@ fn main() -> anyhow::Result<()> {
         );
         if kind == "AVIF" {
             let avifdec = timed(files, |f| {
-                run(Command::new("avifdec").args(["-j", "1"]).arg(f).arg(&out))
+                run(Command::new("taskset")
+                    .args(["-c", "0", "avifdec", "-j", "1"])
+                    .arg(f)
+                    .arg(&out))
             })?;
             println!(
                 "| | avifdec (libavif 0.11, to Y4M) | {:.2} | {:.0} | {:.2} |",
