@@ -74,8 +74,7 @@ fn boxes(data: &[u8], from: usize, to: usize) -> Result<Vec<Bx>, Rejection> {
             0 => to,
             1 => {
                 let large = read(data, &mut p, 8, to).map_err(|_| truncated(pos))?;
-                pos.checked_add(usize::try_from(large).unwrap_or(usize::MAX))
-                    .unwrap_or(usize::MAX)
+                pos.saturating_add(usize::try_from(large).unwrap_or(usize::MAX))
             }
             n => pos + n as usize,
         };

@@ -48,8 +48,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// (entry, bytes, expected reason or None for accepted, expected stored size)
-fn cases() -> Vec<(&'static str, Vec<u8>, Option<&'static str>, (u32, u32))> {
+/// One upload: entry name, bytes, the expected reason (`None`: accepted)
+/// and the stored picture's size.
+type Case = (&'static str, Vec<u8>, Option<&'static str>, (u32, u32));
+
+fn cases() -> Vec<Case> {
     let photo = data("photo.heic");
     vec![
         ("photo.heic", photo.clone(), None, (640, 402)),
