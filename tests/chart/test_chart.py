@@ -532,7 +532,7 @@ def test_default_worker_pool_and_validation_policy():
     policy = rendered.one("ValidationPolicy", "default", NAMESPACE)
     assert policy["apiVersion"] == f"{GROUP}/v1alpha1"
     assert policy["spec"] == {
-        "formats": ["jpeg", "png", "webp"],
+        "formats": ["jpeg", "png", "webp", "heic", "avif"],
         "audit": {"sampleRate": 0.1},
         "dedupScope": "global",
         "sharedImages": False,
