@@ -188,41 +188,51 @@ fn check(
             "the decoded size differs from the header's",
         ));
     }
-    let mut ids = vec![0; primary.number_of_thumbnails()];
-    let n = primary.thumbnail_ids(&mut ids);
-    for id in &ids[..n] {
-        let thumb = primary
-            .thumbnail(*id)
-            .map_err(|e| libheif_error("thumbnail", format, e))?;
-        policy.check_dimensions(thumb.width(), thumb.height())?;
-        decode(&lib, &thumb, format, "thumbnail")?;
-    }
-    for aux in primary.auxiliary_images(
-        libheif_rs::AuxiliaryImagesFilter::new()
-            .omit_alpha()
-            .omit_depth(),
-    ) {
-        policy.check_dimensions(aux.width(), aux.height())?;
-        decode_auxiliary(&lib, &aux, format)?;
-    }
-    let mut ids = vec![0; primary.number_of_depth_images().max(0) as usize];
-    let n = primary.depth_image_ids(&mut ids);
-    for id in &ids[..n] {
-        let depth = primary
-            .depth_image_handle(*id)
-            .map_err(|e| libheif_error("depth image", format, e))?;
-        policy.check_dimensions(depth.width(), depth.height())?;
-        decode_auxiliary(&lib, &depth, format)?;
+    for (what, handle) in further_images(&primary, format)? {
+        policy.check_dimensions(handle.width(), handle.height())?;
+        lib.decode(&handle, ColorSpace::Undefined, Some(options()))
+            .map_err(|e| libheif_error(what, format, e))?;
     }
     Ok((rgb, icc))
 }
 
-/// An auxiliary image (a depth map, a gain map) in whatever form libheif
-/// prefers: only that it decodes strictly matters.
-fn decode_auxiliary(lib: &LibHeif, handle: &ImageHandle, format: Format) -> Result<(), Rejection> {
-    lib.decode(handle, ColorSpace::Undefined, Some(options()))
-        .map(drop)
-        .map_err(|e| libheif_error("auxiliary image", format, e))
+/// The primary's thumbnails, auxiliary images (gain maps …; alpha is
+/// decoded with the primary) and depth maps, each named for errors. Each is
+/// decoded in whatever form libheif prefers: only that it decodes strictly
+/// matters.
+fn further_images(
+    primary: &ImageHandle,
+    format: Format,
+) -> Result<Vec<(&'static str, ImageHandle)>, Rejection> {
+    let mut out = Vec::new();
+    let mut ids = vec![0; primary.number_of_thumbnails()];
+    let n = primary.thumbnail_ids(&mut ids);
+    for id in &ids[..n] {
+        let handle = primary.thumbnail(*id);
+        out.push((
+            "thumbnail",
+            handle.map_err(|e| libheif_error("thumbnail", format, e))?,
+        ));
+    }
+    let filter = libheif_rs::AuxiliaryImagesFilter::new()
+        .omit_alpha()
+        .omit_depth();
+    out.extend(
+        primary
+            .auxiliary_images(filter)
+            .into_iter()
+            .map(|h| ("auxiliary image", h)),
+    );
+    let mut ids = vec![0; primary.number_of_depth_images().max(0) as usize];
+    let n = primary.depth_image_ids(&mut ids);
+    for id in &ids[..n] {
+        let handle = primary.depth_image_handle(*id);
+        out.push((
+            "depth image",
+            handle.map_err(|e| libheif_error("depth image", format, e))?,
+        ));
+    }
+    Ok(out)
 }
 
 /// The stored image's primary picture, upright, for thumbnails (leniently:
