@@ -58,6 +58,8 @@ fn cases() -> Vec<Case> {
         ("photo.heic", photo.clone(), None, (640, 402)),
         ("photo.avif", data("photo.avif"), None, (640, 402)),
         ("alpha.heic", data("alpha.heic"), None, (640, 402)),
+        ("p3.heic", data("p3.heic"), None, (640, 402)),
+        ("p3.avif", data("p3.avif"), None, (640, 402)),
         ("ten-bit.heic", data("ten-bit.heic"), None, (640, 402)),
         ("ten-bit.avif", data("ten-bit.avif"), None, (640, 402)),
         ("rotated.avif", data("rotated.avif"), None, (378, 504)),
@@ -175,6 +177,14 @@ async fn heic_and_avif_are_checked_stored_without_exif_and_downloaded_as_uploade
         let original = picsift_core::heif::decode_rgb(upload, format).unwrap();
         assert_eq!(shown.dimensions(), *size, "{name}");
         assert!(shown == original, "{name}: the stored pixels differ");
+        // A Display P3 photo keeps its profile, byte for byte: it shows in
+        // its colours.
+        let p3 = data("display-p3.icc");
+        assert_eq!(
+            contains(&stored, &p3),
+            name.starts_with("p3."),
+            "{name}: the Display P3 profile"
+        );
         if contains(upload, b"Google") {
             assert!(!contains(&stored, b"Google"), "{name}: EXIF left in");
         }

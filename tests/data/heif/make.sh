@@ -38,6 +38,10 @@ def chunk(kind, data):
 with open(f"{tmp}/photo16.png", "wb") as f:
     f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+# A Display P3 photo (the profile: display-p3.icc, written by moxcms's
+# ColorProfile::new_display_p3, committed beside this script).
+# (heif-enc 1.15 takes a profile from a JPEG's APP2, not from a PNG's iCCP.)
+small.save(f"{tmp}/p3.jpg", quality=92, icc_profile=open("display-p3.icc", "rb").read())
 # Two different photos, for a collection of top-level images.
 Image.open(f"{pdq}/bridge-mods/high-contrast.jpg").resize((640, 402)).save(f"{tmp}/second.jpg", quality=92)
 # A 2×2 grid's tiles come from one 640×400 picture.
@@ -47,10 +51,12 @@ PY
 heif-enc -q 60 -o photo.heic "$tmp/photo.jpg"
 heif-enc -A -q 60 -o photo.avif "$tmp/photo.jpg"
 heif-enc -q 60 -o alpha.heic "$tmp/alpha.png"
+heif-enc -q 60 -o p3.heic "$tmp/p3.jpg"
 heif-enc -q 60 -o collection.heic "$tmp/photo.jpg" "$tmp/second.jpg"
 heif-enc -q 60 -b 10 -o ten-bit.heic "$tmp/photo16.png"
 avif() { avifenc -s 10 --min 30 --max 40 "$@" >/dev/null; }
 avif -d 10 "$tmp/photo.jpg" ten-bit.avif
+avif --icc display-p3.icc "$tmp/photo.jpg" p3.avif
 # The container turns the sideways pixels upright: irot 3 (270° anticlockwise),
 # what EXIF orientation 6 says in a JPEG. (heif-enc 1.15 cannot write irot.)
 avif --ignore-exif --irot 3 "$tmp/rotated.jpg" rotated.avif
