@@ -188,7 +188,8 @@ fn check(
             "the decoded size differs from the header's",
         ));
     }
-    for (what, handle) in further_images(&primary, format)? {
+    for (what, handle) in further_images(&primary) {
+        let handle = handle.map_err(|e| libheif_error(what, format, e))?;
         policy.check_dimensions(handle.width(), handle.height())?;
         lib.decode(&handle, ColorSpace::Undefined, Some(options()))
             .map_err(|e| libheif_error(what, format, e))?;
@@ -200,20 +201,13 @@ fn check(
 /// decoded with the primary) and depth maps, each named for errors. Each is
 /// decoded in whatever form libheif prefers: only that it decodes strictly
 /// matters.
-fn further_images(
-    primary: &ImageHandle,
-    format: Format,
-) -> Result<Vec<(&'static str, ImageHandle)>, Rejection> {
-    let mut out = Vec::new();
+fn further_images(primary: &ImageHandle) -> Vec<(&'static str, libheif_rs::Result<ImageHandle>)> {
     let mut ids = vec![0; primary.number_of_thumbnails()];
     let n = primary.thumbnail_ids(&mut ids);
-    for id in &ids[..n] {
-        let handle = primary.thumbnail(*id);
-        out.push((
-            "thumbnail",
-            handle.map_err(|e| libheif_error("thumbnail", format, e))?,
-        ));
-    }
+    let mut out: Vec<_> = ids[..n]
+        .iter()
+        .map(|id| ("thumbnail", primary.thumbnail(*id)))
+        .collect();
     let filter = libheif_rs::AuxiliaryImagesFilter::new()
         .omit_alpha()
         .omit_depth();
@@ -221,18 +215,16 @@ fn further_images(
         primary
             .auxiliary_images(filter)
             .into_iter()
-            .map(|h| ("auxiliary image", h)),
+            .map(|h| ("auxiliary image", Ok(h))),
     );
     let mut ids = vec![0; primary.number_of_depth_images().max(0) as usize];
     let n = primary.depth_image_ids(&mut ids);
-    for id in &ids[..n] {
-        let handle = primary.depth_image_handle(*id);
-        out.push((
-            "depth image",
-            handle.map_err(|e| libheif_error("depth image", format, e))?,
-        ));
-    }
-    Ok(out)
+    out.extend(
+        ids[..n]
+            .iter()
+            .map(|id| ("depth image", primary.depth_image_handle(*id))),
+    );
+    out
 }
 
 /// The stored image's primary picture, upright, for thumbnails (leniently:

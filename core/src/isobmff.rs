@@ -361,9 +361,12 @@ pub fn brand(head: &[u8]) -> Option<&'static str> {
         return None;
     }
     let size = be(head.get(..4)?) as usize;
-    let end = size.clamp(16, head.len().max(16)).min(head.len());
     let major = head.get(8..12)?;
-    let compatible = head.get(16..end).unwrap_or_default().chunks_exact(4);
+    // The compatible brands follow the minor version, up to the box's end.
+    let compatible = head
+        .get(16..size.min(head.len()))
+        .unwrap_or_default()
+        .chunks_exact(4);
     let kind = |b: &[u8]| match b {
         b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" => Some("heic"),
         b"avif" | b"avis" => Some("avif"),

@@ -12,7 +12,7 @@
 
 use picsift_core::pipeline::prepare;
 use picsift_core::policy::Policy;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,16 +26,13 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The median of three rounds of `f` over every file.
-fn timed(
-    files: &[PathBuf],
-    mut f: impl FnMut(&Path) -> anyhow::Result<()>,
-) -> anyhow::Result<Duration> {
+/// The median of three rounds of `f` over every item.
+fn timed<T>(items: &[T], mut f: impl FnMut(&T) -> anyhow::Result<()>) -> anyhow::Result<Duration> {
     let mut rounds = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        for file in files {
-            f(file)?;
+        for item in items {
+            f(item)?;
         }
         rounds.push(t.elapsed());
     }
@@ -88,10 +85,7 @@ fn main() -> anyhow::Result<()> {
     for (kind, files) in [("HEIC", &heic), ("AVIF", &avif)] {
         let datas: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
         let mb = datas.iter().map(|d| d.len() as f64).sum::<f64>() / n as f64 / 1e6;
-        let mut i = 0;
-        let ours = timed(files, |_| {
-            let d = &datas[i % datas.len()];
-            i += 1;
+        let ours = timed(&datas, |d| {
             prepare(d, &policy)
                 .map(drop)
                 .map_err(|r| anyhow::anyhow!("{}", r.detail))
