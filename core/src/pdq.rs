@@ -28,6 +28,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
+use crate::orientation::{Mapping, Oriented};
 use image::RgbImage;
 
 /// Hamming distance at or below which two PDQ hashes are the same picture
@@ -203,11 +204,22 @@ pub fn dihedral_distance(variants: &[Hash; 8], other: &Hash) -> u32 {
 
 /// The PDQ hash and quality of an image.
 ///
-/// The image is hashed as its pixels are stored; apply the EXIF orientation
-/// first ([`apply_orientation`]) so that copies differing only in how
+/// The image is hashed as its pixels are stored; use [`hash_oriented`] for
+/// a picture with an EXIF orientation, so that copies differing only in how
 /// their orientation is recorded hash alike.
 pub fn hash(rgb: &RgbImage) -> Pdq {
-    match dct(rgb) {
+    hash_mapped(rgb, Mapping::new(rgb.width(), rgb.height(), 1))
+}
+
+/// The PDQ hash of the upright picture: the same as [`hash`] of
+/// [`Oriented::into_upright`], without turning the picture (the 512×512
+/// samples are read where the orientation puts them).
+pub fn hash_oriented(pixels: &Oriented) -> Pdq {
+    hash_mapped(&pixels.stored, pixels.mapping())
+}
+
+fn hash_mapped(rgb: &RgbImage, map: Mapping) -> Pdq {
+    match dct(rgb, map) {
         Some((coeffs, quality)) => Pdq {
             hash: bits(&coeffs),
             quality,
@@ -227,7 +239,7 @@ pub fn dihedral(rgb: &RgbImage) -> [Hash; 8] {
 
 /// [`hash`] and [`dihedral`] from one pass over the image.
 pub fn hash_with_dihedral(rgb: &RgbImage) -> (Pdq, [Hash; 8]) {
-    let Some((coeffs, quality)) = dct(rgb) else {
+    let Some((coeffs, quality)) = dct(rgb, Mapping::new(rgb.width(), rgb.height(), 1)) else {
         let zero = Pdq {
             hash: Hash::ZERO,
             quality: 0,
@@ -248,8 +260,8 @@ type Block = [[f32; DCT_SIDE]; DCT_SIDE];
 
 /// The 16×16 DCT block and the quality, or `None` for images too small to
 /// hash.
-fn dct(rgb: &RgbImage) -> Option<(Block, u8)> {
-    let (mut luma, rows, cols) = luminance(rgb);
+fn dct(rgb: &RgbImage, map: Mapping) -> Option<(Block, u8)> {
+    let (mut luma, rows, cols) = luminance(rgb, map);
     if rows < MIN_HASHABLE_DIM || cols < MIN_HASHABLE_DIM {
         return None;
     }
@@ -278,13 +290,17 @@ fn dct(rgb: &RgbImage) -> Option<(Block, u8)> {
 
 /// Row-major luminance of the image, after the reference's 512×512
 /// nearest-neighbour resize of larger images; returns (luma, rows, cols).
-fn luminance(rgb: &RgbImage) -> (Vec<f32>, usize, usize) {
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+fn luminance(rgb: &RgbImage, map: Mapping) -> (Vec<f32>, usize, usize) {
+    let stride = rgb.width() as usize;
     let raw = rgb.as_raw();
+    // Upright pixel (x, y), read where the orientation stored it.
     let luma_at = |x: usize, y: usize| {
-        let p = 3 * (y * w + x);
+        let (sx, sy) = map.source(x as u32, y as u32);
+        let p = 3 * (sy as usize * stride + sx as usize);
         LUMA_R * f32::from(raw[p]) + LUMA_G * f32::from(raw[p + 1]) + LUMA_B * f32::from(raw[p + 2])
     };
+    let (w, h) = map.dimensions();
+    let (w, h) = (w as usize, h as usize);
     if w <= DOWNSAMPLE_DIMS && h <= DOWNSAMPLE_DIMS {
         let mut luma = Vec::with_capacity(w * h);
         for y in 0..h {
@@ -683,6 +699,22 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn an_oriented_picture_hashes_as_its_upright_copy() {
+        // Small (every pixel read) and large (512×512 sampled), odd sizes.
+        for (w, h) in [(300, 200), (1201, 677)] {
+            let img = pattern(w, h);
+            for o in 1..=8u16 {
+                let pixels = Oriented {
+                    stored: img.clone(),
+                    orientation: o,
+                };
+                let want = hash(&pixels.clone().into_upright());
+                assert_eq!(hash_oriented(&pixels), want, "{w}x{h}, orientation {o}");
             }
         }
     }

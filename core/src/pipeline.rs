@@ -4,6 +4,7 @@
 
 use crate::format::{self, Format, Sniffed};
 use crate::jpeg;
+use crate::orientation::Oriented;
 use crate::policy::Policy;
 use crate::verdict::{Reason, Rejection};
 use sha2::{Digest, Sha256};
@@ -44,12 +45,13 @@ pub fn prepare(data: &[u8], policy: &Policy) -> Result<Prepared, Rejection> {
     prepare_with_pixels(data, policy).map(|(prepared, _)| prepared)
 }
 
-/// [`prepare`], also giving the decoded pixels, upright (EXIF orientation
-/// applied), for the quality and ML checks; `None` for CMYK JPEGs.
+/// [`prepare`], also giving the decoded pixels with the orientation that
+/// turns them upright, for the quality and ML checks; `None` for CMYK
+/// JPEGs.
 pub fn prepare_with_pixels(
     data: &[u8],
     policy: &Policy,
-) -> Result<(Prepared, Option<image::RgbImage>), Rejection> {
+) -> Result<(Prepared, Option<Oriented>), Rejection> {
     let format = match format::sniff(&data[..data.len().min(512)]) {
         Sniffed::Image(f) if policy.allows(f) => f,
         Sniffed::Image(f) => {
@@ -110,23 +112,27 @@ pub fn prepare_with_pixels(
         }
     };
     let mut format = format;
-    let upright =
-        pixels.map(|rgb| crate::orientation::apply_orientation(rgb, orientation.unwrap_or(1)));
+    let mut pixels = pixels.map(|stored| Oriented {
+        stored,
+        orientation: orientation.unwrap_or(1),
+    });
     if policy.sanitize == crate::policy::Sanitize::Reencode {
-        let Some(rgb) = &upright else {
+        let Some(oriented) = pixels.take() else {
             return Err(Rejection::new(
                 Reason::Uncheckable,
                 "the policy re-encodes every image, and a CMYK JPEG cannot be re-encoded without changing its colours",
             ));
         };
+        let rgb = oriented.into_upright();
         // No HEVC or AV1 encoder is linked: those become lossless PNG.
         if matches!(format, Format::Heic | Format::Avif) {
             format = Format::Png;
         }
-        bytes = reencode(rgb, format, icc)?;
+        bytes = reencode(&rgb, format, icc)?;
         (width, height, orientation) = (rgb.width(), rgb.height(), None);
+        pixels = Some(Oriented::upright(rgb));
     }
-    let pdq = upright.as_ref().map(crate::pdq::hash);
+    let pdq = pixels.as_ref().map(crate::pdq::hash_oriented);
     let prepared = Prepared {
         id: sha256_hex(&bytes),
         source_sha256: sha256_hex(data),
@@ -138,7 +144,7 @@ pub fn prepare_with_pixels(
         pdq,
         removed,
     };
-    Ok((prepared, upright))
+    Ok((prepared, pixels))
 }
 
 /// What a format's stage hands on.

@@ -1,6 +1,7 @@
 //! The CPU side: decoded pixels to each model's input tensor data.
 
 use image::{RgbImage, imageops};
+use picsift_core::orientation::apply_orientation;
 use picsift_core::policy::{Fit, ModelSpec};
 
 /// One image's inputs: the quality thumbnail and one tensor per model.
@@ -12,7 +13,15 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub(crate) fn new(rgb: &RgbImage, specs: &[&ModelSpec], quality: bool) -> Self {
+    /// The inputs of a picture stored `rgb` with this EXIF orientation:
+    /// a large photo is shrunk first and turned upright after, so a portrait
+    /// photo costs no more than a landscape one.
+    pub(crate) fn new(
+        rgb: &RgbImage,
+        orientation: u16,
+        specs: &[&ModelSpec],
+        quality: bool,
+    ) -> Self {
         // One area-averaging shrink of a large photo first, so each model's
         // resize reads a few hundred thousand pixels, not millions.
         let largest = specs
@@ -21,19 +30,18 @@ impl Inputs {
             .chain(quality.then_some(crate::quality::SIDE))
             .max()
             .unwrap_or(1);
-        let reduced;
-        let src = if rgb.width().max(rgb.height()) > 4 * largest {
+        let reduced = if rgb.width().max(rgb.height()) > 4 * largest {
             let scale = (2 * largest) as f32 / rgb.width().max(rgb.height()) as f32;
             let (w, h) = scaled(rgb.width(), rgb.height(), scale);
-            reduced = imageops::thumbnail(rgb, w, h);
-            &reduced
+            imageops::thumbnail(rgb, w, h)
         } else {
-            rgb
+            rgb.clone()
         };
+        let src = apply_orientation(reduced, orientation);
         Self {
             quality: quality
-                .then(|| grey(&resize(src, crate::quality::SIDE, crate::quality::SIDE))),
-            models: specs.iter().map(|s| model_input(src, s)).collect(),
+                .then(|| grey(&resize(&src, crate::quality::SIDE, crate::quality::SIDE))),
+            models: specs.iter().map(|s| model_input(&src, s)).collect(),
         }
     }
 }
@@ -139,11 +147,33 @@ mod tests {
         let img = RgbImage::from_pixel(4000, 3000, image::Rgb([10, 20, 30]));
         let a = spec(64, 64, Fit::Stretch);
         let b = spec(320, 320, Fit::Pad);
-        let inputs = Inputs::new(&img, &[&a, &b], true);
+        let inputs = Inputs::new(&img, 1, &[&a, &b], true);
         assert_eq!(inputs.models[0].len(), 3 * 64 * 64);
         assert_eq!(inputs.models[1].len(), 3 * 320 * 320);
         let q = inputs.quality.unwrap();
         assert_eq!(q.len(), 256 * 256);
         assert!(q.iter().all(|g| (g - 18.15).abs() < 0.5));
+    }
+
+    #[test]
+    fn a_portrait_photo_is_shrunk_then_turned_upright() {
+        // Stored 4000×3000 with orientation 6: upright it is 3000 wide and
+        // 4000 tall, left half dark (the stored top half), right half light.
+        let img = RgbImage::from_fn(4000, 3000, |_, y| {
+            let v = if y < 1500 { 255 } else { 0 };
+            image::Rgb([v, v, v])
+        });
+        let a = spec(64, 64, Fit::Stretch);
+        let inputs = Inputs::new(&img, 6, &[&a], true);
+        let q = inputs.quality.unwrap();
+        let (left, right) = (q[128 * 256 + 10], q[128 * 256 + 245]);
+        assert!(left < 1.0 && right > 254.0, "left {left}, right {right}");
+        let want = Inputs::new(&apply_orientation(img, 6), 1, &[&a], true);
+        let diff = want.models[0]
+            .iter()
+            .zip(&inputs.models[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 0.05, "largest difference {diff}");
     }
 }

@@ -17,6 +17,7 @@ mod input;
 mod quality;
 
 use engine::Engine;
+use picsift_core::orientation::Oriented;
 use picsift_core::policy::{ModelSpec, Output, Policy, QualityPolicy};
 use picsift_core::setting::{Setting, Spelling};
 use picsift_core::verdict::{Checks, Reason, Rejection};
@@ -337,10 +338,14 @@ impl Checker {
     }
 
     /// The CPU side: each model's input (and the quality thumbnail) from
-    /// the upright decoded pixels.
-    pub fn inputs(&self, rgb: &image::RgbImage) -> Inputs {
+    /// the decoded pixels, turned upright by their orientation.
+    pub fn inputs(&self, pixels: &Oriented) -> Inputs {
+        self.inputs_of(&pixels.stored, pixels.orientation)
+    }
+
+    fn inputs_of(&self, rgb: &image::RgbImage, orientation: u16) -> Inputs {
         let specs: Vec<&ModelSpec> = self.models.iter().map(|(s, _)| s.as_ref()).collect();
-        Inputs::new(rgb, &specs, self.quality.is_some())
+        Inputs::new(rgb, orientation, &specs, self.quality.is_some())
     }
 
     /// Queues the inputs on every model's thread; the answer comes through
@@ -367,8 +372,9 @@ impl Checker {
 
     /// [`Self::inputs`], [`Self::submit`] and [`Pending::wait_blocking`]
     /// in one: for tests, benchmarks and one-off checks.
+    /// `rgb` is upright.
     pub fn check_blocking(&self, rgb: &image::RgbImage) -> Result<Outcome, String> {
-        self.submit(self.inputs(rgb)).wait_blocking()
+        self.submit(self.inputs_of(rgb, 1)).wait_blocking()
     }
 }
 

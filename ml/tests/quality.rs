@@ -2,6 +2,7 @@
 //! under-exposed, and a sharp, well-exposed picture that passes.
 
 use image::{Rgb, RgbImage};
+use picsift_core::orientation::Oriented;
 use picsift_core::policy::{Policy, QualityPolicy};
 use picsift_core::verdict::Reason;
 use picsift_ml::{DeviceChoice, Options, Runtime};
@@ -139,7 +140,10 @@ fn batched_and_single_quality_measurements_agree() {
         .iter()
         .map(|i| one.check_blocking(i).unwrap())
         .collect();
-    let pending: Vec<_> = images.iter().map(|i| many.submit(many.inputs(i))).collect();
+    let pending: Vec<_> = images
+        .iter()
+        .map(|i| many.submit(many.inputs(&Oriented::upright(i.clone()))))
+        .collect();
     for (p, s) in pending.into_iter().zip(single) {
         let b = p.wait_blocking().unwrap();
         let (b, s) = (b.checks.quality.unwrap(), s.checks.quality.unwrap());

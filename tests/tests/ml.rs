@@ -7,6 +7,7 @@ mod common;
 
 use common::{Server, line, sha256_hex};
 use image::RgbImage;
+use picsift_core::orientation::Oriented;
 use picsift_core::policy::{ModelSpec, Policy, QualityPolicy};
 use picsift_core::verdict::Reason;
 use picsift_ml::{DeviceChoice, Options, Runtime};
@@ -143,7 +144,10 @@ fn batch_size_1_and_64_give_the_same_scores() {
     let many = checker(&runtime(64), models());
     let images = mixed_images(64);
     // Everything queued at once, so the batching thread sees full batches.
-    let pending: Vec<_> = images.iter().map(|i| many.submit(many.inputs(i))).collect();
+    let pending: Vec<_> = images
+        .iter()
+        .map(|i| many.submit(many.inputs(&Oriented::upright(i.clone()))))
+        .collect();
     for (img, p) in images.iter().zip(pending) {
         let batched = p.wait_blocking().unwrap();
         let single = one.check_blocking(img).unwrap();
