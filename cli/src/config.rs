@@ -6,7 +6,9 @@
 use anyhow::Context;
 use picsift_backends::cluster::S3Config;
 use picsift_core::format::Format;
-use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize};
+use picsift_core::policy::{
+    AuditPolicy, DedupScope, GainMaps, ModelSpec, Policy, QualityPolicy, Sanitize,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -136,6 +138,8 @@ pub struct PolicyConfig {
     pub shared_images: bool,
     /// `strip` metadata losslessly, or `reencode` the decoded pixels.
     pub sanitize: Sanitize,
+    /// An HDR photo's gain map: `drop` it, or `keep` it validated.
+    pub gain_maps: GainMaps,
 }
 
 /// A policy file for `picsift serve --policy`: a `[policy]` table's keys
@@ -362,6 +366,7 @@ impl Default for PolicyConfig {
             dedup_scope: p.dedup_scope,
             shared_images: p.shared_images,
             sanitize: p.sanitize,
+            gain_maps: p.gain_maps,
         }
     }
 }
@@ -500,6 +505,7 @@ impl Config {
             dedup_scope: self.policy.dedup_scope,
             shared_images: self.policy.shared_images,
             sanitize: self.policy.sanitize,
+            gain_maps: self.policy.gain_maps,
             spelling: picsift_core::setting::Spelling::ConfigFile,
             ..Policy::default()
         })

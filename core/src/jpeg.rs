@@ -258,6 +258,19 @@ pub fn icc_profile(bytes: &[u8], structure: &Structure) -> Option<Vec<u8>> {
     complete.then(|| chunks.iter().flat_map(|c| c.2.iter().copied()).collect())
 }
 
+/// The bodies of the segments with this marker (an APPn), in file order.
+pub fn app_segments<'a>(
+    bytes: &'a [u8],
+    structure: &'a Structure,
+    marker: u8,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    structure
+        .segments
+        .iter()
+        .filter(move |s| s.marker == marker)
+        .filter_map(|s| bytes.get(s.body..s.end))
+}
+
 /// What starts an APP2 segment holding an ICC profile chunk.
 const ICC_SIGNATURE: &[u8] = b"ICC_PROFILE\0";
 

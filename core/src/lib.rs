@@ -19,6 +19,7 @@ pub mod dedup_index;
 pub mod error;
 pub mod exif;
 pub mod format;
+pub mod gain_map;
 pub mod heif;
 pub mod icc;
 pub mod intake;

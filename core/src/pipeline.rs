@@ -5,7 +5,7 @@
 use crate::format::{self, Format, Sniffed};
 use crate::jpeg;
 use crate::orientation::Oriented;
-use crate::policy::Policy;
+use crate::policy::{GainMaps, Policy, Sanitize};
 use crate::verdict::{Reason, Rejection};
 use sha2::{Digest, Sha256};
 
@@ -166,6 +166,7 @@ struct Stage {
 fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let structure = jpeg::parse(data)?;
     policy.check_dimensions(structure.width, structure.height)?;
+    let mut kept: Option<KeptGainMap> = None;
     let removed = match structure.trailer {
         None => None,
         Some(at) => {
@@ -175,7 +176,11 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
                     Rejection::new(r.reason, format!("MPF image {}: {}", i + 2, r.detail))
                 })?;
             }
-            Some(layout.removed())
+            // Re-encoding stores fresh pixels of the primary alone.
+            if policy.gain_maps == GainMaps::Keep && policy.sanitize == Sanitize::Strip {
+                kept = kept_gain_map(data, &layout);
+            }
+            Some(layout.removed_but(kept.as_ref().map(|k| k.index)))
         }
     };
     let icc = jpeg::icc_profile(data, &structure).filter(|p| crate::icc::check(p).is_ok());
@@ -191,6 +196,12 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     let pixels = decoded
         .rgb
         .and_then(|rgb| image::RgbImage::from_raw(decoded.width, decoded.height, rgb));
+    // A kept gain map follows the primary with both images' metadata
+    // written anew; its coded data was decoded above with the others'.
+    let clean = match kept {
+        Some(k) => crate::gain_map::assemble(&clean, &k.bytes, &k.metadata),
+        None => clean,
+    };
     Ok(Stage {
         bytes: clean,
         width: structure.width,
@@ -255,6 +266,35 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
         icc,
         removed: None,
     })
+}
+
+/// A gain map to store after the primary ([`crate::gain_map`]).
+struct KeptGainMap {
+    /// Its index among the trailer's MPF images.
+    index: usize,
+    /// Its bytes without metadata.
+    bytes: Vec<u8>,
+    metadata: crate::gain_map::Metadata,
+}
+
+/// The first of the (already strictly decoded) MPF images whose XMP is a
+/// valid Ultra HDR gain map's.
+fn kept_gain_map(data: &[u8], layout: &crate::trailer::Layout) -> Option<KeptGainMap> {
+    layout
+        .mpf_images
+        .iter()
+        .enumerate()
+        .find_map(|(index, range)| {
+            let image = &data[range.clone()];
+            let structure = jpeg::parse(image).ok()?;
+            let xmp = crate::gain_map::xmp_of(image, &structure)?;
+            let metadata = crate::gain_map::Metadata::parse(&xmp).ok()?;
+            Some(KeptGainMap {
+                index,
+                bytes: jpeg::strip_metadata(image, &structure, None),
+                metadata,
+            })
+        })
 }
 
 /// A further image of an MPF file (a gain map, an MPO's second view): it is

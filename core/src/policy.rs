@@ -55,6 +55,12 @@ pub struct Policy {
     /// the upload's bytes is kept but the valid ICC profile; JPEG at
     /// quality 90).
     pub sanitize: Sanitize,
+    /// What becomes of an HDR photo's gain map (an Ultra HDR JPEG's second
+    /// image): `drop` (default) stores the primary alone, `keep` stores a
+    /// gain map that decodes strictly and whose metadata parses, with both
+    /// images' metadata written anew ([`crate::gain_map`]).
+    #[serde(alias = "gain_maps")]
+    pub gain_maps: GainMaps,
     /// How the deployment that made this policy spells its settings, so
     /// that a rejection names the one to change ([`crate::setting`]).
     pub spelling: Spelling,
@@ -71,6 +77,19 @@ pub enum Sanitize {
     Strip,
     /// A fresh encoding of the decoded pixels.
     Reencode,
+}
+
+/// See [`Policy::gain_maps`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GainMaps {
+    /// Store the primary image alone.
+    #[default]
+    Drop,
+    /// Keep a validated Ultra HDR gain map.
+    Keep,
 }
 
 /// See [`Policy::dedup_scope`].
@@ -261,6 +280,7 @@ impl Default for Policy {
             dedup_scope: DedupScope::Global,
             shared_images: false,
             sanitize: Sanitize::Strip,
+            gain_maps: GainMaps::Drop,
             spelling: Spelling::default(),
         }
     }

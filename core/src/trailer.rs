@@ -26,8 +26,20 @@ pub struct Layout {
 impl Layout {
     /// What was removed, for the verdict's detail.
     pub fn removed(&self) -> String {
+        self.removed_but(None)
+    }
+
+    /// What was removed when the MPF image at `kept` (an index into
+    /// [`Self::mpf_images`]) was kept as a gain map.
+    pub fn removed_but(&self, kept: Option<usize>) -> String {
         let mut parts = Vec::new();
-        match self.mpf_images.len() {
+        if kept.is_some() {
+            parts.push(
+                "gain map decoded and kept (Ultra HDR; its metadata and the MPF index written anew)"
+                    .to_string(),
+            );
+        }
+        match self.mpf_images.len() - usize::from(kept.is_some()) {
             0 => {}
             1 => parts.push(
                 "1 further MPF image (a gain map or second view) decoded and removed".to_string(),

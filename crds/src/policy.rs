@@ -2,7 +2,9 @@
 
 use kube::{CustomResource, KubeSchema};
 use picsift_core::format::Format;
-use picsift_core::policy::{AuditPolicy, DedupScope, ModelSpec, Policy, QualityPolicy, Sanitize};
+use picsift_core::policy::{
+    AuditPolicy, DedupScope, GainMaps, ModelSpec, Policy, QualityPolicy, Sanitize,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +71,12 @@ pub struct ValidationPolicySpec {
     /// but a valid ICC profile).
     #[serde(default)]
     pub sanitize: Sanitize,
+    /// An HDR photo's gain map (an Ultra HDR JPEG's second image): `drop`
+    /// (default: the primary is stored alone) or `keep` (kept when it
+    /// decodes strictly and its metadata parses; both images' metadata
+    /// written anew).
+    #[serde(default)]
+    pub gain_maps: GainMaps,
 }
 
 /// Near-duplicate matching: an image whose PDQ hash is within
@@ -207,6 +215,7 @@ impl ValidationPolicySpec {
             dedup_scope: self.dedup_scope,
             shared_images: self.shared_images,
             sanitize: self.sanitize,
+            gain_maps: self.gain_maps,
             spelling: picsift_core::setting::Spelling::ValidationPolicy,
         }
     }

@@ -144,7 +144,13 @@ fn main() -> anyhow::Result<()> {
     let pixels: Vec<RgbImage> = jpegs
         .iter()
         .take(16)
-        .map(|j| prepare_with_pixels(j, &plain).unwrap().1.unwrap().into_upright())
+        .map(|j| {
+            prepare_with_pixels(j, &plain)
+                .unwrap()
+                .1
+                .unwrap()
+                .into_upright()
+        })
         .collect();
     let t = Instant::now();
     let rounds = 4;

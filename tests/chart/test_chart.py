@@ -537,6 +537,7 @@ def test_default_worker_pool_and_validation_policy():
         "dedupScope": "global",
         "sharedImages": False,
         "sanitize": "strip",
+        "gainMaps": "drop",
     }
     assert "gpu" not in render(CPU_ONLY).one("WorkerPool", FULLNAME)["spec"]
     gpu = render({"workerPool": {"gpu": {"count": 1}}}).one("WorkerPool", FULLNAME)["spec"]["gpu"]

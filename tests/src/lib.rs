@@ -608,6 +608,43 @@ pub fn with_segment(jpeg: &[u8], marker: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `primary` with an MPF index (APP2, right after SOI) of itself and
+/// `second`, and `second` appended: an MPO or a photo with a gain map.
+pub fn with_mpf(primary: &[u8], second: &[u8]) -> Vec<u8> {
+    let entries_len = 32u32;
+    let app2_len = 2 + 4 + 8 + 2 + 12 + 4 + entries_len as usize;
+    let total = primary.len() + 2 + app2_len;
+    // Offsets count from the MP header: SOI, APP2 marker and length, "MPF\0".
+    let header_at = 2 + 4 + 4;
+    let mut tiff = b"MM\0*".to_vec();
+    tiff.extend_from_slice(&8u32.to_be_bytes());
+    tiff.extend_from_slice(&1u16.to_be_bytes());
+    tiff.extend_from_slice(&0xB002u16.to_be_bytes());
+    tiff.extend_from_slice(&7u16.to_be_bytes());
+    tiff.extend_from_slice(&entries_len.to_be_bytes());
+    tiff.extend_from_slice(&26u32.to_be_bytes());
+    tiff.extend_from_slice(&0u32.to_be_bytes());
+    for (size, offset) in [
+        (total as u32, 0u32),
+        (second.len() as u32, (total - header_at) as u32),
+    ] {
+        tiff.extend_from_slice(&0u32.to_be_bytes());
+        tiff.extend_from_slice(&size.to_be_bytes());
+        tiff.extend_from_slice(&offset.to_be_bytes());
+        tiff.extend_from_slice(&[0; 4]);
+    }
+    let body = [b"MPF\0".as_slice(), &tiff].concat();
+    assert_eq!(body.len() + 2, app2_len);
+    let mut out = primary[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE2]);
+    out.extend_from_slice(&(app2_len as u16).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&primary[2..]);
+    assert_eq!(out.len(), total);
+    out.extend_from_slice(second);
+    out
+}
+
 /// Inserts `profile` after SOI as an ICC profile: APP2 segments
 /// `ICC_PROFILE\0`, sequence number, count, then up to 65519 bytes each.
 pub fn with_icc_profile(jpeg: &[u8], profile: &[u8]) -> Vec<u8> {

@@ -46,6 +46,8 @@ small.save(f"{tmp}/p3.jpg", quality=92, icc_profile=open("display-p3.icc", "rb")
 Image.open(f"{pdq}/bridge-mods/high-contrast.jpg").resize((640, 402)).save(f"{tmp}/second.jpg", quality=92)
 # A 2×2 grid's tiles come from one 640×400 picture.
 small.crop((0, 0, 640, 400)).save(f"{tmp}/grid.png")
+for i, (x, y) in enumerate([(0, 0), (320, 0), (0, 200), (320, 200)]):
+    small.crop((0, 0, 640, 400)).crop((x, y, x + 320, y + 200)).save(f"{tmp}/tile{i}.png")
 PY
 
 heif-enc -q 60 -o photo.heic "$tmp/photo.jpg"
@@ -61,5 +63,9 @@ avif --icc display-p3.icc "$tmp/photo.jpg" p3.avif
 # what EXIF orientation 6 says in a JPEG. (heif-enc 1.15 cannot write irot.)
 avif --ignore-exif --irot 3 "$tmp/rotated.jpg" rotated.avif
 avif -g 2x2 "$tmp/grid.png" grid.avif
+# heif-enc 1.15 cannot tile either: each tile is its own HEIC, and
+# grid_heic.py joins them into one grid item, as iPhones write.
+for i in 0 1 2 3; do heif-enc -q 60 -o "$tmp/tile$i.heic" "$tmp/tile$i.png" >/dev/null; done
+python3 grid_heic.py "$tmp"/tile{0,1,2,3}.heic grid.heic
 avif "$tmp/photo.jpg" "$tmp/second.jpg" sequence.avifs
 ls -l ./*.heic ./*.avif ./*.avifs
