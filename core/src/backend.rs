@@ -86,6 +86,17 @@ pub struct Similar {
     pub distance: u32,
 }
 
+/// What [`Catalog::record_stored`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// The image and the verdict are recorded.
+    Recorded,
+    /// Nothing recorded: this stored image is a near duplicate.
+    Near(Similar),
+    /// Nothing recorded: the entry already had a verdict.
+    EntryDecided,
+}
+
 /// A new batch, as the gateway creates it.
 #[derive(Clone, Debug)]
 pub struct NewBatch {
@@ -183,6 +194,18 @@ pub trait Catalog: Send + Sync {
         verdict: &Verdict,
         now: Millis,
     ) -> Result<bool>;
+    /// Replaces an entry's `accepted` verdict for `accepted_image` (and no
+    /// other verdict): a worker that recorded the image, then lost its
+    /// exact-dedup claim to another owner (its lease ran out while it was
+    /// paused), makes its entry the duplicate it would have been.
+    async fn correct_verdict(
+        &self,
+        id: &str,
+        index: u32,
+        accepted_image: &str,
+        verdict: &Verdict,
+        now: Millis,
+    ) -> Result<bool>;
     /// Records a stored image; a second insert of the same id changes nothing.
     async fn insert_image(&self, image: &ImageRecord) -> Result<()>;
     /// Records a stored image's model scores (model → label → score), for
@@ -199,6 +222,20 @@ pub trait Catalog: Send + Sync {
         max_distance: u32,
         scope: Option<&str>,
     ) -> Result<Option<Similar>>;
+    /// Records a stored image and its entry's verdict (`image.batch_id`,
+    /// `image.entry_index`) in one step, and only while the entry is
+    /// undecided: an entry an expired or cancelled batch decided first gets
+    /// no image row, so the verdict and what is stored always agree. With
+    /// `near` (most PDQ bits apart, per-tenant scope), nothing is recorded
+    /// when a stored image is that near, as in
+    /// [`Self::insert_image_unless_near`].
+    async fn record_stored(
+        &self,
+        image: &ImageRecord,
+        verdict: &Verdict,
+        near: Option<(u32, Option<&str>)>,
+        now: Millis,
+    ) -> Result<Stored>;
     /// An image, if stored.
     async fn image(&self, id: &str) -> Result<Option<ImageRecord>>;
     /// Notes that `image_id`'s bytes were put but its record may never be

@@ -5,7 +5,7 @@
 //! test per backend (`sqlite::…`, `postgres::…`).
 
 use picsift_backends::sql::SqlCatalog;
-use picsift_core::backend::{Catalog, Delivery, NewBatch, QuotaCheck, Reservation};
+use picsift_core::backend::{Catalog, Delivery, NewBatch, QuotaCheck, Reservation, Stored};
 use picsift_core::format::Format;
 use picsift_core::model::{
     BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry,
@@ -1001,6 +1001,128 @@ async fn the_first_verdict_of_an_entry_wins(c: Arc<dyn Catalog>) {
     );
 }
 
+async fn an_image_is_recorded_with_its_verdict_only_while_its_entry_is_undecided(
+    c: Arc<dyn Catalog>,
+) {
+    planned(&c, "b", None, 3).await;
+    let line =
+        |i: u32, v: Option<Verdict>| ReportEntry::new(i, format!("photos/img_{i:03}.jpg"), v);
+    // Undecided: the image and the verdict, together.
+    let first = image(&image_id("st0"), "b", 0);
+    let accepted = Verdict::accepted(first.id.clone());
+    assert_eq!(
+        c.record_stored(&first, &accepted, None, T0 + 20)
+            .await
+            .unwrap(),
+        Stored::Recorded
+    );
+    assert!(c.image(&first.id).await.unwrap().is_some());
+    let report = c.report("b", None, 3).await.unwrap();
+    assert_eq!(report[0], line(0, Some(accepted)));
+    // Decided first (the batch expired): nothing recorded, the verdict stays.
+    let expired = Verdict::refused(Reason::DeadlineExceeded, "too late");
+    assert!(c.record_verdict("b", 1, &expired, T0 + 30).await.unwrap());
+    let late = image(&image_id("st1"), "b", 1);
+    let verdict = Verdict::accepted(late.id.clone());
+    assert_eq!(
+        c.record_stored(&late, &verdict, None, T0 + 40)
+            .await
+            .unwrap(),
+        Stored::EntryDecided
+    );
+    assert!(c.image(&late.id).await.unwrap().is_none());
+    let report = c.report("b", None, 3).await.unwrap();
+    assert_eq!(report[1], line(1, Some(expired)));
+    // A near duplicate of a stored image: nothing recorded, still undecided.
+    let mut near = image(&image_id("st2"), "b", 2);
+    near.pdq = Some(pdq_flipped(&first.pdq.clone().unwrap().parse().unwrap(), 3).to_string());
+    let verdict = Verdict::accepted(near.id.clone());
+    match c
+        .record_stored(&near, &verdict, Some((31, None)), T0 + 50)
+        .await
+        .unwrap()
+    {
+        Stored::Near(m) => assert_eq!((m.image_id, m.distance), (first.id.clone(), 3)),
+        other => panic!("not told about the near duplicate: {other:?}"),
+    }
+    assert!(c.image(&near.id).await.unwrap().is_none());
+    assert_eq!(c.pending_entries("b").await.unwrap(), vec![(2, 1002)]);
+}
+
+async fn an_expiry_racing_a_store_ends_with_verdict_and_record_agreeing(c: Arc<dyn Catalog>) {
+    // Each entry is stored by one task while another expires it.
+    planned(&c, "b", None, RACERS).await;
+    let start = Arc::new(tokio::sync::Barrier::new(2 * RACERS as usize));
+    let mut tasks = Vec::new();
+    for i in 0..RACERS {
+        let (c1, c2) = (c.clone(), c.clone());
+        let (s1, s2) = (start.clone(), start.clone());
+        let img = image(&image_id(&format!("race{i:02}-")), "b", i);
+        tasks.push(tokio::spawn(async move {
+            s1.wait().await;
+            let verdict = Verdict::accepted(img.id.clone());
+            c1.record_stored(&img, &verdict, None, T0 + 10)
+                .await
+                .map(drop)
+                .unwrap();
+        }));
+        tasks.push(tokio::spawn(async move {
+            s2.wait().await;
+            let expired = Verdict::refused(Reason::DeadlineExceeded, "too late");
+            c2.record_verdict("b", i, &expired, T0 + 10)
+                .await
+                .map(drop)
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for line in c.report("b", None, RACERS).await.unwrap() {
+        let id = image_id(&format!("race{:02}-", line.index));
+        let stored = c.image(&id).await.unwrap().is_some();
+        let accepted = line.verdict == "accepted" && line.image_id == Some(id);
+        assert_eq!(stored, accepted, "{line:?}");
+        assert!(
+            accepted || line.reason == Some(Reason::DeadlineExceeded),
+            "{line:?}"
+        );
+    }
+}
+
+async fn a_corrected_verdict_replaces_only_an_accepted_one_for_that_image(c: Arc<dyn Catalog>) {
+    planned(&c, "b", None, 2).await;
+    let img = image(&image_id("cv0"), "b", 0);
+    let accepted = Verdict::accepted(img.id.clone());
+    c.record_stored(&img, &accepted, None, T0).await.unwrap();
+    let duplicate = Verdict::exact_duplicate(img.id.clone());
+    assert!(
+        !c.correct_verdict("b", 0, &image_id("other"), &duplicate, T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.correct_verdict("b", 0, &img.id, &duplicate, T0 + 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.correct_verdict("b", 0, &img.id, &accepted, T0 + 3)
+            .await
+            .unwrap()
+    );
+    // Undecided or refused entries are not corrected.
+    assert!(
+        !c.correct_verdict("b", 1, &img.id, &duplicate, T0 + 4)
+            .await
+            .unwrap()
+    );
+    let report = c.report("b", None, 2).await.unwrap();
+    let line =
+        |i: u32, v: Option<Verdict>| ReportEntry::new(i, format!("photos/img_{i:03}.jpg"), v);
+    assert_eq!(report, vec![line(0, Some(duplicate)), line(1, None)]);
+}
+
 async fn concurrent_verdicts_for_one_entry_have_exactly_one_winner(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 1).await;
     let calls: Vec<_> = (0..RACERS)
@@ -1491,6 +1613,9 @@ catalog_conforms! {
     report_lines_carry_each_verdict_as_recorded,
     the_first_verdict_of_an_entry_wins,
     concurrent_verdicts_for_one_entry_have_exactly_one_winner,
+    an_image_is_recorded_with_its_verdict_only_while_its_entry_is_undecided,
+    an_expiry_racing_a_store_ends_with_verdict_and_record_agreeing,
+    a_corrected_verdict_replaces_only_an_accepted_one_for_that_image,
     an_image_reads_back_with_every_field,
     inserting_an_image_twice_keeps_the_first_record,
     image_ids_list_every_image_in_id_order,

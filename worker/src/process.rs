@@ -3,7 +3,7 @@
 
 use crate::{Result, WorkerConfig, checks};
 use picsift_core::archive::{self, EntryMeta};
-use picsift_core::backend::Backends;
+use picsift_core::backend::{Backends, Stored};
 use picsift_core::blob_gc;
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::chunk::ChunkTask;
@@ -239,28 +239,33 @@ pub async fn process_chunk(
                 }
                 Ok(prepared) => {
                     let source = prepared.source_sha256.clone();
-                    let entry = (batch.id.as_str(), checked.index, checked.name.as_str());
-                    let verdict = store_once(b, cfg, entry, &dedup, prepared).await?;
-                    // The pre-upload lookup learns this file (before the
-                    // verdict is recorded: a retried chunk records it again).
-                    // Near duplicates are left out: whether a file is one
-                    // depends on the policy of the batch it comes in.
-                    // The stored image's scores, for search (before the
-                    // verdict, so a retried chunk records them again).
-                    if let (Some(image), Some(c)) = (&verdict.image_id, &checks)
+                    // The scores, for search, before the image can be
+                    // recorded with its verdict: a retried chunk records
+                    // them again. (Scores of an image that ends up not
+                    // stored name no image row and match nothing.)
+                    if let Some(c) = &checks
                         && !c.checks.scores.is_empty()
                     {
-                        b.catalog.record_scores(image, &c.checks.scores).await?;
+                        b.catalog
+                            .record_scores(&prepared.id, &c.checks.scores)
+                            .await?;
                     }
+                    let entry = (batch.id.as_str(), checked.index, checked.name.as_str());
+                    let checks = checks.map(|c| c.checks);
+                    let Some(verdict) = store_once(b, cfg, entry, &dedup, prepared, checks).await?
+                    else {
+                        // An Expire or Cancel decided the entry meanwhile.
+                        continue;
+                    };
+                    // The pre-upload lookup learns this file. Near
+                    // duplicates are left out: whether a file is one
+                    // depends on the policy of the batch it comes in.
                     let exact = verdict.duplicate_kind == Some(DuplicateKind::Exact);
                     let dup_of = verdict.duplicate_of.as_ref().filter(|_| exact);
                     if let Some(image) = verdict.image_id.as_ref().or(dup_of) {
                         b.catalog.record_original(&source, image).await?;
                     }
-                    Verdict {
-                        checks: checks.map(|c| c.checks),
-                        ..verdict
-                    }
+                    verdict
                 }
             };
             // Before the verdict: a chunk retried after a crash here
@@ -494,29 +499,57 @@ impl DedupCtx {
     }
 }
 
-/// Claims the image, stores it, records it and commits the claim, or finds
-/// it is a duplicate. Waits while another owner holds a live claim.
+/// Claims the image, stores it, records it with the entry's verdict and
+/// commits the claim, or finds it is a duplicate. Waits while another owner
+/// holds a live claim. `None`: the entry was decided meanwhile (its batch
+/// expired or was cancelled), and nothing names the bytes put.
 async fn store_once(
     b: &Backends,
     cfg: &WorkerConfig,
     (batch_id, index, name): (&str, u32, &str),
     dedup: &DedupCtx,
     mut p: Prepared,
-) -> Result<Verdict> {
+    checks: Option<picsift_core::verdict::Checks>,
+) -> Result<Option<Verdict>> {
     // An image already stored under this very id (identical bytes, or this
     // entry's own earlier attempt) is the exact-dedup claim's business;
     // only a new image is checked for near duplicates.
     if !dedup.stored(b, &p.id).await?
         && let Some(verdict) = near_duplicate(b, dedup, &p).await?
     {
-        return Ok(verdict);
+        return Ok(Some(Verdict { checks, ..verdict }));
     }
-    let near = dedup.near;
     let key = dedup.claim_key(&p.id);
     let owner = format!("{batch_id}:{index}");
     // The bytes move into a shared buffer once; retries clone the handle, not the image.
     let size = p.bytes.len() as u64;
     let bytes = bytes::Bytes::from(std::mem::take(&mut p.bytes));
+    let record = ImageRecord {
+        id: p.id.clone(),
+        format: p.format,
+        width: p.width,
+        height: p.height,
+        size,
+        orientation: p.orientation,
+        owner: dedup.owner.clone(),
+        batch_id: batch_id.into(),
+        entry_index: index,
+        entry_name: name.into(),
+        pdq: p.pdq.map(|h| h.hash.to_string()),
+        pdq_quality: p.pdq.map(|h| h.quality),
+        created_ms: now_ms(),
+    };
+    let matchable = p.pdq.is_some_and(|h| h.quality >= MIN_MATCH_QUALITY);
+    let near = dedup
+        .near
+        .filter(|_| matchable)
+        .map(|max| (max, dedup.scope()));
+    let accepted = Verdict {
+        checks: checks.clone(),
+        ..accepted(p)
+    };
+    // Whether this call recorded the image and the accepted verdict.
+    let mut recorded = false;
     loop {
         let claimed = match b.dedup.claim(&key, &owner, now_ms(), cfg.lease_ms).await {
             // Redis lost its data: no claim is answered until the index is
@@ -537,63 +570,76 @@ async fn store_once(
             ClaimOutcome::Committed {
                 image_id,
                 by_you: false,
-            } => return Ok(Verdict::exact_duplicate(image_id)),
-            ClaimOutcome::Committed { by_you: true, .. } => return Ok(accepted(p)),
+            } => {
+                let duplicate = Verdict {
+                    checks,
+                    ..Verdict::exact_duplicate(image_id)
+                };
+                if recorded {
+                    // Recorded here, then our claim's lease ran out (a
+                    // long pause) and another owner committed the image
+                    // first: the entry is the duplicate it would have been.
+                    b.catalog
+                        .correct_verdict(batch_id, index, &record.id, &duplicate, now_ms())
+                        .await?;
+                }
+                return Ok(Some(duplicate));
+            }
+            ClaimOutcome::Committed { by_you: true, .. } if recorded => {
+                return Ok(Some(accepted));
+            }
             ClaimOutcome::PendingOther { retry_at } => {
                 let wait = (retry_at - now_ms()).clamp(20, 250) as u64;
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
-            ClaimOutcome::New | ClaimOutcome::Yours => {
-                // A store that stays down fails the chunk, which is
-                // released and retried (up to max_deliveries); the claim
-                // stays ours, so the retry carries on where this left off.
-                blob_gc::before_put(b.catalog.as_ref(), &p.id).await?;
-                put_with_retries(b, &p.id, &bytes).await?;
-                let put_at = now_ms();
-                let record = ImageRecord {
-                    id: p.id.clone(),
-                    format: p.format,
-                    width: p.width,
-                    height: p.height,
-                    size,
-                    orientation: p.orientation,
-                    owner: dedup.owner.clone(),
-                    batch_id: batch_id.into(),
-                    entry_index: index,
-                    entry_name: name.into(),
-                    pdq: p.pdq.map(|h| h.hash.to_string()),
-                    pdq_quality: p.pdq.map(|h| h.quality),
-                    created_ms: now_ms(),
-                };
-                // The near-duplicate check above may have raced another
-                // worker storing the same picture: the catalog checks again
-                // and inserts in one serialized step, and the loser steps back.
-                let matchable = p.pdq.is_some_and(|h| h.quality >= MIN_MATCH_QUALITY);
-                match near.filter(|_| matchable) {
-                    None => b.catalog.insert_image(&record).await?,
-                    Some(max) => {
-                        let scope = dedup.scope();
-                        if let Some(m) = b
-                            .catalog
-                            .insert_image_unless_near(&record, max, scope)
-                            .await?
-                        {
-                            // Our record was not written. The bytes may be
-                            // another tenant's too (keys are shared, claims
-                            // per tenant): they are only noted, and the
-                            // orphan sweep deletes them if no record names
-                            // them after its grace. Our claim goes (an entry
-                            // with the same bytes then finds the near
-                            // duplicate too).
-                            b.catalog.note_orphan_blob(&p.id, now_ms()).await?;
+            ClaimOutcome::New | ClaimOutcome::Yours | ClaimOutcome::Committed { .. } => {
+                if !recorded {
+                    // A store that stays down fails the chunk, which is
+                    // released and retried (up to max_deliveries); the
+                    // claim stays ours, so the retry carries on where this
+                    // left off.
+                    blob_gc::before_put(b.catalog.as_ref(), &record.id).await?;
+                    put_with_retries(b, &record.id, &bytes).await?;
+                    let put_at = now_ms();
+                    // The near-duplicate check above may have raced another
+                    // worker storing the same picture, and the batch may
+                    // have expired or been cancelled meanwhile: the catalog
+                    // checks both and records the image with the entry's
+                    // verdict in one step, or nothing.
+                    match b
+                        .catalog
+                        .record_stored(&record, &accepted, near, now_ms())
+                        .await?
+                    {
+                        Stored::Recorded => recorded = true,
+                        Stored::Near(m) => {
+                            // The bytes may be another tenant's too (keys
+                            // are shared, claims per tenant): they are only
+                            // noted, and the orphan sweep deletes them if no
+                            // record names them after its grace. Our claim
+                            // goes (an entry with the same bytes then finds
+                            // the near duplicate too).
+                            b.catalog.note_orphan_blob(&record.id, now_ms()).await?;
                             b.dedup.release(&key, &owner).await?;
-                            return Ok(Verdict::near_duplicate(m.image_id, m.distance));
+                            return Ok(Some(Verdict {
+                                checks,
+                                ..Verdict::near_duplicate(m.image_id, m.distance)
+                            }));
+                        }
+                        Stored::EntryDecided => {
+                            b.catalog.note_orphan_blob(&record.id, now_ms()).await?;
+                            b.dedup.release(&key, &owner).await?;
+                            return Ok(None);
                         }
                     }
+                    blob_gc::after_record(b, &record.id, &bytes, put_at, now_ms()).await?;
                 }
-                blob_gc::after_record(b, &p.id, &bytes, put_at, now_ms()).await?;
-                match b.dedup.commit(&key, &owner, &p.id).await? {
-                    CommitOutcome::Committed => return Ok(accepted(p)),
+                if matches!(claimed, ClaimOutcome::Committed { .. }) {
+                    // Committed by this entry on an earlier delivery.
+                    return Ok(Some(accepted));
+                }
+                match b.dedup.commit(&key, &owner, &record.id).await? {
+                    CommitOutcome::Committed => return Ok(Some(accepted)),
                     // Our lease ran out and someone else took over: ask again.
                     CommitOutcome::Lost => continue,
                 }

@@ -8,24 +8,25 @@
 
 use super::quotas;
 use super::rows::{
-    Arg, IMAGE_COLUMNS, api_key_from_row, batch_from_row, checks_json, counts_from_rows,
-    duplicate_kind_code, image_from_row, image_search_sql, index_from_row, pending_from_row,
-    report_entry_from_row,
+    Arg, IMAGE_COLUMNS, api_key_from_row, batch_from_row, counts_from_rows, image_from_row,
+    image_search_sql, index_from_row, pending_from_row, report_entry_from_row,
 };
-use super::statements::COMPLETE;
+use super::statements::{COMPLETE, record_verdict};
 use super::{Db, SqlCatalog, postgres, sqlite, with_db};
 use crate::DriverResult;
 use async_trait::async_trait;
 use picsift_core::Result;
 use picsift_core::auth::ApiKey;
-use picsift_core::backend::{Catalog, Delivery, NewBatch, QuotaCheck, Reservation, Similar};
+use picsift_core::backend::{
+    Catalog, Delivery, NewBatch, QuotaCheck, Reservation, Similar, Stored,
+};
 use picsift_core::model::{
     BatchRecord, Counts, EntryPlan, ImageCursor, ImageFilter, ImageRecord, ImageSort, Phase,
     ReportEntry,
 };
 use picsift_core::pdq::Hash;
 use picsift_core::time::Millis;
-use picsift_core::verdict::{Reason, Scores, Verdict};
+use picsift_core::verdict::{Scores, Verdict};
 
 #[async_trait]
 impl Catalog for SqlCatalog {
@@ -151,29 +152,20 @@ impl Catalog for SqlCatalog {
     }
 
     async fn record_verdict(&self, id: &str, index: u32, v: &Verdict, now: Millis) -> Result<bool> {
-        // The first verdict wins. In PostgreSQL a concurrent writer of the
-        // same entry blocks on its row lock and then re-checks `verdict IS
-        // NULL` on the committed row; SQLite has one writer at a time.
-        let done = with_db!(&self.db, pool => sqlx::query(
-            "UPDATE entries SET verdict = $1, reason = $2, detail = $3, image_id = $4, duplicate_of = $5, duplicate_kind = $6, decided_at = $7, distance = $10, checks = $11
-             WHERE batch_id = $8 AND idx = $9 AND verdict IS NULL",
+        Ok(with_db!(&self.db, pool => record_verdict!(pool, id, index, v, now)))
+    }
+
+    async fn correct_verdict(
+        &self,
+        id: &str,
+        index: u32,
+        accepted_image: &str,
+        v: &Verdict,
+        now: Millis,
+    ) -> Result<bool> {
+        Ok(
+            with_db!(&self.db, pool => record_verdict!(pool, id, index, v, now, replacing accepted_image)),
         )
-        .bind(v.kind.as_str())
-        .bind(v.reason.map(Reason::code))
-        .bind(&v.detail)
-        .bind(&v.image_id)
-        .bind(&v.duplicate_of)
-        .bind(v.duplicate_kind.map(duplicate_kind_code))
-        .bind(now)
-        .bind(id)
-        .bind(i64::from(index))
-        .bind(v.distance.map(i64::from))
-        .bind(checks_json(v))
-        .execute(pool)
-        .await
-        .or_backend()?
-        .rows_affected());
-        Ok(done == 1)
     }
 
     async fn record_scores(&self, image_id: &str, scores: &Scores) -> Result<()> {
@@ -200,8 +192,10 @@ impl Catalog for SqlCatalog {
 
     async fn insert_image(&self, i: &ImageRecord) -> Result<()> {
         match &self.db {
-            Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, None).await.map(drop),
-            Db::Postgres { pool } => postgres::insert_image(pool, i).await,
+            Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, None, None)
+                .await
+                .map(drop),
+            Db::Postgres { pool } => postgres::insert_image(pool, i, None, None).await.map(drop),
         }
     }
 
@@ -211,13 +205,28 @@ impl Catalog for SqlCatalog {
         max_distance: u32,
         scope: Option<&str>,
     ) -> Result<Option<Similar>> {
+        let near = Some((max_distance, scope));
+        let stored = match &self.db {
+            Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, near, None).await?,
+            Db::Postgres { pool } => postgres::insert_image(pool, i, near, None).await?,
+        };
+        Ok(match stored {
+            Stored::Near(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    async fn record_stored(
+        &self,
+        i: &ImageRecord,
+        verdict: &Verdict,
+        near: Option<(u32, Option<&str>)>,
+        now: Millis,
+    ) -> Result<Stored> {
+        let entry = Some((verdict, now));
         match &self.db {
-            Db::Sqlite { pool, pdq } => {
-                sqlite::insert_image(pool, pdq, i, Some((max_distance, scope))).await
-            }
-            Db::Postgres { pool } => {
-                postgres::insert_image_unless_near(pool, i, max_distance, scope).await
-            }
+            Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, near, entry).await,
+            Db::Postgres { pool } => postgres::insert_image(pool, i, near, entry).await,
         }
     }
 

@@ -11,15 +11,16 @@
 //! batch row that [`record_entries`] takes too.
 
 use super::rows::{matchable_hash, mih_keys, rank_similar};
-use super::statements::{COMPLETE, RECORD_ENTRIES_PHASE, insert_image_rows};
+use super::statements::{COMPLETE, RECORD_ENTRIES_PHASE, insert_image_rows, record_verdict};
 use super::{Db, SqlCatalog, migrations};
 use crate::DriverResult;
 use picsift_core::Result;
-use picsift_core::backend::Similar;
+use picsift_core::backend::{Similar, Stored};
 use picsift_core::model::{EntryPlan, ImageRecord};
 use picsift_core::pdq::Hash;
 use picsift_core::pdq_index;
 use picsift_core::time::Millis;
+use picsift_core::verdict::Verdict;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -143,38 +144,41 @@ async fn insert_image_on(conn: &mut sqlx::PgConnection, i: &ImageRecord) -> Resu
     Ok(())
 }
 
-/// Records an image.
-pub(super) async fn insert_image(pool: &PgPool, i: &ImageRecord) -> Result<()> {
-    let mut tx = pool.begin().await.or_backend()?;
-    insert_image_on(&mut tx, i).await?;
-    tx.commit().await.or_backend()
-}
-
-/// Records an image unless a stored one is within `max_distance`.
-pub(super) async fn insert_image_unless_near(
+/// Records an image (and, with `entry`, its entry's verdict, only while
+/// the entry is undecided), unless `near_within` finds a stored image that
+/// near. The near check runs under one advisory lock: near duplicates are
+/// not keyed, so no row lock could serialize them.
+pub(super) async fn insert_image(
     pool: &PgPool,
     i: &ImageRecord,
-    max_distance: u32,
-    scope: Option<&str>,
-) -> Result<Option<Similar>> {
+    near_within: Option<(u32, Option<&str>)>,
+    entry: Option<(&Verdict, Millis)>,
+) -> Result<Stored> {
     let mut tx = pool.begin().await.or_backend()?;
-    // One transaction at a time runs this check and insert: near
-    // duplicates are not keyed, so no row lock could serialize them.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(NEAR_LOCK)
-        .execute(&mut *tx)
-        .await
-        .or_backend()?;
-    if let Some(hash) = matchable_hash(i) {
-        let found = similar_on(&mut tx, &hash, max_distance, 2, scope).await?;
-        if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
-            tx.rollback().await.or_backend()?;
-            return Ok(Some(m));
+    if let Some((max_distance, scope)) = near_within {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(NEAR_LOCK)
+            .execute(&mut *tx)
+            .await
+            .or_backend()?;
+        if let Some(hash) = matchable_hash(i) {
+            let found = similar_on(&mut tx, &hash, max_distance, 2, scope).await?;
+            if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
+                tx.rollback().await.or_backend()?;
+                return Ok(Stored::Near(m));
+            }
         }
+    }
+    // The entry's row lock orders this with an Expire or Cancel deciding it.
+    if let Some((verdict, now)) = entry
+        && !record_verdict!(&mut *tx, &i.batch_id, i.entry_index, verdict, now)
+    {
+        tx.rollback().await.or_backend()?;
+        return Ok(Stored::EntryDecided);
     }
     insert_image_on(&mut tx, i).await?;
     tx.commit().await.or_backend()?;
-    Ok(None)
+    Ok(Stored::Recorded)
 }
 
 /// Images within `max_distance` of `hash`: candidates from `pdq_mih`,

@@ -7,12 +7,13 @@ use super::{Db, SqlCatalog, migrations};
 use crate::DriverResult;
 use async_trait::async_trait;
 use picsift_core::Result;
-use picsift_core::backend::{DedupIndex, Similar};
+use picsift_core::backend::{DedupIndex, Similar, Stored};
 use picsift_core::dedup::{self, ClaimOutcome, ClaimRecord, ClaimState, CommitOutcome};
 use picsift_core::model::{EntryPlan, ImageRecord};
 use picsift_core::pdq::Hash;
 use picsift_core::pdq_memory::MemoryIndex;
 use picsift_core::time::Millis;
+use picsift_core::verdict::Verdict;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -111,22 +112,29 @@ pub(super) async fn insert_image(
     pdq: &Mutex<MemoryIndex>,
     i: &ImageRecord,
     near_within: Option<(u32, Option<&str>)>,
-) -> Result<Option<Similar>> {
+    entry: Option<(&Verdict, Millis)>,
+) -> Result<Stored> {
     let mut index = pdq.lock().await;
     let hash = matchable_hash(i);
     if let (Some(hash), Some((max_distance, scope))) = (&hash, near_within) {
         let found = near(pool, &index, hash, max_distance, 2, scope).await?;
         if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
-            return Ok(Some(m));
+            return Ok(Stored::Near(m));
         }
     }
     let mut tx = pool.begin().await.or_backend()?;
+    if let Some((verdict, now)) = entry
+        && !super::statements::record_verdict!(&mut *tx, &i.batch_id, i.entry_index, verdict, now)
+    {
+        tx.rollback().await.or_backend()?;
+        return Ok(Stored::EntryDecided);
+    }
     let new = super::statements::insert_image_rows!(tx, i);
     tx.commit().await.or_backend()?;
     if let (true, Some(hash)) = (new, hash) {
         index.insert(&i.id, &hash);
     }
-    Ok(None)
+    Ok(Stored::Recorded)
 }
 
 /// Images near `hash` from the memory index, checked against `owner`'s

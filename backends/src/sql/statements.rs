@@ -55,3 +55,49 @@ macro_rules! insert_image_rows {
     }};
 }
 pub(crate) use insert_image_rows;
+
+/// Records an entry's verdict unless it already has one, on `$conn` (a
+/// pool or a transaction of either dialect); evaluates to whether it wrote.
+/// The first verdict wins: in PostgreSQL a concurrent writer of the same
+/// entry blocks on its row lock and then re-checks `verdict IS NULL` on the
+/// committed row; SQLite has one writer at a time.
+/// With a `replacing` image id, it instead replaces an `accepted` verdict
+/// for that image ([`picsift_core::backend::Catalog::correct_verdict`]).
+macro_rules! record_verdict {
+    ($conn:expr, $id:expr, $index:expr, $v:expr, $now:expr) => {
+        $crate::sql::statements::record_verdict!(@run $conn, $id, $index, $v, $now,
+            "verdict IS NULL AND CAST($12 AS TEXT) IS NULL", None::<&str>)
+    };
+    ($conn:expr, $id:expr, $index:expr, $v:expr, $now:expr, replacing $image:expr) => {
+        $crate::sql::statements::record_verdict!(@run $conn, $id, $index, $v, $now,
+            "verdict = 'accepted' AND image_id = $12", Some($image))
+    };
+    (@run $conn:expr, $id:expr, $index:expr, $v:expr, $now:expr, $condition:literal, $image:expr) => {{
+        let v: &picsift_core::verdict::Verdict = $v;
+        let index: u32 = $index;
+        let now: picsift_core::time::Millis = $now;
+        sqlx::query(concat!(
+            "UPDATE entries SET verdict = $1, reason = $2, detail = $3, image_id = $4, duplicate_of = $5, duplicate_kind = $6, decided_at = $7, distance = $10, checks = $11
+             WHERE batch_id = $8 AND idx = $9 AND ",
+            $condition
+        ))
+        .bind(v.kind.as_str())
+        .bind(v.reason.map(picsift_core::verdict::Reason::code))
+        .bind(&v.detail)
+        .bind(&v.image_id)
+        .bind(&v.duplicate_of)
+        .bind(v.duplicate_kind.map(super::rows::duplicate_kind_code))
+        .bind(now)
+        .bind($id)
+        .bind(i64::from(index))
+        .bind(v.distance.map(i64::from))
+        .bind(super::rows::checks_json(v))
+        .bind($image)
+        .execute($conn)
+        .await
+        .or_backend()?
+        .rows_affected()
+            == 1
+    }};
+}
+pub(crate) use record_verdict;
