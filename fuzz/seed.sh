@@ -30,3 +30,4 @@ fill archive_entries zip
 fill jpeg_trailer jpeg
 fill chunked_strip png webp
 fill heif_container heif
+fill gain_map_xmp xmp

@@ -105,7 +105,7 @@ impl Metadata {
     }
 
     /// The gain map's new XMP packet: these numbers and nothing else.
-    fn xmp(&self) -> String {
+    pub fn xmp(&self) -> String {
         let mut attributes = format!(
             " hdrgm:Version=\"1.0\" hdrgm:BaseRenditionIsHDR=\"{}\"",
             if self.base_rendition_is_hdr {

@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("jpeg_trailer", harness::jpeg_trailer),
     ("chunked_strip", harness::chunked_strip),
     ("heif_container", harness::heif_container),
+    ("gain_map_xmp", harness::gain_map_xmp),
 ];
 
 /// Files one level below each folder of `dir`, sorted; none when `dir` is missing.
@@ -60,11 +61,12 @@ fn every_seed_passes_every_fuzz_target() {
 
 #[test]
 fn image_seeds_pass_the_pipeline() {
-    // Seeds that are rejected would only test the rejection paths.
+    // Seeds that are rejected would only test the rejection paths (zips
+    // and XMP packets are not images).
     let policy = harness::small_policy();
     for path in seeds() {
         let kind = path.parent().unwrap().file_name().unwrap();
-        if kind == "zip" {
+        if kind == "zip" || kind == "xmp" {
             continue;
         }
         if let Err(r) = picsift_core::pipeline::prepare(&read(&path), &policy) {

@@ -10,7 +10,7 @@
 use picsift_core::archive::{self, EntryMeta};
 use picsift_core::format::{self, Sniffed};
 use picsift_core::policy::Policy;
-use picsift_core::{decode, isobmff, jpeg, pipeline, png_webp, trailer};
+use picsift_core::{decode, gain_map, isobmff, jpeg, pipeline, png_webp, trailer};
 use std::io::Cursor;
 use std::ops::Range;
 use zip::ZipArchive;
@@ -211,6 +211,18 @@ pub fn chunked_strip(data: &[u8]) {
         once.orientation.filter(|&o| o != 1),
         "the orientation written is not the one read"
     );
+}
+
+/// `gain_map::Metadata::parse`: an Ultra HDR gain map's XMP. What parses
+/// is written anew and reads back the same.
+pub fn gain_map_xmp(data: &[u8]) {
+    let Ok(meta) = gain_map::Metadata::parse(data) else {
+        return;
+    };
+    let written = meta.xmp();
+    let again = gain_map::Metadata::parse(written.as_bytes())
+        .unwrap_or_else(|e| panic!("the written XMP does not parse: {e}"));
+    assert_eq!(again, meta, "the written XMP reads back differently");
 }
 
 /// `isobmff::brand` and `isobmff::sanitize`: the HEIF container walk and
