@@ -137,6 +137,11 @@ async fn gateway_state(
     startup: &Startup,
 ) -> anyhow::Result<AppState> {
     let b = backends(cfg, &consumer_name(), startup).await?;
+    // A new Redis (a first start, or one that lost its data while the
+    // gateway was down) has no complete index yet: uploads would be held
+    // back until it is, so it is made complete before the first one.
+    let who = format!("gateway-{}", std::process::id());
+    picsift_core::dedup_index::ensure_complete(b.catalog.as_ref(), b.dedup.as_ref(), &who).await?;
     if let Ok(key) = std::env::var("PICSIFT_ADMIN_KEY") {
         crate::admin::bootstrap_key(b.catalog.as_ref(), &key).await?;
     }
@@ -158,6 +163,8 @@ async fn gateway_state(
         scheduler,
         policy,
         queue: Some(b.queue.clone()),
+        dedup: b.dedup.clone(),
+        rebuilding: Default::default(),
         limits: cfg.limits.tenant_limits(),
         rate: Arc::new(
             patiently(Dependency::Redis, "redis rate limiter", startup, || {

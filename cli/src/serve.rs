@@ -224,7 +224,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
 
     let queue: Arc<dyn picsift_core::backend::WorkQueue> = backends.queue.clone();
+    let dedup = backends.dedup.clone();
     let state = AppState {
+        dedup,
+        rebuilding: Default::default(),
         blobs,
         catalog,
         queue: Some(queue),

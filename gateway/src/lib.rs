@@ -5,6 +5,7 @@
 mod audit;
 pub mod auth;
 mod batches;
+mod dedup_gate;
 mod images;
 pub mod kube_scheduler;
 mod policy;
@@ -25,7 +26,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use picsift_core::auth::Caller;
-use picsift_core::backend::{BlobStore, Catalog, Scheduler, WorkQueue};
+use picsift_core::backend::{BlobStore, Catalog, DedupIndex, Scheduler, WorkQueue};
 use picsift_core::policy::Policy;
 use picsift_core::rate::RateLimiter;
 use std::sync::Arc;
@@ -47,6 +48,10 @@ pub struct AppState {
     pub limits: TenantLimits,
     /// Where the tenants' request buckets are kept.
     pub rate: Arc<dyn RateLimiter>,
+    /// The exact-dedup index: uploads wait while it is rebuilt.
+    pub dedup: Arc<dyn DedupIndex>,
+    /// Whether this process is rebuilding the dedup index now.
+    pub rebuilding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {

@@ -111,6 +111,7 @@ async fn receive(
             .await
             .map_err(|e| Problem::unavailable(format!("the work queue is unavailable: {e}")))?;
     }
+    crate::dedup_gate::check(&s).await?;
     let policy = s
         .named_policy(q.policy.as_deref(), StatusCode::BAD_REQUEST)
         .await?;

@@ -413,10 +413,11 @@ async fn redis_outage_answers_503_and_reindex_restores_dedup() {
     );
     assert_eq!(checks["checks"]["catalog"], "ok");
 
-    // Redis comes back empty. Nobody runs `picsift reindex`: the worker's
-    // first claim finds the index incomplete and rebuilds it from the
-    // catalog before answering, so the stored image is still a duplicate
-    // (before, the claim answered `new` and it was stored twice).
+    // Redis comes back empty. Nobody runs `picsift reindex`: the gateway
+    // finds the index incomplete at the next upload and rebuilds it from
+    // the catalog (a worker's first claim would too), so the stored image
+    // is still a duplicate (before, the claim answered `new` and it was
+    // stored twice).
     c.redis.restart();
     let start = Instant::now();
     while http
@@ -433,7 +434,41 @@ async fn redis_outage_answers_503_and_reindex_restores_dedup() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let again = upload(&base, batch_zip(&[500, 503], (320, 240))).await;
+    // Uploads are held back (503, Retry-After) until the index is rebuilt;
+    // the first one sets the gateway rebuilding it.
+    let zip = batch_zip(&[500, 503], (320, 240));
+    let mut held_back = 0;
+    let again = loop {
+        assert!(start.elapsed() < Duration::from_secs(60), "never rebuilt");
+        let r = http
+            .post(format!("{base}/v1/batches"))
+            .header("content-type", "application/zip")
+            .body(zip.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 202 {
+            break r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        let problem: Value = r.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        // (Or, for a moment, the dedup connection is not back yet.)
+        if detail.contains("being rebuilt") {
+            held_back += 1;
+        } else {
+            assert!(detail.contains("a backend is unavailable"), "{problem}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        held_back >= 1,
+        "the first upload after the loss is held back"
+    );
     let done = wait_done(&base, &again).await;
     assert_eq!(
         (
