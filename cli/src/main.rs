@@ -62,6 +62,11 @@ enum Command {
 /// on stderr: the error and its causes, `: `-joined, naming what to fix
 /// (a backtrace only with RUST_BACKTRACE).
 fn main() -> std::process::ExitCode {
+    // Started by `picsift serve` to decode in isolation: only that.
+    #[cfg(feature = "ml")]
+    if std::env::var_os(picsift_worker::isolated::CHILD_ENV).is_some() {
+        picsift_worker::isolated::child_main();
+    }
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -194,9 +194,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         batch_size: args.ml_batch_size,
         ..picsift_ml::Options::default()
     })?;
+    // Decoders run in child processes: an abort or a hang in one costs an
+    // entry, never the server (picsift_worker::isolated).
+    let decoders = picsift_worker::isolated::DecoderPool::new(
+        picsift_worker::isolated::DecoderCommand::this_executable()
+            .context("cannot find this executable to start decoder processes")?,
+        picsift_worker::isolated::DEFAULT_TIMEOUT,
+    );
     let mut config = WorkerConfig {
         policy: policy.clone(),
         ml: Arc::new(ml),
+        decoders: Some(Arc::new(decoders)),
         ..WorkerConfig::default()
     };
     if let Some(n) = args.concurrency {

@@ -140,6 +140,9 @@ reasons! {
     /// Decoding the entry crashed: it panicked, or it killed its worker
     /// (an abort, out of memory) on two deliveries of its task.
     DecoderCrash = "decoder_crash", Rejected, "Re-export the image with a standard tool; this file crashes image decoders.";
+    /// Decoding the entry ran past the wall-clock limit in its decoder
+    /// process (`picsift serve`), which was stopped.
+    DecodeTimeout = "decode_timeout", Rejected, "Re-export the image with a standard tool; this file takes a decoder far too long.";
     /// Processing the entry failed inside picsift; retrying may help.
     InternalError = "internal_error", Failed, "Upload the image again; report the batch id if it keeps failing.";
     /// The entry's chunk failed on every delivery and was dead-lettered.

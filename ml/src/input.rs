@@ -22,27 +22,37 @@ impl Inputs {
         specs: &[&ModelSpec],
         quality: bool,
     ) -> Self {
-        // One area-averaging shrink of a large photo first, so each model's
-        // resize reads a few hundred thousand pixels, not millions.
-        let largest = specs
-            .iter()
-            .map(|s| s.width.max(s.height))
-            .chain(quality.then_some(crate::quality::SIDE))
-            .max()
-            .unwrap_or(1);
-        let reduced = if rgb.width().max(rgb.height()) > 4 * largest {
-            let scale = (2 * largest) as f32 / rgb.width().max(rgb.height()) as f32;
-            let (w, h) = scaled(rgb.width(), rgb.height(), scale);
-            imageops::thumbnail(rgb, w, h)
-        } else {
-            rgb.clone()
-        };
-        let src = apply_orientation(reduced, orientation);
+        let src = apply_orientation(reduced(rgb, largest_side(specs, quality)), orientation);
         Self {
             quality: quality
                 .then(|| grey(&resize(&src, crate::quality::SIDE, crate::quality::SIDE))),
             models: specs.iter().map(|s| model_input(&src, s)).collect(),
         }
+    }
+}
+
+/// The longest side any of these inputs needs.
+pub(crate) fn largest_side(specs: &[&ModelSpec], quality: bool) -> u32 {
+    specs
+        .iter()
+        .map(|s| s.width.max(s.height))
+        .chain(quality.then_some(crate::quality::SIDE))
+        .max()
+        .unwrap_or(1)
+}
+
+/// One area-averaging shrink of a large photo, so each model's resize
+/// reads a few hundred thousand pixels, not millions: a picture more than
+/// four times `largest` a side becomes twice `largest`; a smaller one stays
+/// as it is. Shrinking what this returned again changes nothing, so a
+/// decoder process can send the shrunk picture instead of the whole one.
+pub fn reduced(rgb: &RgbImage, largest: u32) -> RgbImage {
+    if rgb.width().max(rgb.height()) > 4 * largest {
+        let scale = (2 * largest) as f32 / rgb.width().max(rgb.height()) as f32;
+        let (w, h) = scaled(rgb.width(), rgb.height(), scale);
+        imageops::thumbnail(rgb, w, h)
+    } else {
+        rgb.clone()
     }
 }
 

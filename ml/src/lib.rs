@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use input::{Inputs, model_input};
+pub use input::{Inputs, model_input, reduced};
 
 /// A model or policy that cannot be used: found when the worker starts (or
 /// first sees the policy), never reported as a per-image failure.
@@ -341,6 +341,14 @@ impl Checker {
     /// the decoded pixels, turned upright by their orientation.
     pub fn inputs(&self, pixels: &Oriented) -> Inputs {
         self.inputs_of(&pixels.stored, pixels.orientation)
+    }
+
+    /// The longest side of any input the checks take (the quality
+    /// thumbnail, each model's): pixels shrunk by [`reduced`] to it give
+    /// the same inputs as the whole picture.
+    pub fn largest_input(&self) -> u32 {
+        let specs: Vec<&ModelSpec> = self.models.iter().map(|(s, _)| s.as_ref()).collect();
+        input::largest_side(&specs, self.quality.is_some())
     }
 
     fn inputs_of(&self, rgb: &image::RgbImage, orientation: u16) -> Inputs {

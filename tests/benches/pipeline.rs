@@ -2,6 +2,8 @@
 //!
 //! 1. Pipeline throughput on 12-megapixel JPEGs (strict decode + sanitise +
 //!    SHA-256), one core, next to `djpeg` decoding the same files.
+//!    1b. The same through a decoder child process, as `picsift serve`
+//!    decodes, next to it in this process: what isolation costs.
 //! 2. Upload ingest of a large zip through a real `picsift serve` (release
 //!    build), next to `cp` of the same file, with the server's peak RSS.
 //!
@@ -28,6 +30,10 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Section 1b starts this binary again as a decoder child.
+    if std::env::var_os(picsift_worker::isolated::CHILD_ENV).is_some() {
+        picsift_worker::isolated::child_main();
+    }
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return Ok(()); // `cargo test --benches` probes bench binaries this way.
     }
@@ -104,6 +110,57 @@ fn main() -> anyhow::Result<()> {
         "| picsift prepare (structure + sanitise, orientation and ICC kept + strict decode + SHA-256 + PDQ) | {ours_ips:.2} | {:.0} | {:.2} |\n",
         1000.0 / ours_ips,
         ours_ips / djpeg_ips
+    );
+
+    // 1b. What isolating the decoder costs (`picsift serve` decodes in
+    // child processes): the pipeline in this process, with the pixels
+    // shrunk for the default quality checks' 256-pixel input, against the
+    // same through a child (the bytes and the shrunk pixels cross pipes).
+    let largest = 256;
+    let time = |f: &dyn Fn(&[u8])| {
+        median(
+            (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    for d in &datas {
+                        f(d);
+                    }
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let in_process = time(&|d: &[u8]| {
+        let (_, pixels) = picsift_core::pipeline::prepare_with_pixels(d, &policy).unwrap();
+        std::hint::black_box(picsift_ml::reduced(&pixels.unwrap().stored, largest));
+    });
+    let pool = picsift_worker::isolated::DecoderPool::new(
+        picsift_worker::isolated::DecoderCommand::this_executable()?,
+        picsift_worker::isolated::DEFAULT_TIMEOUT,
+    );
+    // The child starts (and loads its libraries) once, before timing.
+    pool.prepare(&datas[0], &policy, largest).unwrap();
+    let isolated = time(&|d: &[u8]| {
+        std::hint::black_box(pool.prepare(d, &policy, largest).unwrap());
+    });
+    let per = |t: Duration| t.as_secs_f64() * 1000.0 / n as f64;
+    println!(
+        "## Decoder isolation, the same files, one core
+"
+    );
+    println!(
+        "| what | ms/image | cost |
+|---|---|---|"
+    );
+    println!(
+        "| in this process (prepare + shrink for the checks) | {:.1} | — |",
+        per(in_process)
+    );
+    println!(
+        "| in a decoder child (`picsift serve`) | {:.1} | {:+.1} ms ({:+.1}%) |\n",
+        per(isolated),
+        per(isolated) - per(in_process),
+        (per(isolated) / per(in_process) - 1.0) * 100.0
     );
 
     // 2. Ingest (PICSIFT_BENCH_ZIP_MB=0 skips it).

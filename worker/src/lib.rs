@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod heartbeat;
+pub mod isolated;
 mod process;
 
 pub use process::{process_chunk, run_workers};
@@ -35,6 +36,10 @@ pub struct WorkerConfig {
     pub idle_timeout: Option<std::time::Duration>,
     /// The quality and ML checks' models and threads (one per process).
     pub ml: Arc<picsift_ml::Runtime>,
+    /// Decoding in child processes ([`isolated`]): `picsift serve` sets it,
+    /// so a decoder crash costs an entry, never the server; `None` decodes
+    /// in this process (the cluster's workers are processes of their own).
+    pub decoders: Option<Arc<isolated::DecoderPool>>,
 }
 
 impl Default for WorkerConfig {
@@ -50,6 +55,7 @@ impl Default for WorkerConfig {
                 picsift_ml::Runtime::new(picsift_ml::Options::default())
                     .expect("the default ML options are valid"),
             ),
+            decoders: None,
         }
     }
 }

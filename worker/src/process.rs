@@ -56,6 +56,8 @@ struct Checking {
         Arc<dyn picsift_core::backend::Catalog>,
         tokio::runtime::Handle,
     )>,
+    /// Child processes to decode in, if isolated ([`crate::isolated`]).
+    decoders: Option<Arc<crate::isolated::DecoderPool>>,
 }
 
 /// Decodes of one entry that may end with its worker gone (killed by an
@@ -103,7 +105,15 @@ impl Checking {
     /// The pure pipeline on one entry's bytes, then its checks queued.
     fn run_unguarded(&self, index: u32, name: String, bytes: Vec<u8>) -> Checked {
         let audit = self.audited(index).then(|| bytes.clone());
-        let (outcome, pending) = match pipeline::prepare_with_pixels(&bytes, &self.policy) {
+        let prepared = match &self.decoders {
+            None => pipeline::prepare_with_pixels(&bytes, &self.policy),
+            Some(pool) => {
+                // Pixels only as large as the checks' inputs need.
+                let reduce_to = self.checker.as_ref().map_or(0, |c| c.largest_input());
+                pool.prepare(&bytes, &self.policy, reduce_to)
+            }
+        };
+        let (outcome, pending) = match prepared {
             Err(r) => (Err(r), None),
             Ok((p, pixels)) => match (&self.checker, pixels) {
                 (Some(c), Some(rgb)) => (Ok(p), Some(c.submit(c.inputs(&rgb)))),
@@ -185,6 +195,7 @@ pub async fn process_chunk(
             batch_id: batch.id.as_str().into(),
             guard: (deliveries >= 2 || task.replanned)
                 .then(|| (b.catalog.clone(), tokio::runtime::Handle::current())),
+            decoders: cfg.decoders.clone(),
         };
         let (tx, mut rx) = mpsc::channel::<Result<Checked, String>>(depth);
         let producer = if picsift_core::model::is_prefix(&batch.staged_key) {
