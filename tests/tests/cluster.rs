@@ -4,295 +4,14 @@
 
 mod common;
 
-use common::{picsift_bin, sha256_hex};
-use picsift_backends::cluster::{RedisDedup, S3BlobStore, S3Config};
-use picsift_core::backend::{BlobStore, DedupIndex};
-use picsift_tests::services::garage::{self, Garage};
-use picsift_tests::services::postgres::Postgres;
-use picsift_tests::services::redis::RedisServer;
-use picsift_tests::{ZipBuilder, jpeg};
+use common::cluster::*;
+use common::picsift_bin;
+use picsift_backends::cluster::{S3BlobStore, S3Config};
+use picsift_core::backend::BlobStore;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Cluster {
-    garage: Garage,
-    _postgres: Postgres,
-    redis: RedisServer,
-    config: PathBuf,
-    s3: S3Config,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let garage = Garage::start();
-        let bucket = garage.bucket("picsift");
-        let postgres = Postgres::start();
-        let redis = RedisServer::start();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("picsift.toml");
-        let s3 = S3Config {
-            endpoint: garage.endpoint.clone(),
-            region: garage::REGION.into(),
-            bucket: bucket.clone(),
-            access_key_id: garage::ACCESS_KEY.into(),
-            secret_access_key: garage::SECRET_KEY.into(),
-            part_size: 5 << 20,
-            ..S3Config::default()
-        };
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\nwebhook_secret = \"whsec_dGVzdA==\"\n\
-                 [s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\npart_size = 5242880\n\
-                 [redis]\nurl = \"{}\"\nvisibility_timeout_ms = 3000\n\
-                 [postgres]\nurl = \"{}\"\nmax_connections = 4\n\
-                 [worker]\nconcurrency = 1\nlease_ms = 5000\nchunk_entries = 4\nmax_deliveries = 30\n",
-                garage.endpoint,
-                garage::REGION,
-                garage::ACCESS_KEY,
-                garage::SECRET_KEY,
-                redis.url,
-                postgres.url
-            ),
-        )
-        .unwrap();
-        Cluster {
-            garage,
-            _postgres: postgres,
-            redis,
-            config,
-            s3,
-            _dir: dir,
-        }
-    }
-
-    /// Starts `picsift ROLE` and waits for the line that says it is up; returns it with that line.
-    fn spawn(&self, role: &str, ready: &str) -> (Proc, String) {
-        self.spawn_env(role, ready, &[])
-    }
-
-    /// [`Self::spawn`] with settings overridden by environment variables.
-    fn spawn_env(&self, role: &str, ready: &str, env: &[(&str, &str)]) -> (Proc, String) {
-        let mut child = Command::new(picsift_bin())
-            .args([role, "--config"])
-            .arg(&self.config)
-            // Never ask the cloud's metadata endpoint for credentials.
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("PICSIFT_LOG", "warn,picsift_worker=info")
-            .env("PICSIFT_ADMIN_KEY", ADMIN_KEY)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (tag, ready) = (role.to_string(), ready.to_string());
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(&ready) {
-                    let _ = tx.send(line.clone());
-                }
-                eprintln!("[{tag}] {line}");
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{role} did not start"));
-        (Proc(child, log), line)
-    }
-}
-
-/// The gateway's bootstrap admin key (`PICSIFT_ADMIN_KEY`).
-const ADMIN_KEY: &str = "psk_0123456789abcdef_bootstrapKeyForTheClusterTests-0123456789ab";
-
-/// A client with the admin key.
-fn http() -> reqwest::Client {
-    common::client_with(ADMIN_KEY)
-}
-
-/// A picsift process and the lines of its log so far.
-struct Proc(Child, Arc<Mutex<Vec<String>>>);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill(); // SIGKILL
-        let _ = self.0.wait();
-    }
-
-    /// Whether a line of its log so far contains `text`.
-    fn logged(&self, text: &str) -> bool {
-        self.1.lock().unwrap().iter().any(|l| l.contains(text))
-    }
-
-    /// Sends SIGTERM, as Kubernetes does when it deletes a pod, and waits
-    /// up to `limit` for the process to exit.
-    fn terminate(&mut self, limit: Duration) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn get_json(url: &str) -> Value {
-    http().get(url).send().await.unwrap().json().await.unwrap()
-}
-
-async fn wait_done(base: &str, id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = get_json(&format!("{base}/v1/batches/{id}")).await;
-        if s["phase"] == "completed" || s["phase"] == "failed" {
-            return s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "batch {id} not done: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn report(base: &str, id: &str) -> Vec<Value> {
-    let text = http()
-        .get(format!("{base}/v1/batches/{id}/report"))
-        .header("accept", "application/x-ndjson")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-async fn upload(base: &str, zip: Vec<u8>) -> String {
-    let r = http()
-        .post(format!("{base}/v1/batches"))
-        .header("content-type", "application/zip")
-        .body(zip)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-/// After all batches: one verdict per entry, the images bucket holds
-/// exactly the accepted images, each downloads and hashes to its id, and no
-/// claim is pending.
-async fn check_invariants(
-    c: &Cluster,
-    base: &str,
-    batches: &HashMap<String, usize>,
-) -> BTreeSet<String> {
-    let mut accepted = BTreeSet::new();
-    for (id, entries) in batches {
-        let lines = report(base, id).await;
-        assert_eq!(lines.len(), *entries, "batch {id}: one line per entry");
-        for l in &lines {
-            match l["verdict"].as_str().unwrap() {
-                "accepted" => {
-                    accepted.insert(l["image_id"].as_str().unwrap().to_string());
-                }
-                "duplicate" => {}
-                other => panic!("unexpected verdict {other}: {l}"),
-            }
-        }
-    }
-    for l in batches.keys() {
-        for d in report(base, l)
-            .await
-            .iter()
-            .filter(|l| l["verdict"] == "duplicate")
-        {
-            assert!(
-                accepted.contains(d["duplicate_of"].as_str().unwrap()),
-                "duplicate of a stored image: {d}"
-            );
-        }
-    }
-    let store = S3BlobStore::connect(c.s3.clone()).await.unwrap();
-    let stored: BTreeSet<String> = store
-        .list("images/")
-        .await
-        .unwrap()
-        .iter()
-        .map(|k| k.rsplit('/').next().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        stored, accepted,
-        "the images bucket holds exactly the accepted images"
-    );
-    for id in &accepted {
-        let bytes = http()
-            .get(format!("{base}/v1/images/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(&sha256_hex(&bytes), id);
-    }
-    assert!(
-        store.list("staging/").await.unwrap().is_empty(),
-        "staged uploads are deleted"
-    );
-    let dedup = RedisDedup::connect(&c.redis.url, "picsift:").await.unwrap();
-    assert_eq!(
-        dedup.pending_claims().await.unwrap(),
-        0,
-        "no claim left pending"
-    );
-    accepted
-}
-
-fn base_of(line: &str) -> String {
-    line.split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn batch_zip(seeds: &[u64], size: (u32, u32)) -> Vec<u8> {
-    let mut z = ZipBuilder::new();
-    for (i, s) in seeds.iter().enumerate() {
-        z = z.stored(&format!("img_{i:02}.jpg"), &jpeg(*s, size.0, size.1));
-    }
-    z.finish()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_and_two_workers_process_concurrent_batches_exactly_once() {
@@ -657,7 +376,7 @@ async fn misconfigurations_stop_the_gateway_naming_the_setting_and_outages_are_w
     let mut c = Cluster::start();
     // At start: a permanent misconfiguration ends the process with the
     // setting to fix, instead of retrying (or serving) forever.
-    let no_db = c._postgres.url.replace("/picsift", "/nodb");
+    let no_db = c.postgres.url.replace("/picsift", "/nodb");
     let unknown_key = c.config.with_file_name("unknown-key.toml");
     std::fs::write(
         &unknown_key,
@@ -761,7 +480,7 @@ async fn misconfigurations_stop_the_gateway_naming_the_setting_and_outages_are_w
     assert_eq!(r.status(), 200);
 
     // PostgreSQL down while serving: a 503 with an error id, no driver text.
-    c._postgres.stop();
+    c.postgres.stop();
     let r = http()
         .get(format!("{base}/v1/batches"))
         .send()
@@ -780,7 +499,7 @@ async fn misconfigurations_stop_the_gateway_naming_the_setting_and_outages_are_w
             .starts_with("unavailable (error id "),
         "{ready}"
     );
-    c._postgres.resume();
+    c.postgres.resume();
     wait_ready(&base, "not ready after PostgreSQL came back").await;
 
     // While running: a bucket gone later fails the readiness probe (a read
