@@ -301,4 +301,3 @@ pub fn batch_zip(seeds: &[u64], size: (u32, u32)) -> Vec<u8> {
     }
     z.finish()
 }
-
