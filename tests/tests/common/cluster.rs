@@ -249,13 +249,7 @@ pub async fn check_invariants(
         }
     }
     let store = S3BlobStore::connect(c.s3.clone()).await.unwrap();
-    let stored: BTreeSet<String> = store
-        .list("images/")
-        .await
-        .unwrap()
-        .iter()
-        .map(|k| k.rsplit('/').next().unwrap().to_string())
-        .collect();
+    let stored = image_blob_ids(&store).await;
     assert_eq!(
         stored, accepted,
         "the images bucket holds exactly the accepted images"
@@ -282,6 +276,17 @@ pub async fn check_invariants(
         "no claim left pending"
     );
     accepted
+}
+
+/// The ids of the images whose bytes are in the object store.
+pub async fn image_blob_ids(store: &S3BlobStore) -> BTreeSet<String> {
+    store
+        .list("images/")
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect()
 }
 
 pub fn base_of(line: &str) -> String {
