@@ -7,7 +7,7 @@ use anyhow::Context;
 use picsift_backends::cluster::S3Config;
 use picsift_core::format::Format;
 use picsift_core::policy::{
-    AuditPolicy, DedupScope, GainMaps, ModelSpec, Policy, QualityPolicy, Sanitize,
+    Animation, AuditPolicy, DedupScope, GainMaps, ModelSpec, Policy, QualityPolicy, Sanitize,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -140,6 +140,8 @@ pub struct PolicyConfig {
     pub sanitize: Sanitize,
     /// An HDR photo's gain map: `drop` it, or `keep` it validated.
     pub gain_maps: GainMaps,
+    /// An animated PNG: store its checked `still`, or `refuse` it.
+    pub animation: Animation,
 }
 
 /// A policy file for `picsift serve --policy`: a `[policy]` table's keys
@@ -367,6 +369,7 @@ impl Default for PolicyConfig {
             shared_images: p.shared_images,
             sanitize: p.sanitize,
             gain_maps: p.gain_maps,
+            animation: p.animation,
         }
     }
 }
@@ -506,6 +509,7 @@ impl Config {
             shared_images: self.policy.shared_images,
             sanitize: self.policy.sanitize,
             gain_maps: self.policy.gain_maps,
+            animation: self.policy.animation,
             spelling: picsift_core::setting::Spelling::ConfigFile,
             ..Policy::default()
         })

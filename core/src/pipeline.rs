@@ -5,7 +5,7 @@
 use crate::format::{self, Format, Sniffed};
 use crate::jpeg;
 use crate::orientation::Oriented;
-use crate::policy::{GainMaps, Policy, Sanitize};
+use crate::policy::{Animation, GainMaps, Policy, Sanitize};
 use crate::verdict::{Reason, Rejection};
 use sha2::{Digest, Sha256};
 
@@ -239,6 +239,15 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
         Format::Png => crate::png_webp::strip_png(data, icc.is_some())?,
         _ => crate::png_webp::strip_webp(data, icc.is_some())?,
     };
+    if stripped.animated && policy.animation == Animation::Refuse {
+        return Err(Rejection::new(
+            Reason::Animated,
+            "the PNG is an animation (APNG); the policy refuses animations (animation = refuse)",
+        ));
+    }
+    let removed = stripped.animated.then(|| {
+        "APNG animation removed: its default image, decoded and checked, is stored".to_string()
+    });
     let clean = stripped.bytes;
     let mut reader =
         image::ImageReader::with_format(std::io::Cursor::new(&clean[..]), image_format);
@@ -264,7 +273,7 @@ fn prepare_other(data: &[u8], format: Format, policy: &Policy) -> Result<Stage, 
         orientation: stripped.orientation,
         pixels: Some(decoded.to_rgb8()),
         icc,
-        removed: None,
+        removed,
     })
 }
 

@@ -21,6 +21,9 @@ pub struct Stripped {
     pub bytes: Vec<u8>,
     /// The EXIF orientation (1–8) of the upload, kept in `bytes`.
     pub orientation: Option<u16>,
+    /// Whether the upload was an animation (an APNG's `acTL`), of which
+    /// `bytes` keep the default image alone.
+    pub animated: bool,
 }
 
 /// One chunk: its type and where it starts and ends (CRC included).
@@ -108,6 +111,7 @@ pub fn strip_png(data: &[u8], keep_icc: bool) -> Result<Stripped, Rejection> {
     Ok(Stripped {
         bytes: out,
         orientation,
+        animated: chunks.iter().any(|c| c.kind == b"acTL"),
     })
 }
 
@@ -216,5 +220,7 @@ pub fn strip_webp(data: &[u8], keep_icc: bool) -> Result<Stripped, Rejection> {
     Ok(Stripped {
         bytes: out,
         orientation,
+        // An animated WebP is refused above.
+        animated: false,
     })
 }

@@ -61,6 +61,12 @@ pub struct Policy {
     /// images' metadata written anew ([`crate::gain_map`]).
     #[serde(alias = "gain_maps")]
     pub gain_maps: GainMaps,
+    /// What becomes of an animated PNG (APNG): `still` (default) stores its
+    /// default image, the still that was decoded and checked, without the
+    /// animation; `refuse` refuses it as `animated`. An animated WebP is
+    /// refused either way (its frames cannot be separated from the still
+    /// without re-encoding), as is a HEIF sequence or collection.
+    pub animation: Animation,
     /// How the deployment that made this policy spells its settings, so
     /// that a rejection names the one to change ([`crate::setting`]).
     pub spelling: Spelling,
@@ -90,6 +96,19 @@ pub enum GainMaps {
     Drop,
     /// Keep a validated Ultra HDR gain map.
     Keep,
+}
+
+/// See [`Policy::animation`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Animation {
+    /// Store an APNG's default image, checked, without the animation.
+    #[default]
+    Still,
+    /// Refuse every animation.
+    Refuse,
 }
 
 /// See [`Policy::dedup_scope`].
@@ -281,6 +300,7 @@ impl Default for Policy {
             shared_images: false,
             sanitize: Sanitize::Strip,
             gain_maps: GainMaps::Drop,
+            animation: Animation::Still,
             spelling: Spelling::default(),
         }
     }

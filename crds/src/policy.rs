@@ -3,7 +3,7 @@
 use kube::{CustomResource, KubeSchema};
 use picsift_core::format::Format;
 use picsift_core::policy::{
-    AuditPolicy, DedupScope, GainMaps, ModelSpec, Policy, QualityPolicy, Sanitize,
+    Animation, AuditPolicy, DedupScope, GainMaps, ModelSpec, Policy, QualityPolicy, Sanitize,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,11 @@ pub struct ValidationPolicySpec {
     /// written anew).
     #[serde(default)]
     pub gain_maps: GainMaps,
+    /// An animated PNG: `still` (default: its default image, decoded and
+    /// checked, is stored without the animation) or `refuse`. Animated
+    /// WebP and HEIF sequences are refused either way.
+    #[serde(default)]
+    pub animation: Animation,
 }
 
 /// Near-duplicate matching: an image whose PDQ hash is within
@@ -216,6 +221,7 @@ impl ValidationPolicySpec {
             shared_images: self.shared_images,
             sanitize: self.sanitize,
             gain_maps: self.gain_maps,
+            animation: self.animation,
             spelling: picsift_core::setting::Spelling::ValidationPolicy,
         }
     }

@@ -538,6 +538,7 @@ def test_default_worker_pool_and_validation_policy():
         "sharedImages": False,
         "sanitize": "strip",
         "gainMaps": "drop",
+        "animation": "still",
     }
     assert "gpu" not in render(CPU_ONLY).one("WorkerPool", FULLNAME)["spec"]
     gpu = render({"workerPool": {"gpu": {"count": 1}}}).one("WorkerPool", FULLNAME)["spec"]["gpu"]

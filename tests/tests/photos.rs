@@ -176,6 +176,26 @@ async fn photos_download_upright_and_in_their_colours() {
     let report = server.report(&id).await;
     let refused = line(&report, "animated.webp");
     assert_eq!(refused["reason"], "animated", "{refused}");
+    let still = line(&report, "animated.png");
+    assert!(
+        still["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("APNG animation removed")),
+        "{still}"
+    );
+    // With `animation = refuse`, the APNG is refused too.
+    let refuse = picsift_core::policy::Policy {
+        animation: picsift_core::policy::Animation::Refuse,
+        ..picsift_core::policy::Policy::default()
+    };
+    let r = picsift_core::pipeline::prepare(&apng, &refuse).unwrap_err();
+    assert_eq!(
+        r.reason,
+        picsift_core::verdict::Reason::Animated,
+        "{}",
+        r.detail
+    );
+    assert!(picsift_core::pipeline::prepare(&turned_png, &refuse).is_ok());
 
     let http = server.client();
     let stored = |name: &'static str| {
