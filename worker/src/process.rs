@@ -604,6 +604,21 @@ async fn store_once(
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
             ClaimOutcome::New | ClaimOutcome::Yours | ClaimOutcome::Committed { .. } => {
+                if !recorded && dedup.stored(b, &record.id).await? {
+                    // Recorded with another entry's verdict, whose worker
+                    // died before committing the claim: the claim goes to
+                    // the stored image again, and this entry is its
+                    // duplicate (as it would have been).
+                    match b.dedup.commit(&key, &owner, &record.id).await? {
+                        CommitOutcome::Committed => {
+                            return Ok(Some(Verdict {
+                                checks,
+                                ..Verdict::exact_duplicate(record.id.clone())
+                            }));
+                        }
+                        CommitOutcome::Lost => continue,
+                    }
+                }
                 if !recorded {
                     // A store that stays down fails the chunk, which is
                     // released and retried (up to max_deliveries); the
