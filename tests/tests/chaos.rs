@@ -268,15 +268,23 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
             }
         }
     }
-    // No picture accepted twice (its two encodings are near duplicates).
-    for (picture, images) in &accepted_by_picture {
-        if images.len() > 1 {
-            violations.push(format!(
-                "picture {picture} accepted {} times: {images:?}",
-                images.len()
-            ));
+    // No image accepted twice; a picture stored in both encodings only when
+    // their hashes are further apart than the near distance (for a few
+    // generated pictures, quality 60 moves the hash by 32-38 bits), which
+    // the check of every stored pair below decides.
+    let mut accepted_images: HashMap<&str, usize> = HashMap::new();
+    for image in accepted_by_picture.values().flatten() {
+        *accepted_images.entry(image).or_default() += 1;
+    }
+    for (image, n) in &accepted_images {
+        if *n > 1 {
+            violations.push(format!("image {image} accepted {n} times"));
         }
     }
+    let both_encodings = accepted_by_picture
+        .values()
+        .filter(|images| images.len() > 1)
+        .count();
     // Every catalog image has its bytes, hashing to its id; no two stored
     // images are near duplicates.
     let mut hashes = Vec::new();
@@ -316,7 +324,9 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     }
     eprintln!(
         "\nchaos: seed {seed}, {:.0} s, {} batches, {entries} entries, verdicts {verdicts:?}, \
-         {} images stored, {unrecorded} blobs without a record (left for the orphan sweep), \
+         {} images stored ({both_encodings} pictures in both encodings, their hashes further \
+         apart than the near distance), {unrecorded} blobs without a record (left for the \
+         orphan sweep), \
          {} invariant violations",
         start.elapsed().as_secs_f64(),
         truth.len(),
