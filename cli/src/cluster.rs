@@ -140,8 +140,18 @@ async fn gateway_state(
     // A new Redis (a first start, or one that lost its data while the
     // gateway was down) has no complete index yet: uploads would be held
     // back until it is, so it is made complete before the first one.
+    // At most 10 s: a rebuild another process holds (one that died holds
+    // its lock until the lock's lease ends) must not keep the gateway from
+    // starting; uploads are then held back by the gate until it is done.
     let who = format!("gateway-{}", std::process::id());
-    picsift_core::dedup_index::ensure_complete(b.catalog.as_ref(), b.dedup.as_ref(), &who).await?;
+    let complete =
+        picsift_core::dedup_index::ensure_complete(b.catalog.as_ref(), b.dedup.as_ref(), &who);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), complete).await {
+        Ok(done) => done?,
+        Err(_) => {
+            tracing::warn!("the dedup index is being rebuilt elsewhere; starting without waiting")
+        }
+    }
     if let Ok(key) = std::env::var("PICSIFT_ADMIN_KEY") {
         crate::admin::bootstrap_key(b.catalog.as_ref(), &key).await?;
     }
