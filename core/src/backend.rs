@@ -367,9 +367,17 @@ pub trait DedupIndex: Send + Sync {
     async fn begin_rebuild(&self, _who: &str, _ttl_ms: u64) -> Result<bool> {
         Ok(true)
     }
-    /// Ends a rebuild: the index is complete again.
-    async fn end_rebuild(&self, _who: &str) -> Result<()> {
-        Ok(())
+    /// Extends `who`'s right to rebuild by `ttl_ms` from now; `false` when
+    /// `who` no longer holds it (its lease ran out and another took it).
+    async fn renew_rebuild(&self, _who: &str, _ttl_ms: u64) -> Result<bool> {
+        Ok(true)
+    }
+    /// Ends `who`'s rebuild: when `who` still holds the right to rebuild,
+    /// the index is marked complete and the right given back (`true`);
+    /// otherwise nothing changes (`false`): another process holds it now,
+    /// or the index lost its data, the right with it, during the rebuild.
+    async fn end_rebuild(&self, _who: &str) -> Result<bool> {
+        Ok(true)
     }
 }
 

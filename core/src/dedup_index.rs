@@ -14,9 +14,11 @@ use crate::backend::{Catalog, DedupIndex};
 use crate::dedup::claim_key;
 use std::time::Duration;
 
-/// How long one process may hold the right to rebuild before another takes
-/// over (a rebuilder that died).
-pub const REBUILD_TTL_MS: u64 = 30 * 60_000;
+/// How long the right to rebuild lasts unless renewed: a rebuilder that
+/// died (or stalls this long) is taken over after this. The holder renews
+/// it every third of it while the rebuild runs ([`rebuild_holding`]), so
+/// a rebuild may take as long as it needs.
+pub const REBUILD_TTL_MS: u64 = 15_000;
 
 /// Writes every committed claim the catalog implies: one per image
 /// (global scope) and one per tenant that owns it (per-tenant scope).
@@ -39,6 +41,47 @@ pub async fn rebuild(catalog: &dyn Catalog, dedup: &dyn DedupIndex) -> Result<us
     Ok(restored)
 }
 
+/// Rebuilds the index while holding the right to (taken by the caller
+/// with [`DedupIndex::begin_rebuild`]), renewing it as the rebuild goes,
+/// then marks the index complete: returns how many images it restored.
+/// Returns `None` when the right was lost on the way — the holder stalled
+/// past its lease and another process took over (that one marks it
+/// complete), or the index lost its data again mid-rebuild (the right went
+/// with it, and what was restored before is gone): the index is then not
+/// marked complete by this rebuild.
+pub async fn rebuild_holding(
+    catalog: &dyn Catalog,
+    dedup: &dyn DedupIndex,
+    who: &str,
+) -> Result<Option<usize>> {
+    let n = tokio::select! {
+        n = rebuild(catalog, dedup) => n?,
+        never = renew_lease(dedup, who) => match never {},
+    };
+    Ok(dedup.end_rebuild(who).await?.then_some(n))
+}
+
+/// Renews `who`'s right to rebuild every third of its lease, until the
+/// rebuild it guards is done (the future is dropped).
+async fn renew_lease(dedup: &dyn DedupIndex, who: &str) -> std::convert::Infallible {
+    let mut lost = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(REBUILD_TTL_MS / 3)).await;
+        match dedup.renew_rebuild(who, REBUILD_TTL_MS).await {
+            Ok(true) => {}
+            Ok(false) if !lost => {
+                tracing::warn!(
+                    who,
+                    "the right to rebuild the dedup index is lost (another process took over, or the index lost its data again)"
+                );
+                lost = true;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(who, error = %e, "renewing the dedup rebuild lease failed"),
+        }
+    }
+}
+
 /// Returns once the index is complete: rebuilds it here when this process
 /// gets the right to, or waits for the process that has it.
 pub async fn ensure_complete(
@@ -56,10 +99,16 @@ pub async fn ensure_complete(
                 who,
                 "the dedup index lost its data: rebuilding it from the catalog"
             );
-            let n = rebuild(catalog, dedup).await?;
-            dedup.end_rebuild(who).await?;
-            tracing::warn!(who, images = n, "the dedup index is rebuilt");
-            return Ok(());
+            match rebuild_holding(catalog, dedup, who).await? {
+                Some(n) => {
+                    tracing::warn!(who, images = n, "the dedup index is rebuilt");
+                    return Ok(());
+                }
+                None => {
+                    tracing::warn!(who, "the dedup index rebuild lost its right midway; checking again");
+                    continue;
+                }
+            }
         }
         if !said {
             tracing::warn!(

@@ -10,7 +10,17 @@
 //!
 //! Ground truth: every entry is a picture (a seed) in one of two encodings
 //! (quality 92, or quality 60: a near duplicate of the first, other bytes),
-//! or a cut-off file. Pictures repeat within and across batches.
+//! or a cut-off file. Pictures repeat within and across batches and across
+//! the two tenants that upload. Duplicates count per tenant
+//! (`dedup_scope = "tenant"`; `PICSIFT_CHAOS_SCOPE=global` for one scope),
+//! so the same bytes are stored for both tenants under one content-addressed
+//! key, the case where one tenant's upload could delete another's image.
+//! Every upload asks for a completion webhook, to a receiver in this test
+//! that fails one delivery in four.
+//!
+//! The processes reach Redis, PostgreSQL and Garage through fault-injecting
+//! proxies (`common/proxy.rs`); Redis persists (append-only file, fsync
+//! always) so that it can restart with its data as well as without.
 
 mod common;
 
@@ -20,7 +30,9 @@ use picsift_backends::sql::SqlCatalog;
 use picsift_core::backend::{BlobStore, Catalog};
 use picsift_tests::{ZipBuilder, encode_jpeg, photo};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use common::proxy::FaultProxy;
+use picsift_core::webhook::Secret;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,8 +80,10 @@ fn picture_of(name: &str) -> Option<&str> {
     name.strip_prefix('p')?.split('-').next()
 }
 
-/// A batch that was received: its id and its entries' names.
-type Batch = (String, Vec<String>);
+/// A batch that was received: its id, its tenant, its entries' names.
+type Batch = (String, &'static str, Vec<String>);
+
+const TENANTS: [&str; 2] = ["acme", "bravo"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -77,28 +91,117 @@ enum Fault {
     PauseWorker,
     KillGateway,
     RedisLosesData,
+    RedisRestartsWithData,
     PostgresRestart,
     GarageRestart,
+    /// 250 ms on every chunk of bytes to one backend, for 6 s.
+    SlowNetwork(&'static str),
+    /// Every open connection to one backend closed.
+    CutConnections(&'static str),
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 13] = [
     Fault::KillWorker,
     Fault::PauseWorker,
     Fault::KillGateway,
     Fault::RedisLosesData,
+    Fault::RedisRestartsWithData,
     Fault::PostgresRestart,
     Fault::GarageRestart,
+    Fault::SlowNetwork("redis"),
+    Fault::SlowNetwork("postgres"),
+    Fault::SlowNetwork("garage"),
+    Fault::CutConnections("redis"),
+    Fault::CutConnections("postgres"),
+    Fault::CutConnections("garage"),
 ];
 
-/// Uploads one zip, retrying while the gateway is down or answers 503;
-/// `None` once the run is over.
-async fn upload_retrying(base: &Mutex<String>, zip: Vec<u8>, until: Instant) -> Option<String> {
+/// The webhook receiver: what it was sent (headers and body) for each
+/// attempt it accepted; it answers 500 to every fourth attempt.
+type Received = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+async fn webhook_receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let log = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (log, attempts) = (log.clone(), attempts.clone());
+                async move {
+                    use std::sync::atomic::Ordering;
+                    if attempts.fetch_add(1, Ordering::SeqCst) % 4 == 3 {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    log.lock().unwrap().push((headers, body.to_vec()));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+/// The batch ids whose completion event arrived with a valid signature.
+fn signed_completions(received: &Received) -> HashSet<String> {
+    let secret = Secret::parse(WEBHOOK_SECRET);
+    let mut done = HashSet::new();
+    for (headers, body) in received.lock().unwrap().iter() {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(id), Some(ts), Some(sig)) = (
+            header("webhook-id"),
+            header("webhook-timestamp").and_then(|t| t.parse().ok()),
+            header("webhook-signature"),
+        ) else {
+            continue;
+        };
+        if !secret.verify(id, ts, body, sig) {
+            continue;
+        }
+        if let Ok(event) = serde_json::from_slice::<Value>(body)
+            && let Some(batch) = event["data"]["id"].as_str()
+        {
+            done.insert(batch.to_string());
+        }
+    }
+    done
+}
+
+/// Creates an API key for `tenant` in the cluster's catalog.
+fn tenant_key(c: &Cluster, tenant: &str) -> String {
+    let out = std::process::Command::new(common::picsift_bin())
+        .args(["admin", "keys", "create", "--tenant", tenant, "--config"])
+        .arg(&c.config)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn proxy<'a>(c: &'a Cluster, name: &str) -> &'a FaultProxy {
+    &c.proxies.iter().find(|(n, _)| *n == name).unwrap().1
+}
+
+/// Uploads one zip as `client`, retrying while the gateway is down or
+/// answers 503; `None` once the run is over.
+async fn upload_retrying(
+    client: &reqwest::Client,
+    base: &Mutex<String>,
+    query: &str,
+    zip: Vec<u8>,
+    until: Instant,
+) -> Option<String> {
     loop {
         if Instant::now() > until + Duration::from_secs(60) {
             return None;
         }
-        let url = format!("{}/v1/batches", base.lock().unwrap());
-        let sent = http()
+        let url = format!("{}/v1/batches{query}", base.lock().unwrap());
+        let sent = client
             .post(url)
             .header("content-type", "application/zip")
             .body(zip.clone())
@@ -122,10 +225,22 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     let secs = env_u64("PICSIFT_CHAOS_SECS", 45);
     let seed = env_u64("PICSIFT_CHAOS_SEED", 1).max(1);
     let n_workers = env_u64("PICSIFT_CHAOS_WORKERS", 2) as usize;
-    eprintln!("chaos: {secs} s, seed {seed}, {n_workers} workers");
-    let mut c = Cluster::start();
+    let global = std::env::var("PICSIFT_CHAOS_SCOPE").is_ok_and(|s| s == "global");
+    let scope = if global { "global" } else { "tenant" };
+    eprintln!("chaos: {secs} s, seed {seed}, {n_workers} workers, dedup scope {scope}");
+    let (hook, received) = webhook_receiver().await;
+    let mut c = Cluster::start_with(Setup {
+        proxied: true,
+        persistent_redis: true,
+        top_level: "webhook_allowed_networks = [\"127.0.0.1/32\"]".into(),
+        policy: format!("dedup_scope = \"{scope}\""),
+    });
     let (mut gateway, line) = c.spawn("gateway", "listening on");
     let base = Arc::new(Mutex::new(base_of(&line)));
+    let clients: Vec<(&'static str, reqwest::Client)> = TENANTS
+        .iter()
+        .map(|t| (*t, common::client_with(&tenant_key(&c, t))))
+        .collect();
     let mut workers: Vec<Proc> = (0..n_workers)
         .map(|_| c.spawn("worker", "started").0)
         .collect();
@@ -138,7 +253,8 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     // The uploads: a batch every half second, 6 entries each.
     let truth: Arc<Mutex<Vec<Batch>>> = Arc::default();
     let uploader = {
-        let (base, truth) = (base.clone(), truth.clone());
+        let (base, truth, clients) = (base.clone(), truth.clone(), clients.clone());
+        let query = format!("?callback={hook}");
         tokio::spawn(async move {
             let mut rng = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
             let mut n = 0;
@@ -151,8 +267,10 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
                     names.push(name);
                 }
                 n += 1;
-                if let Some(id) = upload_retrying(&base, zip.finish(), until).await {
-                    truth.lock().unwrap().push((id, names));
+                let (tenant, client) = &clients[rng.below(2) as usize];
+                if let Some(id) = upload_retrying(client, &base, &query, zip.finish(), until).await
+                {
+                    truth.lock().unwrap().push((id, tenant, names));
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -190,6 +308,13 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
                 *base.lock().unwrap() = base_of(&line);
             }
             Fault::RedisLosesData => c.redis.restart(),
+            Fault::RedisRestartsWithData => c.redis.restart_keeping_data(),
+            Fault::SlowNetwork(backend) => {
+                proxy(&c, backend).set_delay(Duration::from_millis(250));
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                proxy(&c, backend).set_delay(Duration::ZERO);
+            }
+            Fault::CutConnections(backend) => proxy(&c, backend).cut(),
             Fault::PostgresRestart => {
                 c.postgres.stop();
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -208,7 +333,7 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     let base = base.lock().unwrap().clone();
 
     // Every batch ends.
-    for (id, _) in &truth {
+    for (id, _, _) in &truth {
         let wait = Instant::now();
         loop {
             let s = get_json(&format!("{base}/v1/batches/{id}")).await;
@@ -227,12 +352,20 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
         .await
         .unwrap();
     let stored_ids: HashSet<String> = catalog.image_ids().await.unwrap().into_iter().collect();
+    let mut owners: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for id in &stored_ids {
+        let of = catalog.image_owners(id).await.unwrap();
+        owners.insert(id.clone(), of.into_iter().collect());
+    }
     let store = S3BlobStore::connect(c.s3.clone()).await.unwrap();
+    // Duplicates count within a scope: the uploading tenant's, or one for all.
+    let scope_of = |tenant: &str| if global { "all" } else { tenant }.to_string();
 
     // One final verdict per entry; the truth holds.
-    let mut accepted_by_picture: HashMap<String, Vec<String>> = HashMap::new();
+    let mut accepted_by_picture: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let mut accepted_by_tenant: HashMap<&str, BTreeSet<String>> = HashMap::new();
     let (mut entries, mut verdicts) = (0usize, BTreeMap::<String, usize>::new());
-    for (id, names) in &truth {
+    for (id, tenant, names) in &truth {
         let lines = report(&base, id).await;
         entries += names.len();
         if lines.len() != names.len() {
@@ -249,18 +382,28 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
             match verdict {
                 "accepted" => {
                     let image = l["image_id"].as_str().unwrap_or_default().to_string();
-                    if !stored_ids.contains(&image) {
-                        violations.push(format!("{id} {name}: accepted, not in the catalog"));
+                    if !owners.get(&image).is_some_and(|o| o.contains(*tenant)) {
+                        violations.push(format!(
+                            "{id} {name}: accepted for {tenant}, not in the catalog as theirs"
+                        ));
                     }
+                    accepted_by_tenant.entry(tenant).or_default().insert(image.clone());
                     match picture_of(name) {
-                        Some(p) => accepted_by_picture.entry(p.into()).or_default().push(image),
+                        Some(p) => accepted_by_picture
+                            .entry((scope_of(tenant), p.into()))
+                            .or_default()
+                            .push(image),
                         None => violations.push(format!("{id} {name}: a cut-off file accepted")),
                     }
                 }
                 "duplicate" => {
                     let of = l["duplicate_of"].as_str().unwrap_or_default();
-                    if !stored_ids.contains(of) {
-                        violations.push(format!("{id} {name}: duplicate of {of}, not stored"));
+                    match owners.get(of) {
+                        None => violations.push(format!("{id} {name}: duplicate of {of}, not stored")),
+                        Some(o) if !global && !o.contains(*tenant) => violations.push(format!(
+                            "{id} {name}: duplicate of {of}, which {tenant} does not own"
+                        )),
+                        Some(_) => {}
                     }
                 }
                 "rejected" | "failed" => {}
@@ -268,25 +411,27 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
             }
         }
     }
-    // No image accepted twice; a picture stored in both encodings only when
-    // their hashes are further apart than the near distance (for a few
-    // generated pictures, quality 60 moves the hash by 32-38 bits), which
-    // the check of every stored pair below decides.
-    let mut accepted_images: HashMap<&str, usize> = HashMap::new();
-    for image in accepted_by_picture.values().flatten() {
-        *accepted_images.entry(image).or_default() += 1;
+    // No image accepted twice in a scope; a picture stored in both
+    // encodings only when their hashes are further apart than the near
+    // distance (for a few generated pictures, quality 60 moves the hash by
+    // 32-38 bits), which the check of every stored pair below decides.
+    let mut accepted_images: HashMap<(&str, &str), usize> = HashMap::new();
+    for ((scope, _), images) in &accepted_by_picture {
+        for image in images {
+            *accepted_images.entry((scope, image)).or_default() += 1;
+        }
     }
-    for (image, n) in &accepted_images {
+    for ((scope, image), n) in &accepted_images {
         if *n > 1 {
-            violations.push(format!("image {image} accepted {n} times"));
+            violations.push(format!("image {image} accepted {n} times in scope {scope}"));
         }
     }
     let both_encodings = accepted_by_picture
         .values()
         .filter(|images| images.len() > 1)
         .count();
-    // Every catalog image has its bytes, hashing to its id; no two stored
-    // images are near duplicates.
+    // Every catalog image has its bytes, hashing to its id; no two images
+    // stored in one scope are near duplicates.
     let mut hashes = Vec::new();
     for id in &stored_ids {
         let key = picsift_core::model::image_key(id);
@@ -307,10 +452,52 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     for (i, (a, ha)) in hashes.iter().enumerate() {
         for (b, hb) in &hashes[i + 1..] {
             let d = picsift_core::pdq::distance(ha, hb);
-            if d <= picsift_core::pdq::MATCH_DISTANCE {
-                violations.push(format!("{a} and {b} are both stored, {d} bits apart"));
+            let shared = global || !owners[a].is_disjoint(&owners[b]);
+            if d <= picsift_core::pdq::MATCH_DISTANCE && shared {
+                violations.push(format!("{a} and {b} are both stored in one scope, {d} bits apart"));
             }
         }
+    }
+    // Each tenant still downloads every image it was told was accepted,
+    // byte for byte: no other tenant's upload deleted or changed it.
+    for (tenant, client) in &clients {
+        for image in accepted_by_tenant.get(tenant).into_iter().flatten() {
+            let got = client
+                .get(format!("{base}/v1/images/{image}"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200);
+            let bytes = match got {
+                Some(r) => r.bytes().await.ok(),
+                None => None,
+            };
+            if bytes.is_none_or(|b| common::sha256_hex(&b) != *image) {
+                violations.push(format!("{tenant} cannot download its image {image} intact"));
+            }
+        }
+    }
+    // Every batch's completion was delivered, signed (retries for a few
+    // minutes: a delivery that failed waits its backoff).
+    let wait = Instant::now();
+    let undelivered = loop {
+        let delivered = signed_completions(&received);
+        let missing: Vec<&String> = truth
+            .iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| !delivered.contains(*id))
+            .collect();
+        if missing.is_empty() || wait.elapsed() > Duration::from_secs(300) {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for id in &undelivered {
+        let s = get_json(&format!("{base}/v1/batches/{id}")).await;
+        violations.push(format!(
+            "batch {id}: no signed completion webhook ({})",
+            s["notification"]
+        ));
     }
     let unrecorded = image_blob_ids(&store)
         .await
@@ -322,8 +509,10 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     for (f, n) in &faults {
         eprintln!("| {f:?} | {n} |");
     }
+    let webhooks = received.lock().unwrap().len();
     eprintln!(
-        "\nchaos: seed {seed}, {:.0} s, {} batches, {entries} entries, verdicts {verdicts:?}, \
+        "\nchaos: seed {seed}, scope {scope}, {:.0} s, {} batches, {entries} entries, verdicts {verdicts:?}, \
+         {webhooks} webhook deliveries accepted (every fourth attempt answered 500), \
          {} images stored ({both_encodings} pictures in both encodings, their hashes further \
          apart than the near distance), {unrecorded} blobs without a record (left for the \
          orphan sweep), \

@@ -293,7 +293,7 @@ async fn redis_dedup(server: &RedisServer) -> Arc<dyn DedupIndex> {
             .await
             .expect("rebuild right")
     );
-    d.end_rebuild("test").await.expect("end of the rebuild");
+    assert!(d.end_rebuild("test").await.expect("end of the rebuild"));
     Arc::new(d)
 }
 
@@ -537,7 +537,7 @@ async fn redis_clients_carry_on_after_redis_restarts_without_its_data() -> Res {
     assert!(d.begin_rebuild("r1", 60_000).await?);
     assert!(!d.begin_rebuild("r2", 60_000).await?);
     d.restore_committed("k", "a", "img").await?;
-    d.end_rebuild("r1").await?;
+    assert!(d.end_rebuild("r1").await?);
     assert!(d.complete().await?);
     assert_eq!(d.claim("k", "b", T0, LEASE).await?, committed("img", false));
 
@@ -550,6 +550,53 @@ async fn redis_clients_carry_on_after_redis_restarts_without_its_data() -> Res {
     assert_eq!(lease.deliveries, 1);
     q.ack(&lease).await?;
     assert_eq!(q.backlog().await?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_a_dead_rebuilders_right_lapses_and_a_live_ones_is_renewed() -> Res {
+    let server = RedisServer::start();
+    let d = RedisDedup::connect(&server.url, PREFIX).await?;
+    // A rebuilder that dies holds the right only for its short lease ...
+    assert!(d.begin_rebuild("dead", 300).await?);
+    assert!(!d.begin_rebuild("live", 300).await?);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(d.begin_rebuild("live", 300).await?);
+    // ... and, woken after it lost it, neither renews it nor ends the
+    // rebuild for the new holder.
+    assert!(!d.renew_rebuild("dead", 300).await?);
+    assert!(!d.end_rebuild("dead").await?);
+    assert!(!d.complete().await?);
+    // A live rebuilder keeps it past its lease by renewing.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(d.renew_rebuild("live", 300).await?);
+    }
+    assert!(!d.begin_rebuild("other", 300).await?);
+    assert!(d.end_rebuild("live").await?);
+    assert!(d.complete().await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_a_rebuild_that_saw_the_data_lost_again_does_not_mark_the_index_complete() -> Res {
+    let server = RedisServer::start();
+    let d = RedisDedup::connect(&server.url, PREFIX).await?;
+    assert!(d.begin_rebuild("r", 60_000).await?);
+    d.restore_committed("k", "a", "img").await?;
+    // Redis loses everything mid-rebuild: the restored claim and the right.
+    let mut conn = redis::Client::open(server.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert!(!d.end_rebuild("r").await?);
+    assert!(!d.complete().await?);
+    assert!(matches!(
+        d.claim("k", "b", T0, LEASE).await,
+        Err(picsift_core::Error::DedupIndexIncomplete)
+    ));
     Ok(())
 }
 

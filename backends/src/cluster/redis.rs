@@ -144,6 +144,37 @@ return 1
     )
 });
 
+/// Extends the rebuild lease of its holder. KEYS[1]: the rebuild key.
+/// ARGV: holder, lease (ms). Replies 1 when extended, 0 when another
+/// process holds it now (or nobody does).
+static RENEW_REBUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+/// Marks the index complete and frees the rebuild lease, if the caller
+/// still holds it (a flush mid-rebuild took the lease with the restored
+/// claims). KEYS: the complete marker, the rebuild key. ARGV[1]: the
+/// holder. Replies 1 when done, 0 when the caller no longer held it.
+static END_REBUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], 1)
+redis.call('DEL', KEYS[2])
+return 1
+",
+    )
+});
+
 /// Dedup claims in Redis: the cluster [`DedupIndex`].
 #[derive(Clone, Debug)]
 pub struct RedisDedup {
@@ -319,14 +350,26 @@ impl DedupIndex for RedisDedup {
         Ok(taken.is_some())
     }
 
-    async fn end_rebuild(&self, _who: &str) -> Result<()> {
-        redis::pipe()
-            .atomic()
-            .set(self.complete_key(), 1)
-            .del(self.rebuild_key())
-            .exec_async(&mut self.conn.clone())
+    async fn renew_rebuild(&self, who: &str, ttl_ms: u64) -> Result<bool> {
+        let renewed: i64 = RENEW_REBUILD
+            .key(self.rebuild_key())
+            .arg(who)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut self.conn.clone())
             .await
-            .or_backend()
+            .or_backend()?;
+        Ok(renewed == 1)
+    }
+
+    async fn end_rebuild(&self, who: &str) -> Result<bool> {
+        let ended: i64 = END_REBUILD
+            .key(self.complete_key())
+            .key(self.rebuild_key())
+            .arg(who)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .or_backend()?;
+        Ok(ended == 1)
     }
 }
 

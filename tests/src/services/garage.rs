@@ -21,7 +21,8 @@ pub struct Garage {
     config: PathBuf,
     /// `http://127.0.0.1:PORT`, the S3 endpoint.
     pub endpoint: String,
-    s3_port: u16,
+    /// The S3 endpoint's port.
+    pub port: u16,
 }
 
 fn spawn(bin: &std::path::Path, config: &std::path::Path, dir: &std::path::Path) -> Child {
@@ -75,7 +76,7 @@ impl Garage {
             dir,
             config,
             endpoint: format!("http://127.0.0.1:{s3}"),
-            s3_port: s3,
+            port: s3,
         };
         let id = g.cli(&["node", "id", "-q"]);
         let id = id.trim().split('@').next().unwrap_or_default().to_string();
@@ -96,7 +97,7 @@ impl Garage {
     /// Starts the server again on the same ports and data.
     pub fn resume(&mut self) {
         self.child = spawn(&self.bin, &self.config, &self.dir);
-        wait_for_port(self.s3_port, "garage s3", Duration::from_secs(30));
+        wait_for_port(self.port, "garage s3", Duration::from_secs(30));
     }
 
     /// Runs a `garage` admin command against this node; panics on failure.

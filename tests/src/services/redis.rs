@@ -1,5 +1,7 @@
-//! A throwaway redis-server: a free loopback port, its own folder, no
-//! persistence (`--save "" --appendonly no`), killed when dropped.
+//! A throwaway redis-server: a free loopback port, its own folder, killed
+//! when dropped. No persistence (`--save "" --appendonly no`) unless started
+//! with [`RedisServer::start_persistent`] (an append-only file written
+//! through on every write), to restart it with its data.
 
 use super::{free_port, require};
 use std::path::PathBuf;
@@ -15,12 +17,23 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts redis-server on a free loopback port and waits until it
     /// accepts connections.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// [`Self::start`] with an append-only file fsynced on every write, so
+    /// that [`Self::restart_keeping_data`] finds every acknowledged write.
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         // Unique per process and per call: tests run in parallel.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -35,6 +48,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            persistent,
         };
         server.spawn();
         server
@@ -53,6 +67,14 @@ impl RedisServer {
     /// coming back after a crash that lost its data.
     pub fn restart(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(self.dir.join("appendonlydir"));
+        self.spawn();
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on its data: a crash
+    /// of a Redis that persists (only a persistent one keeps anything).
+    pub fn restart_keeping_data(&mut self) {
+        self.stop();
         self.spawn();
     }
 
@@ -63,7 +85,11 @@ impl RedisServer {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "no"])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)

@@ -3,6 +3,7 @@
 //! as real servers on loopback ports, and `picsift gateway` / `worker`
 //! processes against them, with their logs kept.
 
+use super::proxy::FaultProxy;
 use super::{picsift_bin, sha256_hex};
 use picsift_backends::cluster::{RedisDedup, S3BlobStore, S3Config};
 use picsift_core::backend::{BlobStore, DedupIndex};
@@ -23,18 +24,61 @@ pub struct Cluster {
     pub postgres: Postgres,
     pub redis: RedisServer,
     pub config: PathBuf,
+    /// How the test itself reaches Garage (directly, not through a proxy).
     pub s3: S3Config,
+    /// With [`Setup::proxied`], the proxies the picsift processes reach the
+    /// backends through: Redis, PostgreSQL, Garage.
+    pub proxies: Vec<(&'static str, FaultProxy)>,
     _dir: tempfile::TempDir,
+}
+
+/// How [`Cluster::start_with`] sets the cluster up.
+#[derive(Default)]
+pub struct Setup {
+    /// The picsift processes reach each backend through a [`FaultProxy`]
+    /// (needs a tokio runtime).
+    pub proxied: bool,
+    /// Redis keeps its data across [`RedisServer::restart_keeping_data`].
+    pub persistent_redis: bool,
+    /// More configuration, appended to the file (top-level keys first).
+    pub top_level: String,
+    /// `[policy]` settings.
+    pub policy: String,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Self::start_with(Setup::default())
+    }
+
+    pub fn start_with(setup: Setup) -> Cluster {
         let garage = Garage::start();
         let bucket = garage.bucket("picsift");
         let postgres = Postgres::start();
-        let redis = RedisServer::start();
+        let redis = if setup.persistent_redis {
+            RedisServer::start_persistent()
+        } else {
+            RedisServer::start()
+        };
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("picsift.toml");
+        let mut proxies = Vec::new();
+        let (mut s3_endpoint, mut redis_url, mut postgres_url) = (
+            garage.endpoint.clone(),
+            redis.url.clone(),
+            postgres.url.clone(),
+        );
+        if setup.proxied {
+            let via = |what: &'static str, url: &str, port: u16, proxies: &mut Vec<_>| {
+                let proxy = FaultProxy::start(port);
+                let url = url.replace(&format!(":{port}"), &format!(":{}", proxy.port));
+                proxies.push((what, proxy));
+                url
+            };
+            redis_url = via("redis", &redis_url, redis.port, &mut proxies);
+            postgres_url = via("postgres", &postgres_url, postgres.port, &mut proxies);
+            s3_endpoint = via("garage", &s3_endpoint, garage.port, &mut proxies);
+        }
         let s3 = S3Config {
             endpoint: garage.endpoint.clone(),
             region: garage::REGION.into(),
@@ -47,17 +91,20 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\nwebhook_secret = \"whsec_dGVzdA==\"\n\
+                "listen = \"127.0.0.1:0\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n{}\n\
+                 [policy]\n{}\n\
                  [s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\npart_size = 5242880\n\
                  [redis]\nurl = \"{}\"\nvisibility_timeout_ms = 3000\n\
                  [postgres]\nurl = \"{}\"\nmax_connections = 4\n\
                  [worker]\nconcurrency = 1\nlease_ms = 5000\nchunk_entries = 4\nmax_deliveries = 30\n",
-                garage.endpoint,
+                setup.top_level,
+                setup.policy,
+                s3_endpoint,
                 garage::REGION,
                 garage::ACCESS_KEY,
                 garage::SECRET_KEY,
-                redis.url,
-                postgres.url
+                redis_url,
+                postgres_url
             ),
         )
         .unwrap();
@@ -67,6 +114,7 @@ impl Cluster {
             redis,
             config,
             s3,
+            proxies,
             _dir: dir,
         }
     }
@@ -110,6 +158,9 @@ impl Cluster {
         (Proc(child, log), line)
     }
 }
+
+/// The cluster's webhook signing secret.
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdA==";
 
 /// The gateway's bootstrap admin key (`PICSIFT_ADMIN_KEY`).
 pub const ADMIN_KEY: &str = "psk_0123456789abcdef_bootstrapKeyForTheClusterTests-0123456789ab";

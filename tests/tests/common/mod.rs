@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod proxy;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
