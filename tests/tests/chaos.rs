@@ -234,6 +234,7 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
         persistent_redis: true,
         top_level: "webhook_allowed_networks = [\"127.0.0.1/32\"]".into(),
         policy: format!("dedup_scope = \"{scope}\""),
+        ..Setup::default()
     });
     let (mut gateway, line) = c.spawn("gateway", "listening on");
     let base = Arc::new(Mutex::new(base_of(&line)));

@@ -44,6 +44,8 @@ pub struct Setup {
     pub top_level: String,
     /// `[policy]` settings.
     pub policy: String,
+    /// More sections, appended at the end (`[limits]`, ...).
+    pub sections: String,
 }
 
 impl Cluster {
@@ -96,7 +98,7 @@ impl Cluster {
                  [s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\npart_size = 5242880\n\
                  [redis]\nurl = \"{}\"\nvisibility_timeout_ms = 3000\n\
                  [postgres]\nurl = \"{}\"\nmax_connections = 4\n\
-                 [worker]\nconcurrency = 1\nlease_ms = 5000\nchunk_entries = 4\nmax_deliveries = 30\n",
+                 [worker]\nconcurrency = 1\nlease_ms = 5000\nchunk_entries = 4\nmax_deliveries = 30\n{}",
                 setup.top_level,
                 setup.policy,
                 s3_endpoint,
@@ -104,7 +106,8 @@ impl Cluster {
                 garage::ACCESS_KEY,
                 garage::SECRET_KEY,
                 redis_url,
-                postgres_url
+                postgres_url,
+                setup.sections,
             ),
         )
         .unwrap();
