@@ -265,8 +265,7 @@ pub async fn reindex(args: ClusterArgs) -> anyhow::Result<()> {
             "another process is rebuilding the dedup index now (workers do it by themselves when Redis lost its data); try again when it is done"
         );
     }
-    let Some(restored) =
-        picsift_core::dedup_index::rebuild_holding(&catalog, &dedup, &who).await?
+    let Some(restored) = picsift_core::dedup_index::rebuild_holding(&catalog, &dedup, &who).await?
     else {
         anyhow::bail!(
             "the rebuild lost its right midway (Redis lost its data again, or this process stalled and another took over); run it again"

@@ -260,6 +260,14 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<ImageRecord>>;
     /// Every image id (to rebuild indexes and check stores).
     async fn image_ids(&self) -> Result<Vec<String>>;
+    /// Up to `limit` stored images with an id after `after`, in id order,
+    /// each with the entry that stored it and every tenant that owns it:
+    /// the committed dedup claims the catalog implies, a page at a time.
+    async fn stored_claims(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::model::StoredClaims>>;
     /// Records that the file with SHA-256 `sha256` (as uploaded) is stored
     /// as, or is a duplicate of, `image_id`; the first record stays.
     async fn record_original(&self, sha256: &str, image_id: &str) -> Result<()>;
@@ -356,6 +364,14 @@ pub trait DedupIndex: Send + Sync {
     /// Writes a committed claim as found in the catalog (`picsift reindex`):
     /// the index can be rebuilt from the catalog and the object store.
     async fn restore_committed(&self, key: &str, owner: &str, image_id: &str) -> Result<()>;
+    /// [`Self::restore_committed`] for each `(key, owner, image_id)`, in as
+    /// few round trips as the index allows.
+    async fn restore_committed_many(&self, claims: &[(String, String, String)]) -> Result<()> {
+        for (key, owner, image_id) in claims {
+            self.restore_committed(key, owner, image_id).await?;
+        }
+        Ok(())
+    }
     /// Whether the index holds every committed claim: false once it lost
     /// its data (Redis restarted empty, was flushed), until a rebuild ends.
     /// An index kept with the catalog (SQLite) is always complete.

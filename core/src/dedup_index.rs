@@ -12,6 +12,7 @@
 use crate::Result;
 use crate::backend::{Catalog, DedupIndex};
 use crate::dedup::claim_key;
+use crate::model::StoredClaims;
 use std::time::Duration;
 
 /// How long the right to rebuild lasts unless renewed: a rebuilder that
@@ -20,25 +21,40 @@ use std::time::Duration;
 /// a rebuild may take as long as it needs.
 pub const REBUILD_TTL_MS: u64 = 15_000;
 
+/// Images read from the catalog, and claims written to the index, per step
+/// of a rebuild.
+const REBUILD_PAGE: u32 = 2_000;
+
 /// Writes every committed claim the catalog implies: one per image
-/// (global scope) and one per tenant that owns it (per-tenant scope).
-/// Returns how many images were written.
+/// (global scope) and one per tenant that owns it (per-tenant scope), a
+/// page of images at a time. Returns how many images were written.
 pub async fn rebuild(catalog: &dyn Catalog, dedup: &dyn DedupIndex) -> Result<usize> {
     let mut restored = 0;
-    for id in catalog.image_ids().await? {
-        let Some(img) = catalog.image(&id).await? else {
-            continue;
+    let mut after: Option<String> = None;
+    loop {
+        let page = catalog
+            .stored_claims(after.as_deref(), REBUILD_PAGE)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(restored);
         };
-        let owner = format!("{}:{}", img.batch_id, img.entry_index);
-        dedup.restore_committed(&id, &owner, &id).await?;
-        for tenant in catalog.image_owners(&id).await? {
-            dedup
-                .restore_committed(&claim_key(Some(&tenant), &id), &owner, &id)
-                .await?;
-        }
-        restored += 1;
+        after = Some(last.image_id.clone());
+        dedup.restore_committed_many(&claims_of(&page)).await?;
+        restored += page.len();
     }
-    Ok(restored)
+}
+
+/// The `(key, owner, image_id)` claims a page of stored images implies.
+fn claims_of(page: &[StoredClaims]) -> Vec<(String, String, String)> {
+    let mut claims = Vec::new();
+    for img in page {
+        let id = &img.image_id;
+        claims.push((id.clone(), img.owner.clone(), id.clone()));
+        for tenant in &img.tenants {
+            claims.push((claim_key(Some(tenant), id), img.owner.clone(), id.clone()));
+        }
+    }
+    claims
 }
 
 /// Rebuilds the index while holding the right to (taken by the caller
@@ -105,7 +121,10 @@ pub async fn ensure_complete(
                     return Ok(());
                 }
                 None => {
-                    tracing::warn!(who, "the dedup index rebuild lost its right midway; checking again");
+                    tracing::warn!(
+                        who,
+                        "the dedup index rebuild lost its right midway; checking again"
+                    );
                     continue;
                 }
             }

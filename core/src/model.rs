@@ -292,6 +292,18 @@ impl ReportEntry {
     }
 }
 
+/// A stored image's place in the dedup index: its id, the entry that
+/// stored it (`batch:index`, the claim's owner) and the tenants that own it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredClaims {
+    /// The image (its SHA-256).
+    pub image_id: String,
+    /// `batch_id:entry_index` of the entry that stored it.
+    pub owner: String,
+    /// Every tenant that stored it, in order.
+    pub tenants: Vec<String>,
+}
+
 /// A stored image as the catalog keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ImageRecord {

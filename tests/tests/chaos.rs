@@ -25,13 +25,13 @@
 mod common;
 
 use common::cluster::*;
+use common::proxy::FaultProxy;
 use picsift_backends::cluster::S3BlobStore;
 use picsift_backends::sql::SqlCatalog;
 use picsift_core::backend::{BlobStore, Catalog};
+use picsift_core::webhook::Secret;
 use picsift_tests::{ZipBuilder, encode_jpeg, photo};
 use serde_json::Value;
-use common::proxy::FaultProxy;
-use picsift_core::webhook::Secret;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -179,7 +179,11 @@ fn tenant_key(c: &Cluster, tenant: &str) -> String {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -388,7 +392,10 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
                             "{id} {name}: accepted for {tenant}, not in the catalog as theirs"
                         ));
                     }
-                    accepted_by_tenant.entry(tenant).or_default().insert(image.clone());
+                    accepted_by_tenant
+                        .entry(tenant)
+                        .or_default()
+                        .insert(image.clone());
                     match picture_of(name) {
                         Some(p) => accepted_by_picture
                             .entry((scope_of(tenant), p.into()))
@@ -400,7 +407,9 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
                 "duplicate" => {
                     let of = l["duplicate_of"].as_str().unwrap_or_default();
                     match owners.get(of) {
-                        None => violations.push(format!("{id} {name}: duplicate of {of}, not stored")),
+                        None => {
+                            violations.push(format!("{id} {name}: duplicate of {of}, not stored"))
+                        }
                         Some(o) if !global && !o.contains(*tenant) => violations.push(format!(
                             "{id} {name}: duplicate of {of}, which {tenant} does not own"
                         )),
@@ -455,7 +464,9 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
             let d = picsift_core::pdq::distance(ha, hb);
             let shared = global || !owners[a].is_disjoint(&owners[b]);
             if d <= picsift_core::pdq::MATCH_DISTANCE && shared {
-                violations.push(format!("{a} and {b} are both stored in one scope, {d} bits apart"));
+                violations.push(format!(
+                    "{a} and {b} are both stored in one scope, {d} bits apart"
+                ));
             }
         }
     }

@@ -8,7 +8,7 @@ use picsift_backends::sql::SqlCatalog;
 use picsift_core::backend::{Catalog, Delivery, NewBatch, QuotaCheck, Reservation, Stored};
 use picsift_core::format::Format;
 use picsift_core::model::{
-    BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry,
+    BatchRecord, Counts, EntryPlan, ImageRecord, NotifyState, Phase, ReportEntry, StoredClaims,
 };
 use picsift_core::time::Millis;
 use picsift_core::verdict::{Reason, Verdict};
@@ -1198,6 +1198,41 @@ async fn image_ids_list_every_image_in_id_order(c: Arc<dyn Catalog>) {
     assert_eq!(c.image_ids().await.unwrap(), expected);
 }
 
+async fn stored_claims_page_through_images_with_every_owner(c: Arc<dyn Catalog>) {
+    for (prefix, owner, batch, index) in [
+        ("ff", "acme", "b1", 0),
+        ("00", "acme", "b1", 1),
+        ("a0", "bravo", "b2", 0),
+        // Stored again by another tenant (per-tenant dedup): a second owner.
+        ("00", "bravo", "b3", 4),
+    ] {
+        let img = ImageRecord {
+            owner: owner.into(),
+            ..image(&image_id(prefix), batch, index)
+        };
+        c.insert_image(&img).await.unwrap();
+    }
+    let claims = |prefix: &str, owner: &str, tenants: &[&str]| StoredClaims {
+        image_id: image_id(prefix),
+        owner: owner.into(),
+        tenants: tenants.iter().map(|t| t.to_string()).collect(),
+    };
+    assert_eq!(
+        c.stored_claims(None, 2).await.unwrap(),
+        [
+            claims("00", "b1:1", &["acme", "bravo"]),
+            claims("a0", "b2:0", &["bravo"])
+        ]
+    );
+    let after = image_id("a0");
+    assert_eq!(
+        c.stored_claims(Some(&after), 2).await.unwrap(),
+        [claims("ff", "b1:0", &["acme"])]
+    );
+    let after = image_id("ff");
+    assert!(c.stored_claims(Some(&after), 2).await.unwrap().is_empty());
+}
+
 async fn batch_images_are_the_accepted_entries_under_this_batchs_names(c: Arc<dyn Catalog>) {
     planned(&c, "b", None, 4).await;
     let (first, second) = (image_id("a1"), image_id("b2"));
@@ -1619,6 +1654,7 @@ catalog_conforms! {
     an_image_reads_back_with_every_field,
     inserting_an_image_twice_keeps_the_first_record,
     image_ids_list_every_image_in_id_order,
+    stored_claims_page_through_images_with_every_owner,
     batch_images_are_the_accepted_entries_under_this_batchs_names,
     a_batch_completes_only_once_no_entry_is_pending,
     completing_a_batch_without_callback_schedules_no_notification,

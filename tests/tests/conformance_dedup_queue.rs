@@ -146,6 +146,19 @@ async fn dedup_conforms(d: Arc<dyn DedupIndex>) -> Res {
     );
     assert_eq!(d.pending_claims().await?, 2);
 
+    // Many at once (a page of a rebuild): each as restore_committed.
+    let many: Vec<(String, String, String)> = (0..3)
+        .map(|i| (format!("m{i}"), format!("r{i}"), format!("img-m{i}")))
+        .collect();
+    d.restore_committed_many(&many).await?;
+    for i in 0..3 {
+        assert_eq!(
+            d.claim(&format!("m{i}"), "x", T0, LEASE).await?,
+            committed(&format!("img-m{i}"), false)
+        );
+    }
+    d.restore_committed_many(&[]).await?;
+
     // Restoring the same claim again is harmless.
     d.restore_committed("k4", "r", "img-4").await?;
     assert_eq!(

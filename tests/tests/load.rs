@@ -210,7 +210,9 @@ async fn sustained_uploads_all_complete() {
             *counts.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
         }
     }
-    eprintln!("\n| t (s) | uploaded | completed | queue backlog (chunks) | gateway RSS (MB) | worker RSS (MB) |");
+    eprintln!(
+        "\n| t (s) | uploaded | completed | queue backlog (chunks) | gateway RSS (MB) | worker RSS (MB) |"
+    );
     eprintln!("|---|---|---|---|---|---|");
     for s in &samples {
         eprintln!("{s}");

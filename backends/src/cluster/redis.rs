@@ -328,6 +328,29 @@ impl DedupIndex for RedisDedup {
         Ok(())
     }
 
+    async fn restore_committed_many(&self, claims: &[(String, String, String)]) -> Result<()> {
+        // One round trip for the lot; each claim written as one step, as
+        // by `restore_committed`. (Redis refuses an empty pipeline.)
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (key, owner, image_id) in claims {
+            let key = self.key(key);
+            pipe.cmd("MULTI")
+                .ignore()
+                .hset_multiple(&key, &[("owner", owner), ("image_id", image_id)])
+                .ignore()
+                .hdel(&key, "lease_until")
+                .ignore()
+                .cmd("EXEC")
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone())
+            .await
+            .or_backend()
+    }
+
     async fn complete(&self) -> Result<bool> {
         let n: i64 = redis::cmd("EXISTS")
             .arg(self.complete_key())

@@ -545,6 +545,39 @@ impl Catalog for SqlCatalog {
         })
     }
 
+    async fn stored_claims(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<picsift_core::model::StoredClaims>> {
+        // Two range reads per page, both on primary keys: the images, then
+        // the owners of exactly those ids.
+        let after = after.unwrap_or("");
+        with_db!(&self.db, pool => {
+            let images: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT id, batch_id, entry_idx FROM images WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .or_backend()?;
+            let Some(last) = images.last().map(|i| i.0.clone()) else {
+                return Ok(Vec::new());
+            };
+            let owners: Vec<(String, String)> = sqlx::query_as(
+                "SELECT image_id, owner FROM image_owners
+                 WHERE image_id > $1 AND image_id <= $2 ORDER BY image_id, owner",
+            )
+            .bind(after)
+            .bind(&last)
+            .fetch_all(pool)
+            .await
+            .or_backend()?;
+            Ok(crate::sql::rows::stored_claims(images, owners))
+        })
+    }
+
     async fn image_ids(&self) -> Result<Vec<String>> {
         with_db!(&self.db, pool => sqlx::query_scalar("SELECT id FROM images ORDER BY id")
             .fetch_all(pool)

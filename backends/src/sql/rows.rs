@@ -318,3 +318,28 @@ pub(crate) fn image_search_sql(
         args,
     )
 }
+
+/// Joins a page of images (`id, batch_id, entry_idx`, in id order) with
+/// their owners (`image_id, owner`, in the same order).
+pub(crate) fn stored_claims(
+    images: Vec<(String, String, i64)>,
+    owners: Vec<(String, String)>,
+) -> Vec<picsift_core::model::StoredClaims> {
+    let mut owners = owners.into_iter().peekable();
+    images
+        .into_iter()
+        .map(|(image_id, batch, entry)| {
+            // Owner rows of ids not in the page (none, normally) are skipped.
+            while owners.next_if(|(id, _)| *id < image_id).is_some() {}
+            let mut tenants = Vec::new();
+            while let Some((_, owner)) = owners.next_if(|(id, _)| *id == image_id) {
+                tenants.push(owner);
+            }
+            picsift_core::model::StoredClaims {
+                owner: format!("{batch}:{entry}"),
+                image_id,
+                tenants,
+            }
+        })
+        .collect()
+}
