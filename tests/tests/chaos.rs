@@ -140,10 +140,32 @@ async fn webhook_receiver() -> (String, Received) {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    common::proxy::background().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, app).await
+    });
     (url, received)
+}
+
+/// Runs `op` with a 30 s limit, again until it answers: the checks end
+/// even when a request hangs (and say so).
+async fn patiently<T, F: std::future::Future<Output = T>>(
+    what: &str,
+    mut op: impl FnMut() -> F,
+) -> T {
+    let mut attempt = 1;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), op()).await {
+            Ok(v) => return v,
+            Err(_) => {
+                eprintln!("chaos: {what}: no answer within 30 s (attempt {attempt}); asking again")
+            }
+        }
+        attempt += 1;
+    }
 }
 
 /// The batch ids whose completion event arrived with a valid signature.
@@ -341,7 +363,8 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     for (id, _, _) in &truth {
         let wait = Instant::now();
         loop {
-            let s = get_json(&format!("{base}/v1/batches/{id}")).await;
+            let url = format!("{base}/v1/batches/{id}");
+            let s = patiently("batch status", || get_json(&url)).await;
             if s["phase"] == "completed" || s["phase"] == "failed" || s["phase"] == "expired" {
                 break;
             }
@@ -352,6 +375,7 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+    eprintln!("chaos: every batch ended; checking reports and stores");
     let mut violations: Vec<String> = Vec::new();
     let catalog = SqlCatalog::connect_postgres(&c.postgres.url, 2)
         .await
@@ -371,7 +395,7 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     let mut accepted_by_tenant: HashMap<&str, BTreeSet<String>> = HashMap::new();
     let (mut entries, mut verdicts) = (0usize, BTreeMap::<String, usize>::new());
     for (id, tenant, names) in &truth {
-        let lines = report(&base, id).await;
+        let lines = patiently("report", || report(&base, id)).await;
         entries += names.len();
         if lines.len() != names.len() {
             violations.push(format!(
@@ -470,25 +494,24 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
             }
         }
     }
+    eprintln!("chaos: checking each tenant's downloads");
     // Each tenant still downloads every image it was told was accepted,
     // byte for byte: no other tenant's upload deleted or changed it.
     for (tenant, client) in &clients {
         for image in accepted_by_tenant.get(tenant).into_iter().flatten() {
-            let got = client
-                .get(format!("{base}/v1/images/{image}"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200);
-            let bytes = match got {
-                Some(r) => r.bytes().await.ok(),
-                None => None,
-            };
+            let bytes = patiently("download", || async {
+                match client.get(format!("{base}/v1/images/{image}")).send().await {
+                    Ok(r) if r.status() == 200 => r.bytes().await.ok(),
+                    _ => None,
+                }
+            })
+            .await;
             if bytes.is_none_or(|b| common::sha256_hex(&b) != *image) {
                 violations.push(format!("{tenant} cannot download its image {image} intact"));
             }
         }
     }
+    eprintln!("chaos: waiting for every batch's webhook");
     // Every batch's completion was delivered, signed (retries for a few
     // minutes: a delivery that failed waits its backoff).
     let wait = Instant::now();
@@ -505,7 +528,8 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     for id in &undelivered {
-        let s = get_json(&format!("{base}/v1/batches/{id}")).await;
+        let url = format!("{base}/v1/batches/{id}");
+        let s = patiently("batch status", || get_json(&url)).await;
         violations.push(format!(
             "batch {id}: no signed completion webhook ({})",
             s["notification"]

@@ -79,24 +79,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The zips to upload, made ahead of the schedule on a blocking thread so
-/// that making them does not delay an arrival.
-fn zips(count: usize, images: usize, width: u32) -> std::sync::mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(64);
-    std::thread::spawn(move || {
-        for n in 0..count {
-            let mut zip = ZipBuilder::new();
-            for i in 0..images {
-                let seed = 1_000_000 + (n * images + i) as u64;
-                let jpeg = encode_jpeg(&photo(seed, width, width * 3 / 4), 88);
-                zip = zip.stored(&format!("img-{i:03}.jpg"), &jpeg);
-            }
-            if tx.send(zip.finish()).is_err() {
-                return;
-            }
+/// The zips to upload, all made before the clock starts (on every core),
+/// so that making them neither delays an arrival nor takes CPU from the
+/// processes under load.
+fn zips(count: usize, images: usize, width: u32) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let make = |n: usize| {
+        let mut zip = ZipBuilder::new();
+        for i in 0..images {
+            let seed = 1_000_000 + (n * images + i) as u64;
+            let jpeg = encode_jpeg(&photo(seed, width, width * 3 / 4), 88);
+            zip = zip.stored(&format!("img-{i:03}.jpg"), &jpeg);
         }
-    });
-    rx
+        zip.finish()
+    };
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || (t..count).step_by(threads).map(make).collect::<Vec<_>>()))
+            .collect();
+        let parts: Vec<Vec<Vec<u8>>> = parts.into_iter().map(|p| p.join().unwrap()).collect();
+        (0..count)
+            .map(|n| parts[n % threads][n / threads].clone())
+            .collect()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,16 +132,18 @@ async fn sustained_uploads_all_complete() {
     let queue = RedisQueue::connect(&c.redis.url, "picsift:", "load-observer", 60_000)
         .await
         .unwrap();
-    let made = zips(uploads, images, width);
-    // The first zip is ready before the clock starts.
-    let first = made.recv().unwrap();
+    let made_at = Instant::now();
+    let mut made = zips(uploads, images, width).into_iter();
+    eprintln!(
+        "load: {uploads} zips made in {:.0} s",
+        made_at.elapsed().as_secs_f64()
+    );
 
     // Arrivals on schedule, each upload on its own task.
     let start = Instant::now();
     let sent: Arc<Mutex<Vec<(String, Instant, f64)>>> = Arc::default();
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut tasks = Vec::new();
-    let mut next = Some(first);
     let mut samples = Vec::new();
     let mut last_sample = start - Duration::from_secs(10);
     for n in 0..uploads {
@@ -148,7 +155,7 @@ async fn sustained_uploads_all_complete() {
             }
             tokio::time::sleep((at - Instant::now()).min(Duration::from_millis(50))).await;
         }
-        let zip = next.take().unwrap_or_else(|| made.recv().unwrap());
+        let zip = made.next().unwrap();
         let url = format!("{base}/v1/batches?callback={hook}");
         let (sent, errors) = (sent.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
@@ -173,7 +180,6 @@ async fn sustained_uploads_all_complete() {
                 Err(e) => errors.lock().unwrap().push(e.to_string()),
             }
         }));
-        next = made.try_recv().ok();
     }
     for t in tasks {
         t.await.unwrap();
@@ -233,6 +239,7 @@ async fn sustained_uploads_all_complete() {
         percentile(&to_done, 0.99),
         to_done.last().copied().unwrap_or(f64::NAN),
     );
+    storage_per_image(&c.postgres.url, &c.redis.url).await;
     let errors = errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "uploads refused: {errors:#?}");
     assert_eq!(done.len(), uploads, "every batch completed");
@@ -267,4 +274,55 @@ async fn sample(
         rss_mb(gateway.0.id()),
         worker_rss.join(", ")
     )
+}
+
+/// What the catalog and Redis hold per stored image and per report entry
+/// after the run (for the capacity plan, docs/scaling.md).
+async fn storage_per_image(postgres: &str, redis_url: &str) {
+    let pool = sqlx::PgPool::connect(postgres).await.unwrap();
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (images, entries) = (count("images").await, count("entries").await);
+    let sizes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_total_relation_size(c.oid)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let total: i64 = sizes.iter().map(|s| s.1).sum();
+    let listed: Vec<String> = sizes
+        .iter()
+        .take(6)
+        .map(|(t, b)| format!("{t} {:.0} kB", *b as f64 / 1024.0))
+        .collect();
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let used: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    eprintln!(
+        "load: PostgreSQL {:.1} MB for {images} images and {entries} entries \
+         ({:.0} bytes per entry, all tables and indexes; largest: {}); Redis {:.1} MB",
+        total as f64 / 1e6,
+        total as f64 / entries.max(1) as f64,
+        listed.join(", "),
+        used / 1e6
+    );
 }

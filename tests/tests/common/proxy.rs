@@ -5,12 +5,26 @@
 //! one more server to install): a listener on a loopback port and two copy
 //! loops per connection.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// A runtime of its own for the proxies (and the tests' receivers): what
+/// they carry never waits on the test's own tasks, nor these on them.
+pub fn background() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("test-network")
+            .enable_all()
+            .build()
+            .expect("a runtime for the test network")
+    })
+}
 
 /// A running proxy from `port` to the target port, both on loopback.
 pub struct FaultProxy {
@@ -24,18 +38,18 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Listens on a free loopback port (needs a tokio runtime) and forwards
-    /// to `127.0.0.1:target`.
+    /// Listens on a free loopback port and forwards to `127.0.0.1:target`
+    /// (on the [`background`] runtime).
     pub fn start(target: u16) -> FaultProxy {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let port = std_listener.local_addr().unwrap().port();
-        let listener = TcpListener::from_std(std_listener).unwrap();
         let delay_ms = Arc::new(AtomicU64::new(0));
         let (cuts, _) = watch::channel(0u64);
-        let task = tokio::spawn({
+        let task = background().spawn({
             let (delay_ms, cuts) = (delay_ms.clone(), cuts.clone());
             async move {
+                let listener = TcpListener::from_std(std_listener).unwrap();
                 while let Ok((client, _)) = listener.accept().await {
                     let (delay_ms, cut) = (delay_ms.clone(), cuts.subscribe());
                     tokio::spawn(forward(client, target, delay_ms, cut));
