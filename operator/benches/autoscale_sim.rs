@@ -35,13 +35,6 @@ const TICK: f64 = 10.0;
 const CHUNK_ENTRIES: u32 = 16;
 const DEADLINE: f64 = 7.0 * DAY;
 
-fn env(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// SplitMix64, for a trace that replays from its seed.
 struct Rng(u64);
 
@@ -339,11 +332,11 @@ fn spec(target: i32, idle: i64, max: i32) -> WorkerPoolSpec {
 
 fn main() {
     let model = Model {
-        images_per_s: env("PICSIFT_SIM_IMAGES_PER_S", 21.0),
-        startup_s: env("PICSIFT_SIM_STARTUP_S", 120.0),
+        images_per_s: picsift_tests::env_or("PICSIFT_SIM_IMAGES_PER_S", 21.0),
+        startup_s: picsift_tests::env_or("PICSIFT_SIM_STARTUP_S", 120.0),
     };
-    let max = env("PICSIFT_SIM_MAX_WORKERS", 20.0) as i32;
-    let seed = env("PICSIFT_SIM_SEED", 1.0) as u64;
+    let max = picsift_tests::env_or("PICSIFT_SIM_MAX_WORKERS", 20.0) as i32;
+    let seed = picsift_tests::env_or("PICSIFT_SIM_SEED", 1.0) as u64;
     let svg_path = std::env::var("PICSIFT_SIM_SVG").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/autoscale_sim.svg").into()
     });

@@ -22,13 +22,6 @@ use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn models() -> Vec<ModelSpec> {
     vec![
         demo_model("pattern", "pattern", 0.8),
@@ -86,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     }
     // One core for libtorch's own threads too: figures are per core.
     picsift_ml::set_cpu_threads(1);
-    let n = env_num("PICSIFT_BENCH_IMAGES", 48);
+    let n: usize = picsift_tests::env_or("PICSIFT_BENCH_IMAGES", 48);
     eprintln!("generating {n} photo-like 1600x1200 JPEGs ...");
     let jpegs: Vec<Vec<u8>> = (0..n as u64)
         .map(|i| encode_jpeg(&photo(40_000 + i, 1600, 1200), 88))

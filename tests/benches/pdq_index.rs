@@ -18,13 +18,6 @@ use picsift_core::pdq_index;
 use picsift_core::pdq_memory::MemoryIndex;
 use std::time::{Duration, Instant};
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// xorshift64*: deterministic random hashes.
 struct Rng(u64);
 
@@ -112,8 +105,8 @@ async fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return Ok(()); // `cargo test --benches` probes bench binaries this way.
     }
-    let n = env_num("PICSIFT_BENCH_HASHES", 1_000_000);
-    let queries = env_num("PICSIFT_BENCH_QUERIES", 256);
+    let n: u64 = picsift_tests::env_or("PICSIFT_BENCH_HASHES", 1_000_000);
+    let queries: u64 = picsift_tests::env_or("PICSIFT_BENCH_QUERIES", 256);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut all: Vec<(String, Hash)> = Vec::with_capacity((n + queries) as usize);
     for i in 0..n {

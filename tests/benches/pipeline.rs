@@ -17,13 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
@@ -40,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let n = env_num("PICSIFT_BENCH_IMAGES", 8);
+    let n: u64 = picsift_tests::env_or("PICSIFT_BENCH_IMAGES", 8);
     eprintln!("generating {n} photo-like 4000x3000 JPEGs ...");
     // As a phone writes them: EXIF with GPS and orientation 6, a Display P3
     // profile, so the orientation and ICC steps are in what is timed
@@ -164,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 2. Ingest (PICSIFT_BENCH_ZIP_MB=0 skips it).
-    if env_num("PICSIFT_BENCH_ZIP_MB", 2048) == 0 {
+    if picsift_tests::env_or("PICSIFT_BENCH_ZIP_MB", 2048u64) == 0 {
         return Ok(());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -176,7 +169,7 @@ fn main() -> anyhow::Result<()> {
         "building the release picsift binary failed"
     );
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/picsift");
-    let target_mb = env_num("PICSIFT_BENCH_ZIP_MB", 2048);
+    let target_mb: u64 = picsift_tests::env_or("PICSIFT_BENCH_ZIP_MB", 2048);
     println!("## Upload ingest through `picsift serve` (release), loopback\n");
     println!(
         "| zip | cp + sync MB/s (best of 2) | upload to 202 MB/s | ratio to cp | server RSS before | server peak RSS |\n|---|---|---|---|---|---|"

@@ -10,6 +10,15 @@ use zip::{CompressionMethod, ZipArchive, ZipWriter};
 pub mod ml;
 pub mod services;
 
+/// The environment variable `name` parsed as a `T`, or `default` when it
+/// is unset or does not parse (the benches' and harnesses' settings).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// SplitMix64: a tiny deterministic generator, enough for fixtures.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

@@ -36,13 +36,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// xorshift64*: the schedule and the uploads replay from the seed.
 struct Rng(u64);
 
@@ -248,9 +241,9 @@ async fn upload_retrying(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn faults_lose_nothing_and_store_nothing_twice() {
-    let secs = env_u64("PICSIFT_CHAOS_SECS", 45);
-    let seed = env_u64("PICSIFT_CHAOS_SEED", 1).max(1);
-    let n_workers = env_u64("PICSIFT_CHAOS_WORKERS", 2) as usize;
+    let secs: u64 = picsift_tests::env_or("PICSIFT_CHAOS_SECS", 45);
+    let seed: u64 = picsift_tests::env_or("PICSIFT_CHAOS_SEED", 1u64).max(1);
+    let n_workers = picsift_tests::env_or("PICSIFT_CHAOS_WORKERS", 2) as usize;
     let global = std::env::var("PICSIFT_CHAOS_SCOPE").is_ok_and(|s| s == "global");
     let scope = if global { "global" } else { "tenant" };
     eprintln!("chaos: {secs} s, seed {seed}, {n_workers} workers, dedup scope {scope}");

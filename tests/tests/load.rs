@@ -26,13 +26,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn env_num(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// When each batch's completion webhook arrived, and its counts.
 type Completions = Arc<Mutex<HashMap<String, (Instant, Value)>>>;
 
@@ -106,11 +99,11 @@ fn zips(count: usize, images: usize, width: u32) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sustained_uploads_all_complete() {
-    let secs = env_num("PICSIFT_LOAD_SECS", 20.0);
-    let rate = env_num("PICSIFT_LOAD_RATE", 1.0);
-    let images = env_num("PICSIFT_LOAD_IMAGES", 25.0) as usize;
-    let width = env_num("PICSIFT_LOAD_WIDTH", 320.0) as u32;
-    let n_workers = env_num("PICSIFT_LOAD_WORKERS", 2.0) as usize;
+    let secs: f64 = picsift_tests::env_or("PICSIFT_LOAD_SECS", 20.0);
+    let rate: f64 = picsift_tests::env_or("PICSIFT_LOAD_RATE", 1.0);
+    let images = picsift_tests::env_or("PICSIFT_LOAD_IMAGES", 25.0) as usize;
+    let width = picsift_tests::env_or("PICSIFT_LOAD_WIDTH", 320.0) as u32;
+    let n_workers = picsift_tests::env_or("PICSIFT_LOAD_WORKERS", 2.0) as usize;
     let uploads = (secs * rate).round() as usize;
     eprintln!(
         "load: {uploads} uploads at {rate}/s of {images} images {width}x{}, {n_workers} workers",
