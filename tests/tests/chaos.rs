@@ -186,22 +186,6 @@ fn signed_completions(received: &Received) -> HashSet<String> {
     done
 }
 
-/// Creates an API key for `tenant` in the cluster's catalog.
-fn tenant_key(c: &Cluster, tenant: &str) -> String {
-    let out = std::process::Command::new(common::picsift_bin())
-        .args(["admin", "keys", "create", "--tenant", tenant, "--config"])
-        .arg(&c.config)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn proxy<'a>(c: &'a Cluster, name: &str) -> &'a FaultProxy {
     &c.proxies.iter().find(|(n, _)| *n == name).unwrap().1
 }
@@ -259,7 +243,7 @@ async fn faults_lose_nothing_and_store_nothing_twice() {
     let base = Arc::new(Mutex::new(base_of(&line)));
     let clients: Vec<(&'static str, reqwest::Client)> = TENANTS
         .iter()
-        .map(|t| (*t, common::client_with(&tenant_key(&c, t))))
+        .map(|t| (*t, common::client_with(&c.tenant_key(t))))
         .collect();
     let mut workers: Vec<Proc> = (0..n_workers)
         .map(|_| c.spawn("worker", "started").0)

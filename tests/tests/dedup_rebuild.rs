@@ -10,6 +10,9 @@
 //! Redis round trips per image) on the first 20,000 images, and reports
 //! Redis's memory per claim.
 
+mod common;
+
+use common::redis_memory;
 use picsift_backends::cluster::RedisDedup;
 use picsift_backends::sql::SqlCatalog;
 use picsift_core::backend::{Catalog, DedupIndex};
@@ -17,23 +20,6 @@ use picsift_core::dedup::{ClaimOutcome, claim_key};
 use picsift_tests::services::postgres::Postgres;
 use picsift_tests::services::redis::RedisServer;
 use std::time::Instant;
-
-async fn redis_memory(url: &str) -> (u64, u64) {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let used = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
-    (used, keys)
-}
 
 async fn flush(url: &str) {
     let client = redis::Client::open(url).unwrap();

@@ -298,24 +298,13 @@ async fn storage_per_image(postgres: &str, redis_url: &str) {
         .take(6)
         .map(|(t, b)| format!("{t} {:.0} kB", *b as f64 / 1024.0))
         .collect();
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let used: f64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let (used, _) = common::redis_memory(redis_url).await;
     eprintln!(
         "load: PostgreSQL {:.1} MB for {images} images and {entries} entries \
          ({:.0} bytes per entry, all tables and indexes; largest: {}); Redis {:.1} MB",
         total as f64 / 1e6,
         total as f64 / entries.max(1) as f64,
         listed.join(", "),
-        used / 1e6
+        used as f64 / 1e6
     );
 }

@@ -122,6 +122,14 @@ impl Cluster {
         }
     }
 
+    /// Creates an API key for `tenant` in the cluster's catalog.
+    pub fn tenant_key(&self, tenant: &str) -> String {
+        super::picsift_admin(
+            &["keys", "create", "--tenant", tenant],
+            ("--config", &self.config),
+        )
+    }
+
     /// Starts `picsift ROLE` and waits for the line that says it is up; returns it with that line.
     pub fn spawn(&self, role: &str, ready: &str) -> (Proc, String) {
         self.spawn_env(role, ready, &[])

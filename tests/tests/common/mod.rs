@@ -105,17 +105,10 @@ impl Server {
 
     /// Creates a key for `tenant` with `picsift admin keys create`.
     pub fn tenant_key(&self, tenant: &str) -> String {
-        let out = Command::new(picsift_bin())
-            .args(["admin", "keys", "create", "--tenant", tenant, "--data"])
-            .arg(&self.data)
-            .output()
-            .expect("run picsift admin keys create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        picsift_admin(
+            &["keys", "create", "--tenant", tenant],
+            ("--data", &self.data),
+        )
     }
 
     /// A URL on this server.
@@ -237,4 +230,40 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Redis's `used_memory` (bytes) and its number of keys.
+pub async fn redis_memory(url: &str) -> (u64, u64) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let used = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    (used, keys)
+}
+
+/// Runs `picsift admin ARGS` and returns what it printed, failing on an error.
+pub fn picsift_admin(args: &[&str], place: (&str, &Path)) -> String {
+    let out = Command::new(picsift_bin())
+        .arg("admin")
+        .args(args)
+        .arg(place.0)
+        .arg(place.1)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run picsift admin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
