@@ -22,9 +22,18 @@ use picsift_tests::services::redis::RedisServer;
 use std::time::Instant;
 
 async fn flush(url: &str) {
+    // No response timeout: a million keys take a while to drop.
     let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .arg("SYNC")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
