@@ -145,6 +145,7 @@ async fn sustained_uploads_all_complete() {
             if last_sample.elapsed() >= Duration::from_secs(5) {
                 last_sample = Instant::now();
                 samples.push(sample(start, &gateway, &workers, &queue, &sent, &done).await);
+                eprintln!("load: {}", samples.last().unwrap());
             }
             tokio::time::sleep((at - Instant::now()).min(Duration::from_millis(50))).await;
         }
@@ -187,6 +188,7 @@ async fn sustained_uploads_all_complete() {
         if last_sample.elapsed() >= Duration::from_secs(5) {
             last_sample = Instant::now();
             samples.push(sample(start, &gateway, &workers, &queue, &sent, &done).await);
+            eprintln!("load: {}", samples.last().unwrap());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
