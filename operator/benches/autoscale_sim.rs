@@ -232,7 +232,7 @@ fn simulate(spec: &WorkerPoolSpec, model: &Model, seed: u64) -> Outcome {
         hour_workers = hour_workers.max(alive);
         hour_backlog = hour_backlog.max(queue.len() as u64);
         step += 1;
-        if step % (3600.0 / STEP) as usize == 0 {
+        if step.is_multiple_of((3600.0 / STEP) as usize) {
             hourly.push((hour_backlog, hour_workers, hour_latency));
             (hour_backlog, hour_workers, hour_latency) = (0, 0, 0.0);
         }
