@@ -315,22 +315,13 @@ impl DedupIndex for RedisDedup {
     }
 
     async fn restore_committed(&self, key: &str, owner: &str, image_id: &str) -> Result<()> {
-        let key = self.key(key);
-        redis::pipe()
-            .atomic()
-            .hset_multiple(&key, &[("owner", owner), ("image_id", image_id)])
-            .ignore()
-            .hdel(&key, "lease_until")
-            .ignore()
-            .query_async::<()>(&mut self.conn.clone())
+        self.restore_committed_many(&[(key.into(), owner.into(), image_id.into())])
             .await
-            .or_backend()?;
-        Ok(())
     }
 
     async fn restore_committed_many(&self, claims: &[(String, String, String)]) -> Result<()> {
-        // One round trip for the lot; each claim written as one step, as
-        // by `restore_committed`. (Redis refuses an empty pipeline.)
+        // One round trip for the lot; each claim written as one step
+        // (MULTI/EXEC). (Redis refuses an empty pipeline.)
         if claims.is_empty() {
             return Ok(());
         }
