@@ -64,9 +64,11 @@ pub(crate) async fn backends(
         )
     })
     .await?;
+    let catalog = Arc::new(catalog);
     Ok(Backends {
         blobs: Arc::new(blobs),
-        catalog: Arc::new(catalog),
+        uploads: catalog.clone(),
+        catalog,
         dedup: Arc::new(dedup),
         queue: Arc::new(queue),
     })
@@ -121,6 +123,9 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    // Abandoned resumable uploads are cleaned up when they expire (every
+    // replica sweeps; the steps are idempotent).
+    picsift_gateway::sweep::spawn(state.clone(), std::time::Duration::from_secs(60));
     startup.ready(picsift_gateway::router(state));
     eprintln!("picsift gateway listening on http://{addr}");
     server
@@ -168,6 +173,8 @@ async fn gateway_state(
         Arc::new(LocalScheduler::new(b.clone(), intake_config(cfg)?))
     };
     Ok(AppState {
+        uploads: b.uploads.clone(),
+        metrics: Default::default(),
         blobs: b.blobs.clone(),
         catalog: b.catalog.clone(),
         scheduler,

@@ -185,6 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let backends = Backends {
         blobs: blobs.clone(),
+        uploads: catalog.clone(),
         catalog: catalog.clone(),
         dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: Arc::new(MemQueue::new()),
@@ -234,6 +235,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let queue: Arc<dyn picsift_core::backend::WorkQueue> = backends.queue.clone();
     let dedup = backends.dedup.clone();
     let state = AppState {
+        uploads: backends.uploads.clone(),
+        metrics: Default::default(),
         dedup,
         rebuilding: Default::default(),
         blobs,
@@ -244,6 +247,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: args.limits().tenant_limits(),
         rate: Arc::new(picsift_core::rate::MemoryRateLimiter::default()),
     };
+    // Abandoned resumable uploads are cleaned up when they expire.
+    picsift_gateway::sweep::spawn(state.clone(), std::time::Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -12,6 +12,7 @@ use crate::model::{
 };
 use crate::pdq::Hash;
 use crate::policy::Policy;
+use crate::resumable::{Finished, Progress, UploadRecord};
 use crate::time::Millis;
 use crate::verdict::Verdict;
 use async_trait::async_trait;
@@ -36,6 +37,8 @@ pub struct Backends {
     pub dedup: Arc<dyn DedupIndex>,
     /// Chunk tasks.
     pub queue: Arc<dyn WorkQueue>,
+    /// Resumable uploads in progress (the gateway's).
+    pub uploads: Arc<dyn UploadStore>,
 }
 
 #[async_trait]
@@ -61,6 +64,32 @@ pub trait BlobStore: Send + Sync {
         Ok(None)
     }
 
+    /// Starts an object assembled from parts (an S3 multipart upload), to
+    /// appear under `key` when finished; returns its upload id.
+    async fn start_parts(&self, key: &str) -> Result<String>;
+    /// Stores part `number` (from 1) of an assembled object, replacing one
+    /// stored before under that number; returns its ETag. Every part but
+    /// the last must be at least 5 MiB.
+    async fn put_part(&self, key: &str, upload: &str, number: u32, bytes: Bytes) -> Result<String>;
+    /// Puts the parts named by their ETags (part `i + 1` at index `i`)
+    /// together under `key`; returns the object's size.
+    async fn finish_parts(&self, key: &str, upload: &str, etags: &[String]) -> Result<u64>;
+    /// Drops an unfinished assembled object and its parts; dropping one
+    /// already gone is not an error.
+    async fn abort_parts(&self, key: &str, upload: &str) -> Result<()>;
+    /// URLs a client may PUT part `number` to directly until `ttl` has
+    /// passed, when the store offers them (S3 presigned URLs). Part 0 names
+    /// a plain PUT of the whole object under `key` (no assembly).
+    async fn presigned_part(
+        &self,
+        _key: &str,
+        _upload: &str,
+        _number: u32,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Readiness: writes and reads back a small object
     /// (`health/readiness-probe`), so a missing bucket, missing credentials
     /// or a read-only store fail it (a read alone takes a missing bucket's
@@ -75,6 +104,41 @@ pub trait BlobStore: Send + Sync {
             ))),
         }
     }
+}
+
+/// Resumable uploads in progress, shared by every gateway
+/// ([`crate::resumable`]): each step is a conditional update under the
+/// appending request's lock.
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// Records a new upload.
+    async fn create_upload(&self, u: &UploadRecord) -> Result<()>;
+    /// The upload `id`.
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>>;
+    /// Takes upload `id` for appending at `offset` until `until`, if it is
+    /// there, unfinished, unexpired at `now` and not held by a live lock.
+    async fn lock_upload(
+        &self,
+        id: &str,
+        token: &str,
+        offset: u64,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool>;
+    /// Saves progress made under `token` and renews its lock to `until`;
+    /// false when the lock was lost (nothing saved).
+    async fn save_upload(&self, id: &str, token: &str, p: &Progress, until: Millis)
+    -> Result<bool>;
+    /// Lets go of the lock `token` holds, if it still does.
+    async fn unlock_upload(&self, id: &str, token: &str) -> Result<()>;
+    /// Marks the upload finished under `token` (and lets go of it); false
+    /// when the lock was lost.
+    async fn finish_upload(&self, id: &str, token: &str, how: &Finished) -> Result<bool>;
+    /// Forgets the upload.
+    async fn delete_upload(&self, id: &str) -> Result<()>;
+    /// Uploads whose time ran out by `now` (unfinished, or finished and
+    /// kept for a client that lost the answer), oldest first.
+    async fn expired_uploads(&self, now: Millis, limit: u32) -> Result<Vec<UploadRecord>>;
 }
 
 /// A stored image near a PDQ hash.

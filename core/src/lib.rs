@@ -36,6 +36,7 @@ pub mod png_webp;
 pub mod policy;
 pub mod progress;
 pub mod rate;
+pub mod resumable;
 pub mod setting;
 pub mod time;
 pub mod trailer;

@@ -146,6 +146,7 @@ pub async fn reserve_quota(
     caller: &Caller,
     id: &str,
     bytes: Option<u64>,
+    ttl_ms: Millis,
 ) -> Result<bool, Problem> {
     if caller.admin
         || (s.limits.max_open_batches.is_none() && s.limits.max_bytes_per_month.is_none())
@@ -157,7 +158,7 @@ pub async fn reserve_quota(
         id: id.into(),
         owner: caller.tenant.clone(),
         bytes: bytes.unwrap_or(0),
-        expires_at: now + RESERVATION_TTL_MS,
+        expires_at: now + ttl_ms,
     };
     if s.catalog.reserve_upload(&r, &quota_check(s, now)).await? {
         return Ok(true);

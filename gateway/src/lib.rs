@@ -6,27 +6,32 @@ mod audit;
 pub mod auth;
 mod batches;
 mod dedup_gate;
+mod direct;
 mod images;
 pub mod kube_scheduler;
+mod metrics;
 mod policy;
 mod problem;
 mod search;
 pub mod server;
 pub mod starting;
+pub mod sweep;
 mod thumbnail;
+mod tus;
 pub mod ui;
 mod upload;
 
 pub use auth::TenantLimits;
 pub use kube_scheduler::KubeScheduler;
+pub use metrics::Metrics;
 pub use problem::Problem;
 pub use server::{Transport, serve};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, head, post};
 use picsift_core::auth::Caller;
-use picsift_core::backend::{BlobStore, Catalog, DedupIndex, Scheduler, WorkQueue};
+use picsift_core::backend::{BlobStore, Catalog, DedupIndex, Scheduler, UploadStore, WorkQueue};
 use picsift_core::policy::Policy;
 use picsift_core::rate::RateLimiter;
 use std::sync::Arc;
@@ -52,6 +57,10 @@ pub struct AppState {
     pub dedup: Arc<dyn DedupIndex>,
     /// Whether this process is rebuilding the dedup index now.
     pub rebuilding: Arc<std::sync::atomic::AtomicBool>,
+    /// Resumable uploads in progress (tus, direct).
+    pub uploads: Arc<dyn UploadStore>,
+    /// The gateway's counters (`/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -142,6 +151,20 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(upload_limit))
                 .get(batches::list),
         )
+        .route(
+            "/v1/uploads",
+            post(tus::create)
+                .options(tus::discover)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/uploads/{id}",
+            head(tus::head)
+                .patch(tus::patch)
+                .delete(tus::terminate)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/uploads/{id}/complete", post(direct::complete))
         .route("/v1/batches/{id}", get(batches::status))
         .route("/v1/batches/{id}/report", get(batches::report))
         .route("/v1/batches/{id}/events", get(batches::events))
@@ -162,6 +185,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(live))
         .route("/readyz", get(batches::ready))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::show))
         // The web frontend (public: the page asks for the key).
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))

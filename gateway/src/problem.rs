@@ -114,8 +114,9 @@ impl From<picsift_core::Error> for Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The RFC 9457 document.
+    pub fn document(&self) -> serde_json::Value {
         let mut body = serde_json::json!({
             "type": format!("https://picsift.io/problems/{}", self.slug),
             "title": self.title,
@@ -125,11 +126,24 @@ impl IntoResponse for Problem {
         if let Some(id) = &self.error_id {
             body["error_id"] = id.as_str().into();
         }
-        let mut resp = (self.status, body.to_string()).into_response();
+        body
+    }
+
+    /// A problem answered before and kept (its status and [`Self::document`]),
+    /// answered again.
+    pub fn replay(status: StatusCode, document: String) -> Response {
+        let mut resp = (status, document).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        resp
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut resp = Problem::replay(self.status, self.document().to_string());
         if let Some(s) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));

@@ -15,6 +15,7 @@ use picsift_core::backend::NewBatch;
 use picsift_core::blob_reader::BlobReader;
 use picsift_core::model::staging_key;
 use picsift_core::policy::Policy;
+use picsift_core::resumable::UploadOptions;
 use picsift_core::time::now_ms;
 use serde::Deserialize;
 use std::fmt::Display;
@@ -34,7 +35,7 @@ pub struct UploadQuery {
     policy: Option<String>,
 }
 
-fn too_large(detail: String) -> Problem {
+pub(crate) fn too_large(detail: String) -> Problem {
     Problem::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "upload-too-large",
@@ -43,7 +44,7 @@ fn too_large(detail: String) -> Problem {
     )
 }
 
-fn not_zip(detail: impl Into<String>) -> Problem {
+pub(crate) fn not_zip(detail: impl Into<String>) -> Problem {
     Problem::new(
         StatusCode::BAD_REQUEST,
         "not-a-zip",
@@ -52,7 +53,7 @@ fn not_zip(detail: impl Into<String>) -> Problem {
     )
 }
 
-fn check_callback(url: &str) -> Result<(), Problem> {
+pub(crate) fn check_callback(url: &str) -> Result<(), Problem> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -83,7 +84,9 @@ pub async fn create_batch(
     // The upload's place in its tenant's quotas, taken atomically with the
     // check (concurrent uploads cannot all pass it), held while it streams
     // and dropped once the batch exists (it counts itself then) or failed.
-    let reserved = crate::auth::reserve_quota(&s, &caller, &id, declared).await?;
+    let reserved =
+        crate::auth::reserve_quota(&s, &caller, &id, declared, crate::auth::RESERVATION_TTL_MS)
+            .await?;
     let result = receive(s.clone(), caller, q, req, id.clone(), reserved).await;
     if reserved && let Err(e) = s.catalog.release_upload(&id).await {
         tracing::warn!(batch = id, error = %e, "could not release a quota reservation; it lapses by itself");
@@ -101,21 +104,15 @@ async fn receive(
     id: String,
     reserved: bool,
 ) -> Result<Response, Problem> {
-    if let Some(cb) = &q.callback {
-        check_callback(cb)?;
-    }
-    // Refuse before reading the body when the queue cannot take the work:
-    // a batch is created whole or not at all.
-    if let Some(q) = &s.queue {
-        q.backlog()
-            .await
-            .map_err(|e| Problem::unavailable(format!("the work queue is unavailable: {e}")))?;
-    }
-    crate::dedup_gate::check(&s).await?;
-    let policy = s
-        .named_policy(q.policy.as_deref(), StatusCode::BAD_REQUEST)
-        .await?;
-    let limit = policy.max_upload_bytes.min(s.policy.max_upload_bytes);
+    let (policy, limit) = precheck(
+        &s,
+        &UploadOptions {
+            policy: q.policy.clone(),
+            callback: q.callback.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -169,37 +166,78 @@ async fn receive(
         ));
     };
     let (size, head) = staged;
-    if reserved && let Err(p) = crate::auth::settle_quota(&s, &caller, &id, size).await {
-        let _ = s.blobs.delete(&key).await;
-        return Err(p);
-    }
-    let summary = match light_check(&s, &policy, &key, size, head, q.strict).await {
-        Ok(summary) => summary,
+    let options = UploadOptions {
+        policy: q.policy,
+        callback: q.callback,
+        strict: q.strict,
+        reserved,
+    };
+    match admit(&s, &caller, &options, &policy, &id, size, head).await {
+        Ok(summary) => Ok(accepted(&id, &summary)),
         Err(p) => {
             let _ = s.blobs.delete(&key).await;
-            return Err(p);
+            Err(p)
         }
-    };
+    }
+}
+
+/// The checks every upload passes before its bytes are taken: a valid
+/// callback, a queue that can take the work, the dedup index ready, and
+/// the policy it names. Returns the policy and the upload size limit.
+pub(crate) async fn precheck(s: &AppState, o: &UploadOptions) -> Result<(Policy, u64), Problem> {
+    if let Some(cb) = &o.callback {
+        check_callback(cb)?;
+    }
+    // Refuse before reading the body when the queue cannot take the work:
+    // a batch is created whole or not at all.
+    if let Some(q) = &s.queue {
+        q.backlog()
+            .await
+            .map_err(|e| Problem::unavailable(format!("the work queue is unavailable: {e}")))?;
+    }
+    crate::dedup_gate::check(s).await?;
+    let policy = s
+        .named_policy(o.policy.as_deref(), StatusCode::BAD_REQUEST)
+        .await?;
+    let limit = policy.max_upload_bytes.min(s.policy.max_upload_bytes);
+    Ok((policy, limit))
+}
+
+/// Turns the archive staged under `staging_key(id)` (`size` bytes, starting
+/// with `head`) into a batch of `caller`'s: its quota place settled, the
+/// light check, the batch recorded and scheduled. The caller deletes the
+/// staged archive when this fails (or keeps it for a retry).
+pub(crate) async fn admit(
+    s: &AppState,
+    caller: &Caller,
+    o: &UploadOptions,
+    policy: &Policy,
+    id: &str,
+    size: u64,
+    head: Vec<u8>,
+) -> Result<archive::Summary, Problem> {
+    let key = staging_key(id);
+    if o.reserved {
+        crate::auth::settle_quota(s, caller, id, size).await?;
+    }
+    let summary = light_check(s, policy, &key, size, head, o.strict).await?;
     let batch = NewBatch {
-        id: id.clone(),
+        id: id.to_string(),
         owner: caller.tenant.clone(),
         staged_key: key.clone(),
         upload_bytes: size,
         total_entries: summary.entries,
-        callback_url: q.callback,
+        callback_url: o.callback.clone(),
         now: now_ms(),
     };
-    if let Err(e) = s.catalog.create_batch(&batch).await {
-        let _ = s.blobs.delete(&key).await;
-        return Err(e.into());
-    }
-    if let Err(e) = s.scheduler.submit(&batch, q.policy.as_deref()).await {
+    s.catalog.create_batch(&batch).await?;
+    if let Err(e) = s.scheduler.submit(&batch, o.policy.as_deref()).await {
         // Nobody would process it: the upload fails whole.
         tracing::error!(batch = id, error = %e, "could not submit the batch");
         let _ = s
             .catalog
             .fail_batch(
-                &id,
+                id,
                 "the batch could not be scheduled; upload it again",
                 now_ms(),
             )
@@ -215,6 +253,11 @@ async fn receive(
         entries = summary.entries,
         "batch received"
     );
+    Ok(summary)
+}
+
+/// The 202 that says a batch was received, with its Location.
+pub(crate) fn accepted(id: &str, summary: &archive::Summary) -> Response {
     let location = format!("/v1/batches/{id}");
     let body = serde_json::json!({
         "id": id,
@@ -226,7 +269,7 @@ async fn receive(
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(resp)
+    resp
 }
 
 /// Streams `body` into the blob store under `key`, at most `limit` bytes,
@@ -313,7 +356,7 @@ where
     }
 }
 
-async fn light_check(
+pub(crate) async fn light_check(
     s: &AppState,
     policy: &Policy,
     key: &str,

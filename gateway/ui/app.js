@@ -1,8 +1,10 @@
 // The picsift web frontend: sign in with an API key, upload a folder or a
 // zip, follow a batch, browse and search stored images. Plain modules, no
 // framework; every request goes to this origin with the key as Bearer.
+// Uploads go through tus (resumable) with tus-js-client, which index.html
+// loads before this module as a classic script (tus.min.js: window.tus).
 
-import { sniff, zipBlob, zipStream } from './zip.js';
+import { sniff, zipBlob, zipStream, zipSummary } from './zip.js';
 
 const KEY = 'picsift.key';
 const RECENT = 'picsift.recent';
@@ -246,9 +248,11 @@ $('skip').addEventListener('click', (ev) => { ev.preventDefault(); $('main').foc
 
 // ------------------------------------------------------------------ upload
 
-// What was picked: [{name, file, kind, refusal}]; and, after an upload, the
-// files by entry name, to show a duplicate next to its original.
+// What was picked: [{name, file, kind, refusal}], and the folder its
+// names were relative to (if any); and, after an upload, the files by entry
+// name, to show a duplicate next to its original.
 let picked = [];
+let pickedFolder = '';
 let localFiles = null;
 
 function recent() {
@@ -269,12 +273,13 @@ async function uploadPage() {
     el('a', { href: `#/batch/${r.id}`, text: r.id }), ` ${r.label || ''} · ${new Date(r.at).toLocaleString()}`)));
 }
 
-/** Strips the folder all names share, and leading slashes. */
+/** Strips the folder all names share (kept in `pickedFolder`), and leading slashes. */
 function relativeNames(items) {
   const names = items.map((i) => i.name.replace(/^\/+/, ''));
   const first = names[0]?.split('/')[0];
   const shared = names.length > 0 && names.every((n) => n.includes('/') && n.split('/')[0] === first);
   items.forEach((it, i) => { it.name = shared ? names[i].slice(first.length + 1) : names[i]; });
+  pickedFolder = shared ? first : '';
   return items;
 }
 
@@ -383,17 +388,171 @@ function xhrUpload(body, onProgress) {
   });
 }
 
-function progressReporter(total) {
+/** Shows `done` of `all` bytes on the bar; the rate counts from `from` (where a resumed upload starts). */
+function progressReporter(total, from = 0) {
   const start = performance.now();
   return (done, all = total) => {
     const secs = (performance.now() - start) / 1000;
     $('upload-bar').max = all || 1;
     $('upload-bar').value = done;
-    const rate = secs > 0 ? done / secs : 0;
+    const rate = secs > 0 ? Math.max(0, done - from) / secs : 0;
     const left = rate > 0 ? Math.max(0, (all - done) / rate) : NaN;
     $('upload-speed').textContent = `${bytes(done)} of ${bytes(all)} · ${bytes(rate)}/s`
       + (Number.isFinite(left) && done < all ? ` · about ${Math.ceil(left)} s left` : '');
   };
+}
+
+// ------------------------------------------------------------- upload (tus)
+
+// tus 1.0 at POST /v1/uploads: the zip goes up in chunks (PATCH), each one
+// acknowledged, so a dropped connection costs at most a chunk, and the
+// upload's URL is kept in localStorage (by tus-js-client, under a
+// fingerprint of the selection) so that picking the same files again after
+// a reload, or another day, goes on from the server's offset. When the
+// last byte is in, the server makes the batch, as POST /v1/batches would.
+
+const CHUNK_SIZE = 16 * 1024 * 1024;
+// A failed request is tried again after 0, 1, 3 and 5 s, then the error is
+// shown (Upload again goes on from the server's offset); a browser that
+// knows it is offline waits for the network instead.
+const RETRY_DELAYS = [0, 1000, 3000, 5000];
+
+function chunkSize() {
+  // tests/web sets a small one, to cut a test upload into several chunks.
+  const n = Number(localStorage.getItem('picsiftChunkSize'));
+  return Number.isSafeInteger(n) && n > 0 ? n : CHUNK_SIZE;
+}
+
+/**
+ * Whether the server takes tus uploads: {maxSize} when OPTIONS /v1/uploads
+ * names tus 1.0.0, else null (a server from before tus answers 404; then
+ * the page uploads in one request, as it did).
+ */
+async function tusSupport() {
+  if (!globalThis.tus?.isSupported) return null;
+  try {
+    const r = await fetch('/v1/uploads', { method: 'OPTIONS', headers: { Authorization: `Bearer ${key()}` } });
+    const versions = (r.headers.get('Tus-Version') || '').split(',').map((v) => v.trim());
+    if (!r.ok || !versions.includes('1.0.0')) return null;
+    return { maxSize: Number(r.headers.get('Tus-Max-Size')) || Infinity };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * cyrb53 (bryc, public domain): a fast 53-bit hash. The fingerprint only
+ * picks which of this browser's own earlier uploads to go on with (and
+ * the size must match too), so it needs to spread, not to resist attack.
+ */
+function hash53(bytes, seed = 0) {
+  let h1 = 0xdeadbeef ^ seed;
+  let h2 = 0x41c6ce57 ^ seed;
+  for (let i = 0; i < bytes.length; i++) {
+    h1 = Math.imul(h1 ^ bytes[i], 2654435761);
+    h2 = Math.imul(h2 ^ bytes[i], 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(16).padStart(14, '0');
+}
+
+/**
+ * The key under which tus-js-client keeps the upload URL of `body` (a zip)
+ * in localStorage: the same for the same selection picked again (a zip
+ * file: its name, size and time; a folder: the zip built from it, which
+ * is the same bytes again), and different for anything else. Both also
+ * hash the zip's central directory, which holds every entry's CRC-32, so
+ * changed contents under the same names and times start a new upload
+ * instead of finishing the old one with other bytes. The key's public id
+ * (psk_ID_secret) keeps one key from picking up another's uploads.
+ */
+async function fingerprint(body, file) {
+  const keyId = (key() || '').split('_')[1] || '';
+  const what = file ? `zip:${file.name}:${file.lastModified}` : `folder:${pickedFolder}`;
+  return ['picsift', keyId, what, body.size, hash53(await zipSummary(body))].join(':');
+}
+
+/** A tus-js-client error as the page shows it: the server's problem detail when it sent one. */
+function tusError(err) {
+  const res = err.originalResponse;
+  if (!res) return err.originalRequest ? new Error('the connection failed') : err;
+  let problem = null;
+  try { problem = JSON.parse(res.getBody()); } catch { /* not JSON */ }
+  return new ApiError(res.getStatus(), problem);
+}
+
+/**
+ * Uploads the zip `body` with tus; resolves to the batch id. Goes on with
+ * this browser's earlier upload of the same selection where there is one,
+ * showing where it resumes.
+ */
+async function tusUpload(body, { fingerprint: fp, filename }) {
+  const total = body.size;
+  const phase = $('upload-phase').textContent;
+  let report = progressReporter(total);
+  let upload;
+  const done = new Promise((resolve, reject) => {
+    upload = new globalThis.tus.Upload(body, {
+      endpoint: new URL('/v1/uploads', location.href).href,
+      chunkSize: chunkSize(),
+      retryDelays: RETRY_DELAYS,
+      headers: { Authorization: `Bearer ${key()}` },
+      metadata: { filename },
+      fingerprint: () => Promise.resolve(fp),
+      // A finished upload is a batch; the same files picked again are a new upload.
+      removeFingerprintOnSuccess: true,
+      onProgress: (sent, all) => report(sent, all),
+      onAfterResponse: (req, res) => {
+        // A HEAD asks the server where its copy ends: when going on with
+        // an earlier upload, and again after every dropped connection.
+        if (req.getMethod() !== 'HEAD' || res.getStatus() !== 200) return;
+        const offset = Number(res.getHeader('Upload-Offset'));
+        if (!(offset > 0 && offset < total)) return;
+        $('upload-phase').textContent = `Resuming at ${bytes(offset)} of ${bytes(total)}`;
+        announce(`Resuming the upload at ${bytes(offset)} of ${bytes(total)}.`);
+        report = progressReporter(total, offset);
+        report(offset);
+      },
+      onShouldRetry: (err, attempt, options) => {
+        const retry = globalThis.tus.defaultOptions.onShouldRetry(err, attempt, options);
+        if (retry) $('upload-phase').textContent = `The connection dropped; trying again (${attempt + 1} of ${RETRY_DELAYS.length})`;
+        return retry;
+      },
+      onSuccess: ({ lastResponse }) => {
+        const id = lastResponse.getHeader('Picsift-Batch-Id');
+        if (id) resolve(id);
+        else reject(new Error('the server took every byte but named no batch (no Picsift-Batch-Id); see the batches page'));
+      },
+      onError: (err) => {
+        if (!navigator.onLine) {
+          // Retrying offline is pointless: wait for the network, then go on
+          // from the server's offset (start() asks it with a HEAD).
+          $('upload-phase').textContent = 'Offline: the upload goes on when the network is back';
+          announce('Offline: the upload goes on when the network is back.');
+          window.addEventListener('online', () => { $('upload-phase').textContent = phase; upload.start(); }, { once: true });
+          return;
+        }
+        const e = tusError(err);
+        if (e.status === 401 && key()) signOut('The server refused the key (unknown or revoked). Sign in again.');
+        // Refused (the archive, or the upload is gone): picking the same
+        // files again starts afresh instead of asking for this one again.
+        if (e.status >= 400 && e.status < 500 && ![401, 409, 423].includes(e.status)) {
+          upload.findPreviousUploads()
+            .then((list) => Promise.all(list.map((p) => globalThis.tus.defaultOptions.urlStorage.removeUpload(p.urlStorageKey))))
+            .catch(() => {});
+        }
+        reject(e);
+      },
+    });
+  });
+  // The newest earlier upload of these bytes; any of another size is stale.
+  const previous = (await upload.findPreviousUploads())
+    .filter((p) => p.size === total && p.uploadUrl)
+    .sort((a, b) => Date.parse(b.creationTime) - Date.parse(a.creationTime));
+  if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+  upload.start();
+  return done;
 }
 
 $('upload-button').addEventListener('click', async () => {
@@ -404,10 +563,31 @@ $('upload-button').addEventListener('click', async () => {
   btn.disabled = true;
   $('upload-error').textContent = '';
   $('upload-progress').hidden = false;
+  $('upload-speed').textContent = '';
   try {
     const total = files.reduce((n, i) => n + i.file.size, 0);
+    const tusServer = await tusSupport();
     let answer;
-    if (zip) {
+    if (tusServer) {
+      let body = files[0].file;
+      if (!zip) {
+        // tus sends slices of a Blob: the zip is built as one (its parts
+        // are the files, not copies), the same bytes each time.
+        $('upload-phase').textContent = 'Reading the files (CRC-32)';
+        let read = 0;
+        const reading = progressReporter(total);
+        body = await zipBlob(files, (n) => { read += n; reading(read); });
+      }
+      if (body.size > tusServer.maxSize) {
+        throw new Error(`the upload is ${bytes(body.size)}; this server takes at most ${bytes(tusServer.maxSize)} in one upload`);
+      }
+      $('upload-phase').textContent = zip ? 'Uploading the zip' : 'Uploading';
+      const id = await tusUpload(body, {
+        fingerprint: await fingerprint(body, zip ? files[0].file : null),
+        filename: zip ? files[0].name : `${pickedFolder || 'files'}.zip`,
+      });
+      answer = { id };
+    } else if (zip) {
       $('upload-phase').textContent = 'Uploading the zip';
       answer = await xhrUpload(files[0].file, progressReporter(total));
     } else if (requestStreams()) {

@@ -14,6 +14,9 @@
 //   headers need the CRCs first, so each file is read once beforehand to
 //   compute them, a chunk at a time.
 //
+// Both are deterministic: the same files (names, bytes, modification
+// times, in the same order) give the same archive.
+//
 // Also used from Node by tests/web (no DOM needed).
 
 const TABLE = (() => {
@@ -37,8 +40,13 @@ const MAX32 = 0xffffffff;
 const FLAG_DESCRIPTOR = 1 << 3;
 const FLAG_UTF8 = 1 << 11;
 
+// The same files always make the same bytes: a resumed upload (tus, see
+// app.js) rebuilds the zip and sends only what the server lacks. So a file
+// without a modification time gets the zip epoch (1980-01-01 00:00), not
+// the time of zipping.
 function dosTime(ms) {
-  const d = new Date(ms || Date.now());
+  if (!ms) return { time: 0, date: (1 << 5) | 1 };
+  const d = new Date(ms);
   const year = Math.min(Math.max(d.getFullYear(), 1980), 2107);
   return {
     time: (d.getHours() << 11) | (d.getMinutes() << 5) | (d.getSeconds() >> 1),
@@ -213,6 +221,26 @@ export async function zipBlob(files, onBytes = () => {}) {
   }
   blobParts.push(...centralDirectory(entries, offset));
   return new Blob(blobParts, { type: 'application/zip' });
+}
+
+/**
+ * What identifies a zip's contents without reading it all: its central
+ * directory (every entry's name, size, time and CRC-32), found from the
+ * end record in its last 22 bytes; for a zip whose end record is not
+ * there (it has a comment, or is zip64), its last 64 KiB.
+ */
+export async function zipSummary(blob) {
+  const tail = async (n) => new Uint8Array(await blob.slice(Math.max(0, blob.size - n)).arrayBuffer());
+  const end = await tail(22);
+  const v = new DataView(end.buffer);
+  if (end.length === 22 && v.getUint32(0, true) === 0x06054b50 && v.getUint16(20, true) === 0) {
+    const size = v.getUint32(12, true);
+    const start = v.getUint32(16, true);
+    if (start !== MAX32 && start + size + 22 === blob.size) {
+      return new Uint8Array(await blob.slice(start, start + size).arrayBuffer());
+    }
+  }
+  return tail(64 * 1024);
 }
 
 /**

@@ -19,6 +19,7 @@ async fn backends(dir: &std::path::Path) -> Backends {
     Backends {
         blobs: Arc::new(FsBlobStore::open(dir.join("blobs")).await.unwrap()),
         dedup: Arc::new(SqliteDedup::of(&catalog).unwrap()),
+        uploads: catalog.clone(),
         catalog,
         queue: Arc::new(MemQueue::new()),
     }

@@ -5,11 +5,19 @@
 // accepted image and check that its bytes hash to its id, search. Saves a
 // screenshot of each page into tests/web/screenshots/ (git-ignored).
 //
+// Uploads go through tus (resumable): a ~40 MB zip in small chunks goes
+// on by itself after the browser goes offline and back, and after the
+// connection drops and the page is reloaded mid-upload, picking the same
+// zip again resumes at the server's offset. A server without tus (older,
+// its OPTIONS /v1/uploads answered 404 here) still gets the upload in one
+// request. tus-js-client in Node (tests/node/tus_upload.mjs) stops an
+// upload halfway and finishes it later, and sees a strict upload refused.
+//
 // Also: the browser's streaming zip writer (gateway/ui/zip.js) sends a
 // folder from Node (whose fetch streams request bodies over HTTP/1.1,
 // which Chromium's does not) and the server takes it.
 
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
 import fs from 'node:fs';
@@ -66,6 +74,14 @@ function png() {
 
 const photos = path.join(tmp, 'photos');
 execFileSync(fixturesBin, ['photos', photos, '6', '480', '360'], { stdio: 'ignore' });
+// ~40 MB of JPEGs for the resumable upload (17 of 4000×3000, about 2.4 MB
+// each; the first six are the photos above, larger): written while the
+// first scenarios run, it takes a while.
+const bigPhotos = path.join(tmp, 'big');
+const bigPhotosWritten = new Promise((resolve, reject) => {
+  execFile(fixturesBin, ['photos', bigPhotos, '17', '4000', '3000'], (err) => (err ? reject(err) : resolve()));
+});
+bigPhotosWritten.catch(() => {}); // awaited (and reported) where used
 const folder = path.join(tmp, 'holiday');
 fs.mkdirSync(path.join(folder, 'day2'), { recursive: true });
 fs.copyFileSync(path.join(photos, 'photo_0000.jpg'), path.join(folder, 'beach.jpg'));
@@ -74,6 +90,17 @@ fs.copyFileSync(path.join(photos, 'photo_0002.jpg'), path.join(folder, 'day2', '
 fs.copyFileSync(path.join(photos, 'photo_0000.jpg'), path.join(folder, 'day2', 'beach-again.jpg'));
 fs.writeFileSync(path.join(folder, 'notes.txt'), 'packing list: towel, hat\n');
 fs.writeFileSync(path.join(folder, 'icon.png'), png());
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `cond()` holds, polling; `what` names it in the error. */
+async function until(what, cond, ms = 60_000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
+    await sleep(25);
+  }
+}
 
 /** Scrolls every image under `scope` into view (they load lazily) and waits until each shows. */
 async function allImagesLoaded(page, scope) {
@@ -102,6 +129,28 @@ const base = await new Promise((resolve, reject) => {
 });
 const adminKey = fs.readFileSync(path.join(data, 'admin.key'), 'utf8').trim();
 log('server at', base);
+const auth = { Authorization: `Bearer ${adminKey}` };
+
+/** The server's offset of a tus upload (HEAD), asked again while it is locked (423). */
+async function uploadOffset(url) {
+  for (let i = 0; ; i++) {
+    const r = await fetch(url, { method: 'HEAD', headers: { ...auth, 'Tus-Resumable': '1.0.0' } });
+    if (r.status === 423 && i < 50) { await sleep(100); continue; }
+    assert.equal(r.status, 200, `HEAD ${url}`);
+    return Number(r.headers.get('upload-offset'));
+  }
+}
+
+/** Polls a batch until it is final; returns its status. */
+async function batchDone(id) {
+  let status;
+  for (let i = 0; i < 1200; i++) {
+    status = await (await fetch(`${base}/v1/batches/${id}`, { headers: auth })).json();
+    if (['completed', 'failed', 'expired'].includes(status.phase)) return status;
+    await sleep(100);
+  }
+  throw new Error(`batch ${id} is not done after 120 s: ${JSON.stringify(status)}`);
+}
 
 let browser;
 let page;
@@ -149,7 +198,9 @@ try {
   await page.click('#upload-button');
   await page.waitForURL(/#\/batch\/[0-9a-f-]+$/, { timeout: 30_000 });
   const batch = page.url().split('/').pop();
-  log('uploaded: batch', batch);
+  assert.ok(requests.some((u) => u.startsWith(`${base}/v1/uploads/`)), 'the folder went up with tus');
+  assert.ok(!requests.includes(`${base}/v1/batches`), 'not in one POST /v1/batches');
+  log('uploaded with tus: batch', batch);
 
   // ------------------------------------------------------------------ batch
   await page.locator('#report-box').waitFor({ timeout: 60_000 });
@@ -245,12 +296,22 @@ try {
   assert.equal(await page.evaluate(() => document.activeElement.id), 'upload-title', 'the focus moves to the new view');
   await page.setInputFiles('#pick-files', zipPath);
   await page.locator('#selection-summary', { hasText: 'sent as it is' }).waitFor();
+  // This time as to a server from before tus: its OPTIONS /v1/uploads is
+  // a 404 (what such a server answers), and the page sends the zip in one
+  // POST /v1/batches, as it always did.
+  const oldServer = (route) => (route.request().method() === 'OPTIONS'
+    ? route.fulfill({ status: 404, contentType: 'application/problem+json', body: JSON.stringify({ type: 'https://picsift.io/problems/not-found', title: 'Not found', status: 404, detail: 'no such endpoint' }) })
+    : route.continue());
+  await page.route(`${base}/v1/uploads`, oldServer);
   await page.click('#upload-button');
   await page.waitForURL((u) => !u.hash.endsWith(batch) && /#\/batch\//.test(u.hash));
+  await page.unroute(`${base}/v1/uploads`, oldServer);
+  assert.ok(requests.includes(`${base}/v1/batches`), 'one POST /v1/batches without tus');
+  for (let i = problems.length - 1; i >= 0; i--) if (problems[i].includes('/v1/uploads')) problems.splice(i, 1); // that 404 was the point
   await page.locator('#report-box').waitFor({ timeout: 60_000 });
   assert.equal(await count('duplicate'), 1);
   assert.equal(await verdictOf('hills-again.jpg'), 'duplicate');
-  log('zip uploaded');
+  log('zip uploaded (in one request, as to a server without tus)');
 
   // ---------------------------------------------------------------- sign out
   await page.click('#signout');
@@ -259,6 +320,144 @@ try {
 
   assert.deepEqual(offsite(), [], 'no request leaves the origin');
   assert.deepEqual(problems, [], 'no console errors (CSP violations included)');
+
+  // -------------------------------------------- resumable upload (tus)
+  await bigPhotosWritten;
+  const bigNames = fs.readdirSync(bigPhotos).sort();
+  const big = await zipBlob(await Promise.all(bigNames.map(async (n) => ({ name: `big/${n}`, file: await fs.openAsBlob(path.join(bigPhotos, n)) }))));
+  const bigZip = path.join(tmp, 'big.zip');
+  fs.writeFileSync(bigZip, Buffer.from(await big.arrayBuffer()));
+  const CHUNK = 4 * 1024 * 1024;
+  log(`resumable upload: ${big.size} bytes, ${Math.ceil(big.size / CHUNK)} chunks of ${CHUNK}`);
+
+  await page.goto(`${base}/`);
+  await page.fill('#signin-key', adminKey);
+  await page.keyboard.press('Enter');
+  await page.locator('#view-upload').waitFor();
+  // Small chunks, so that the upload has several.
+  await page.evaluate((n) => localStorage.setItem('picsiftChunkSize', String(n)), CHUNK);
+  const storedUploads = () => page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('tus::'))
+    .map((k) => JSON.parse(localStorage.getItem(k)).uploadUrl));
+  const patches = { acked: 0, failed: 0 };
+  const heads = [];
+  const creations = [];
+  page.on('response', (r) => {
+    const m = r.request().method();
+    if (m === 'PATCH' && r.status() === 204) patches.acked++;
+    if (m === 'HEAD' && r.url().startsWith(`${base}/v1/uploads/`)) heads.push({ status: r.status(), offset: Number(r.headers()['upload-offset']) });
+  });
+  page.on('request', (r) => { if (r.method() === 'POST' && r.url() === `${base}/v1/uploads`) creations.push(r.url()); });
+  page.on('requestfailed', (r) => { if (r.method() === 'PATCH') patches.failed++; });
+  // Each chunk held back a little, so that the test acts between chunks;
+  // once `cut`, every PATCH fails as if the network were gone.
+  let cut = false;
+  const slowOrCut = async (route) => {
+    try {
+      if (route.request().method() !== 'PATCH') return await route.continue();
+      if (cut) return await route.abort('internetdisconnected');
+      await sleep(200);
+      return await route.continue();
+    } catch { /* the page went offline or away meanwhile */ }
+  };
+  await page.route(`${base}/v1/uploads/*`, slowOrCut);
+
+  await page.setInputFiles('#pick-files', bigZip);
+  await page.locator('#selection-summary', { hasText: 'sent as it is' }).waitFor();
+  await page.click('#upload-button');
+  await until('two chunks acknowledged', () => patches.acked >= 2);
+  const [uploadUrl] = await storedUploads();
+  assert.match(uploadUrl, new RegExp(`^${base}/v1/uploads/[^/]+$`), 'the upload URL is kept in localStorage');
+
+  // Offline, then back: the same page goes on from the server's offset.
+  await context.setOffline(true);
+  await page.locator('#upload-phase', { hasText: 'Offline' }).waitFor();
+  const offlineAt = await uploadOffset(uploadUrl);
+  assert.ok(offlineAt >= 2 * CHUNK && offlineAt < big.size, `the server has ${offlineAt} bytes while the browser is offline`);
+  const ackedBefore = patches.acked;
+  await context.setOffline(false);
+  await until('two more chunks after the network came back', () => patches.acked >= ackedBefore + 2);
+  assert.deepEqual(await storedUploads(), [uploadUrl], 'still the same upload');
+  log('offline at', offlineAt, 'and back: the upload went on');
+
+  // The connection drops for good; the page is reloaded mid-upload.
+  const failedBefore = patches.failed;
+  cut = true;
+  await until('a chunk cut off', () => patches.failed > failedBefore);
+  await page.locator('#upload-phase', { hasText: 'trying again' }).waitFor();
+  const cutAt = await uploadOffset(uploadUrl);
+  assert.ok(cutAt > offlineAt && cutAt < big.size, `the server has ${cutAt} bytes when the connection drops`);
+  await page.unroute(`${base}/v1/uploads/*`, slowOrCut);
+  cut = false;
+  await page.reload();
+  await page.locator('#view-upload').waitFor();
+  creations.length = 0;
+  heads.length = 0;
+  await page.route(`${base}/v1/uploads/*`, slowOrCut);
+  // Every text the phase label shows, however briefly.
+  await page.evaluate(() => {
+    window.phases = [];
+    new MutationObserver(() => window.phases.push(document.getElementById('upload-phase').textContent))
+      .observe(document.getElementById('upload-phase'), { childList: true, characterData: true, subtree: true });
+  });
+  await page.setInputFiles('#pick-files', bigZip);
+  await page.locator('#selection-summary', { hasText: 'sent as it is' }).waitFor();
+  await page.click('#upload-button');
+  await page.waitForURL(/#\/batch\/[0-9a-f-]+$/, { timeout: 60_000 });
+  const bigBatch = page.url().split('/').pop();
+  await page.unroute(`${base}/v1/uploads/*`, slowOrCut);
+  const phases = await page.evaluate(() => window.phases);
+  assert.ok(phases.some((t) => /^Resuming at (?!0 B)\S+ \S+ of \S+ MiB$/.test(t)), `the page says where it resumes: ${JSON.stringify(phases)}`);
+  assert.equal(heads[0]?.status, 200, 'the page asked the server for its offset');
+  assert.equal(heads[0].offset, cutAt, 'and resumed where the server\'s copy ends');
+  assert.deepEqual(creations, [], 'no new upload after the reload');
+  assert.deepEqual(await storedUploads(), [], 'a finished upload is forgotten');
+  await page.locator('#report-box').waitFor({ timeout: 120_000 });
+  assert.equal(await page.textContent('#batch-phase'), 'completed');
+  assert.equal(await page.locator('#report tbody tr').count(), bigNames.length);
+  assert.equal((await count('rejected')) + (await count('failed')), 0, 'every image taken');
+  const bigStatus = await (await fetch(`${base}/v1/batches/${bigBatch}`, { headers: auth })).json();
+  assert.equal(bigStatus.upload_bytes, big.size, 'the batch has every byte of the zip');
+  await page.screenshot({ path: path.join(shots, '7-resumed-batch.png'), fullPage: true });
+  // Only the cut-off requests failed (Chromium logs each as an error).
+  for (let i = problems.length - 1; i >= 0; i--) if (/net::ERR_(INTERNET_DISCONNECTED|FAILED)/.test(problems[i])) problems.splice(i, 1);
+  assert.deepEqual(problems, [], 'no other console errors');
+  assert.deepEqual(offsite(), [], 'no request leaves the origin');
+  log('reloaded at', cutAt, 'and resumed: batch', bigBatch, 'completed');
+
+  // ------------------------------------ tus-js-client in Node (tests/node)
+  const cli = (...args) => new Promise((resolve) => {
+    execFile(path.join(root, 'tests/node/run.sh'), args, (err, stdout, stderr) => {
+      resolve({ code: err ? err.code : 0, stderr, out: stdout.trim() ? JSON.parse(stdout.trim().split('\n').pop()) : null });
+    });
+  });
+  const common = ['--key', adminKey, '--file', bigZip, '--chunk-size', String(CHUNK)];
+  const half = await cli('--endpoint', `${base}/v1/uploads`, ...common, '--stop-after', String(3 * CHUNK));
+  assert.equal(half.code, 0, half.stderr);
+  assert.equal(half.out.stopped, true);
+  assert.equal(half.out.offset, 3 * CHUNK);
+  assert.equal(await uploadOffset(half.out.upload_url), 3 * CHUNK, 'the server kept the stopped upload');
+  const rest = await cli('--upload-url', half.out.upload_url, ...common);
+  assert.equal(rest.code, 0, rest.stderr);
+  assert.equal(rest.out.resumed_from, 3 * CHUNK);
+  assert.equal(rest.out.bytes, big.size);
+  const cliStatus = await batchDone(rest.out.batch_id);
+  assert.equal(cliStatus.total_entries, bigNames.length, JSON.stringify(cliStatus));
+  assert.equal(cliStatus.counts.duplicate, bigNames.length, 'the same images again: all duplicates');
+  // strict=true: an entry that is no image refuses the whole upload at its
+  // last PATCH, with a problem saying why.
+  const mixedZip = path.join(tmp, 'mixed.zip');
+  const mixed = await zipBlob(await Promise.all(['beach.jpg', 'notes.txt'].map(async (n) => ({ name: n, file: await fs.openAsBlob(path.join(folder, n)) }))));
+  fs.writeFileSync(mixedZip, Buffer.from(await mixed.arrayBuffer()));
+  const refusedUpload = await cli('--endpoint', `${base}/v1/uploads`, '--key', adminKey, '--file', mixedZip, '--metadata', 'strict=true');
+  assert.equal(refusedUpload.code, 1, `a strict upload with a text file is refused: ${JSON.stringify(refusedUpload)}`);
+  assert.match(refusedUpload.stderr, /PATCH \S+: HTTP 4\d\d: \S/, refusedUpload.stderr);
+  // The page's tus-js-client is the one pinned in tests/node.
+  const vendored = fs.readFileSync(path.join(root, 'gateway/ui/tus.min.js'), 'utf8');
+  const pinned = JSON.parse(fs.readFileSync(path.join(root, 'tests/node/package.json'), 'utf8')).dependencies['tus-js-client'];
+  const dist = fs.readFileSync(path.join(root, 'tests/node/node_modules/tus-js-client/dist/tus.min.js'), 'utf8');
+  assert.ok(vendored.startsWith(`/*!\n * tus-js-client ${pinned} `), `gateway/ui/tus.min.js names tus-js-client ${pinned}`);
+  assert.equal(vendored.slice(vendored.indexOf('\n */\n') + 5), dist.replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n'), `gateway/ui/tus.min.js is tus-js-client ${pinned}'s dist/tus.min.js`);
+  log('tus-js-client in Node: stopped at', half.out.offset, 'and finished; a strict upload refused');
 
   // ------------------------------------------- the streaming zip, from Node
   const files = [];

@@ -2,7 +2,8 @@
 # The web frontend's end-to-end test: headless Chromium (Debian's
 # `chromium`, installed here when missing) driven by playwright-core
 # against target/debug/picsift, which the caller builds (scripts/test.sh
-# does; PICSIFT_BIN names another). Screenshots: tests/web/screenshots/.
+# does; PICSIFT_BIN names another), and tus-js-client in Node
+# (tests/node). Screenshots: tests/web/screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")"
 if ! command -v chromium >/dev/null; then
@@ -12,5 +13,9 @@ if ! command -v chromium >/dev/null; then
 fi
 if [ ! -d node_modules/playwright-core ]; then
     npm ci --no-audit --no-fund --silent
+fi
+# tus-js-client in Node (tests/node/tus_upload.mjs), which e2e.mjs runs too.
+if [ ! -d ../node/node_modules/tus-js-client ]; then
+    (cd ../node && npm ci --no-audit --no-fund --silent)
 fi
 exec node e2e.mjs

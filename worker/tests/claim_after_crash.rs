@@ -71,6 +71,7 @@ async fn the_next_copy_of_an_image_recorded_by_a_dead_worker_is_its_duplicate() 
     let dedup = Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog"));
     let b = Backends {
         blobs: blobs.clone(),
+        uploads: catalog.clone(),
         catalog: catalog.clone(),
         dedup: dedup.clone(),
         queue: Arc::new(MemQueue::new()),

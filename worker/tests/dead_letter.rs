@@ -24,6 +24,7 @@ async fn task_past_its_delivery_limit_is_dead_lettered_and_its_entries_fail() {
     let queue = Arc::new(MemQueue::new());
     let b = Backends {
         blobs: Arc::new(FsBlobStore::open(dir.path().join("blobs")).await.unwrap()),
+        uploads: catalog.clone(),
         catalog: catalog.clone(),
         dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: queue.clone(),

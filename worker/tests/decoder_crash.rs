@@ -70,6 +70,7 @@ async fn setup() -> (tempfile::TempDir, Backends, Arc<SqlCatalog>) {
     catalog.record_entries("b1", &entries, 0).await.unwrap();
     let b = Backends {
         blobs,
+        uploads: catalog.clone(),
         catalog: catalog.clone(),
         dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: Arc::new(MemQueue::new()),

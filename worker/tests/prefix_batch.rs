@@ -20,6 +20,7 @@ async fn a_prefix_batch_checks_every_object_under_it_and_deletes_none() {
     );
     let b = Backends {
         blobs: Arc::new(FsBlobStore::open(dir.path().join("blobs")).await.unwrap()),
+        uploads: catalog.clone(),
         catalog: catalog.clone(),
         dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: Arc::new(MemQueue::new()),

@@ -414,6 +414,135 @@ impl BlobStore for S3BlobStore {
         Ok(Some(req.uri().to_string()))
     }
 
+    async fn start_parts(&self, key: &str) -> Result<String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map_err(|e| s3_err("create multipart upload", e))?;
+        created
+            .upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Backend("S3 returned no upload id".into()))
+    }
+
+    async fn put_part(&self, key: &str, upload: &str, number: u32, bytes: Bytes) -> Result<String> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .upload_id(upload)
+            .part_number(i32::try_from(number).unwrap_or(i32::MAX))
+            .body(SdkStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.meta().code() == Some("NoSuchUpload") => {
+                    Error::NotFound(format!("{key} (upload {upload})"))
+                }
+                _ => s3_err("upload part", e),
+            })?;
+        out.e_tag()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Backend("S3 returned no ETag for a part".into()))
+    }
+
+    async fn finish_parts(&self, key: &str, upload: &str, etags: &[String]) -> Result<u64> {
+        let parts = etags
+            .iter()
+            .enumerate()
+            .map(|(i, etag)| {
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(etag)
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .upload_id(upload)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(
+                |e| match e.as_service_error().and_then(|se| se.meta().code()) {
+                    Some("NoSuchUpload") => Error::NotFound(format!("{key} (upload {upload})")),
+                    Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall") => {
+                        Error::Invalid(format!(
+                            "the parts of {key} do not fit together: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        ))
+                    }
+                    _ => s3_err("complete multipart upload", e),
+                },
+            )?;
+        self.size(key)
+            .await?
+            .ok_or_else(|| Error::NotFound(key.into()))
+    }
+
+    async fn abort_parts(&self, key: &str, upload: &str) -> Result<()> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(self.key(key))
+            .upload_id(upload)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.meta().code() == Some("NoSuchUpload")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(s3_err("abort multipart upload", e)),
+        }
+    }
+
+    async fn presigned_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        ttl: Duration,
+    ) -> Result<Option<String>> {
+        let presign = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| s3_err("presigning config", e))?;
+        let req = if number == 0 {
+            self.client
+                .put_object()
+                .bucket(&self.config.bucket)
+                .key(self.key(key))
+                .presigned(presign)
+                .await
+                .map_err(|e| s3_err("presign", e))?
+        } else {
+            self.client
+                .upload_part()
+                .bucket(&self.config.bucket)
+                .key(self.key(key))
+                .upload_id(upload)
+                .part_number(i32::try_from(number).unwrap_or(i32::MAX))
+                .presigned(presign)
+                .await
+                .map_err(|e| s3_err("presign", e))?
+        };
+        Ok(Some(req.uri().to_string()))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let mut pages = self
             .client

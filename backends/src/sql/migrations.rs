@@ -40,6 +40,7 @@ const SQLITE: &[(&str, &str, &str)] = &[
     migration!("sqlite", "0009", "tenants"),
     migration!("common", "0010", "orphan_blobs"),
     migration!("common", "0011", "upload_reservations"),
+    migration!("common", "0012", "resumable_uploads"),
 ];
 
 /// (version, description, SQL), as in the file names of PostgreSQL's migrations.
@@ -55,6 +56,7 @@ const POSTGRES: &[(&str, &str, &str)] = &[
     migration!("postgres", "0009", "tenants"),
     migration!("common", "0010", "orphan_blobs"),
     migration!("common", "0011", "upload_reservations"),
+    migration!("common", "0012", "resumable_uploads"),
 ];
 
 fn migrator(list: &[(&str, &str, &'static str)]) -> Migrator {

@@ -16,6 +16,7 @@ mod quotas;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
 mod statements;
+mod uploads;
 
 pub use sqlite::SqliteDedup;
 

@@ -139,6 +139,7 @@ pub async fn backends() -> Fixture {
     );
     let backends = Backends {
         blobs: Arc::new(FsBlobStore::open(dir.path().join("blobs")).await.unwrap()),
+        uploads: catalog.clone(),
         catalog: catalog.clone(),
         dedup: Arc::new(SqliteDedup::of(&catalog).expect("a SQLite catalog")),
         queue: Arc::new(MemQueue::new()),
