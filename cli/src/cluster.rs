@@ -125,7 +125,7 @@ pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
     };
     // Abandoned resumable uploads are cleaned up when they expire (every
     // replica sweeps; the steps are idempotent).
-    picsift_gateway::sweep::spawn(state.clone(), std::time::Duration::from_secs(60));
+    picsift_gateway::sweep::spawn(state.clone());
     startup.ready(picsift_gateway::router(state));
     eprintln!("picsift gateway listening on http://{addr}");
     server

@@ -64,6 +64,9 @@ pub struct LimitsSection {
     pub max_connections: usize,
     /// Requests handled at once (more get 503).
     pub max_requests: usize,
+    /// Seconds an unfinished resumable upload (tus, direct) is kept before
+    /// its parts are dropped.
+    pub upload_expiry_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -79,6 +82,7 @@ impl Default for LimitsSection {
             body_idle_timeout_secs: t.body_idle_timeout.as_secs(),
             max_connections: t.max_connections,
             max_requests: t.max_requests,
+            upload_expiry_secs: d.upload_ttl_ms as u64 / 1000,
         }
     }
 }
@@ -94,6 +98,7 @@ impl LimitsSection {
             }),
             max_open_batches: on(self.max_open_batches),
             max_bytes_per_month: on(self.max_bytes_per_month),
+            upload_ttl_ms: (self.upload_expiry_secs.max(1) as i64).saturating_mul(1000),
         }
     }
 

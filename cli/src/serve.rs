@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Requests handled at once (more get 503).
     #[arg(long, env = "PICSIFT_LIMITS_MAX_REQUESTS", default_value_t = crate::config::LimitsSection::default().max_requests)]
     pub max_requests: usize,
+    /// Seconds an unfinished resumable upload is kept before its parts are dropped.
+    #[arg(long, env = "PICSIFT_LIMITS_UPLOAD_EXPIRY_SECS", default_value_t = crate::config::LimitsSection::default().upload_expiry_secs)]
+    pub upload_expiry_secs: u64,
 }
 
 impl ServeArgs {
@@ -101,6 +104,7 @@ impl ServeArgs {
             body_idle_timeout_secs: self.body_idle_timeout_secs,
             max_connections: self.max_connections,
             max_requests: self.max_requests,
+            upload_expiry_secs: self.upload_expiry_secs,
         }
     }
 }
@@ -248,7 +252,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         rate: Arc::new(picsift_core::rate::MemoryRateLimiter::default()),
     };
     // Abandoned resumable uploads are cleaned up when they expire.
-    picsift_gateway::sweep::spawn(state.clone(), std::time::Duration::from_secs(60));
+    picsift_gateway::sweep::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

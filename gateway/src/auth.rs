@@ -26,6 +26,8 @@ pub struct TenantLimits {
     pub max_open_batches: Option<u64>,
     /// Bytes a tenant may upload per calendar month (UTC).
     pub max_bytes_per_month: Option<u64>,
+    /// How long an unfinished resumable upload is kept.
+    pub upload_ttl_ms: Millis,
 }
 
 impl Default for TenantLimits {
@@ -37,6 +39,7 @@ impl Default for TenantLimits {
             }),
             max_open_batches: Some(16),
             max_bytes_per_month: None,
+            upload_ttl_ms: picsift_core::resumable::UPLOAD_TTL_MS,
         }
     }
 }

@@ -19,8 +19,7 @@ use axum::response::{IntoResponse, Response};
 use picsift_core::auth::Caller;
 use picsift_core::model::staging_key;
 use picsift_core::resumable::{
-    Finished, LOCK_TTL_MS, UPLOAD_TTL_MS, UploadKind, UploadOptions, UploadRecord, check_length,
-    direct_parts,
+    Finished, LOCK_TTL_MS, UploadKind, UploadOptions, UploadRecord, check_length, direct_parts,
 };
 use picsift_core::time::now_ms;
 use serde::Deserialize;
@@ -105,13 +104,13 @@ async fn start_direct(s: &AppState, caller: &Caller, req: Request) -> Result<Res
     }
     let id = uuid::Uuid::now_v7().to_string();
     let key = staging_key(&id);
-    let ttl = Duration::from_millis(UPLOAD_TTL_MS as u64);
+    let ttl = Duration::from_millis(s.limits.upload_ttl_ms.max(1_000) as u64);
     // Whether the store presigns at all, before anything is reserved.
     if s.blobs.presigned_part(&key, "", 0, ttl).await?.is_none() {
         return Err(not_offered());
     }
     options.reserved =
-        crate::auth::reserve_quota(s, caller, &id, Some(r.size), UPLOAD_TTL_MS).await?;
+        crate::auth::reserve_quota(s, caller, &id, Some(r.size), s.limits.upload_ttl_ms).await?;
     let made = async {
         let (part_size, count) = direct_parts(r.size);
         let multipart_id = if count == 1 {
@@ -142,7 +141,7 @@ async fn start_direct(s: &AppState, caller: &Caller, req: Request) -> Result<Res
             parts: vec![],
             tail: None,
             created_at: now,
-            expires_at: now + UPLOAD_TTL_MS,
+            expires_at: now + s.limits.upload_ttl_ms,
             lock: None,
             finished: None,
         };

@@ -53,8 +53,10 @@ pub async fn sweep_once(s: &AppState) -> Result<usize, Problem> {
     }
 }
 
-/// Sweeps every `every` until the process ends.
-pub fn spawn(s: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Sweeps until the process ends: every minute, or twice per expiry
+/// period when that is shorter.
+pub fn spawn(s: AppState) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis((s.limits.upload_ttl_ms.max(2_000) / 2).min(60_000) as u64);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

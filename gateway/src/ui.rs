@@ -26,6 +26,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../ui/zip.js"),
     ),
     (
+        "tus.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/tus.min.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../ui/style.css"),

@@ -96,6 +96,8 @@ function describe(err) {
     detail = [problem.title, problem.detail].filter(Boolean).join(': ') || detail;
   } catch { /* not JSON: the body as it is */ }
   const req = err.originalRequest;
+  // A HEAD answer has no body to say why.
+  if (!detail && (status === 404 || status === 410)) detail = 'the server has no such upload (it expired, was terminated, or is another tenant\'s)';
   return `${req ? `${req.getMethod()} ${req.getURL()}: ` : ''}HTTP ${status}${detail ? `: ${detail}` : ''}`;
 }
 

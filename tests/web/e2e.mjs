@@ -78,8 +78,9 @@ execFileSync(fixturesBin, ['photos', photos, '6', '480', '360'], { stdio: 'ignor
 // each; the first six are the photos above, larger): written while the
 // first scenarios run, it takes a while.
 const bigPhotos = path.join(tmp, 'big');
+let bigPhotosJob;
 const bigPhotosWritten = new Promise((resolve, reject) => {
-  execFile(fixturesBin, ['photos', bigPhotos, '17', '4000', '3000'], (err) => (err ? reject(err) : resolve()));
+  bigPhotosJob = execFile(fixturesBin, ['photos', bigPhotos, '17', '4000', '3000'], (err) => (err ? reject(err) : resolve()));
 });
 bigPhotosWritten.catch(() => {}); // awaited (and reported) where used
 const folder = path.join(tmp, 'holiday');
@@ -321,7 +322,31 @@ try {
   assert.deepEqual(offsite(), [], 'no request leaves the origin');
   assert.deepEqual(problems, [], 'no console errors (CSP violations included)');
 
+  // ------------------------------------------- the streaming zip, from Node
+  const files = [];
+  for (const [i, name] of [[3, 'ünïcode/straße.jpg'], [4, 'b.jpg'], [5, 'c/d/e.jpg']]) {
+    files.push({ name, file: await fs.openAsBlob(path.join(photos, `photo_000${i}.jpg`)) });
+  }
+  const up = await fetch(`${base}/v1/batches`, {
+    method: 'POST', duplex: 'half', body: zipStream(files),
+    headers: { Authorization: `Bearer ${adminKey}`, 'Content-Type': 'application/zip' },
+  });
+  assert.equal(up.status, 202, await up.clone().text());
+  const { id } = await up.json();
+  let status;
+  for (let i = 0; i < 600; i++) {
+    status = await (await fetch(`${base}/v1/batches/${id}`, { headers: { Authorization: `Bearer ${adminKey}` } })).json();
+    if (['completed', 'failed'].includes(status.phase)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(status.counts.accepted, 3, JSON.stringify(status));
+  const rep = await (await fetch(`${base}/v1/batches/${id}/report`, { headers: { Authorization: `Bearer ${adminKey}` } })).json();
+  assert.deepEqual(rep.entries.map((e) => e.entry), files.map((f) => f.name));
+  log('streamed zip accepted');
+
   // -------------------------------------------- resumable upload (tus)
+  // Last of the uploads: its first six photos are the ones above again,
+  // larger (the same seeds), and would be duplicates there.
   await bigPhotosWritten;
   const bigNames = fs.readdirSync(bigPhotos).sort();
   const big = await zipBlob(await Promise.all(bigNames.map(async (n) => ({ name: `big/${n}`, file: await fs.openAsBlob(path.join(bigPhotos, n)) }))));
@@ -334,10 +359,24 @@ try {
   await page.fill('#signin-key', adminKey);
   await page.keyboard.press('Enter');
   await page.locator('#view-upload').waitFor();
-  // Small chunks, so that the upload has several.
-  await page.evaluate((n) => localStorage.setItem('picsiftChunkSize', String(n)), CHUNK);
   const storedUploads = () => page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('tus::'))
     .map((k) => JSON.parse(localStorage.getItem(k)).uploadUrl));
+
+  // A zip the server refuses once it has it all (no image in it): the
+  // page says why, and forgets the upload.
+  const textZip = path.join(tmp, 'text.zip');
+  fs.writeFileSync(textZip, Buffer.from(await (await zipBlob([{ name: 'notes.txt', file: await fs.openAsBlob(path.join(folder, 'notes.txt')) }])).arrayBuffer()));
+  await page.setInputFiles('#pick-files', textZip);
+  await page.locator('#selection-summary', { hasText: 'sent as it is' }).waitFor();
+  await page.click('#upload-button');
+  await page.locator('#upload-error', { hasText: 'Upload failed' }).waitFor({ timeout: 30_000 });
+  assert.match(await page.textContent('#upload-error'), /^Upload failed: .*image/, 'the server\'s reason (problem detail)');
+  assert.deepEqual(await storedUploads(), [], 'a refused upload is forgotten');
+  for (let i = problems.length - 1; i >= 0; i--) if (/\b400\b.*\/v1\/uploads\//.test(problems[i])) problems.splice(i, 1); // that refusal was the point
+  await page.click('#clear-button');
+
+  // Small chunks, so that the upload has several.
+  await page.evaluate((n) => localStorage.setItem('picsiftChunkSize', String(n)), CHUNK);
   const patches = { acked: 0, failed: 0 };
   const heads = [];
   const creations = [];
@@ -459,27 +498,6 @@ try {
   assert.equal(vendored.slice(vendored.indexOf('\n */\n') + 5), dist.replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n'), `gateway/ui/tus.min.js is tus-js-client ${pinned}'s dist/tus.min.js`);
   log('tus-js-client in Node: stopped at', half.out.offset, 'and finished; a strict upload refused');
 
-  // ------------------------------------------- the streaming zip, from Node
-  const files = [];
-  for (const [i, name] of [[3, 'ünïcode/straße.jpg'], [4, 'b.jpg'], [5, 'c/d/e.jpg']]) {
-    files.push({ name, file: await fs.openAsBlob(path.join(photos, `photo_000${i}.jpg`)) });
-  }
-  const up = await fetch(`${base}/v1/batches`, {
-    method: 'POST', duplex: 'half', body: zipStream(files),
-    headers: { Authorization: `Bearer ${adminKey}`, 'Content-Type': 'application/zip' },
-  });
-  assert.equal(up.status, 202, await up.clone().text());
-  const { id } = await up.json();
-  let status;
-  for (let i = 0; i < 600; i++) {
-    status = await (await fetch(`${base}/v1/batches/${id}`, { headers: { Authorization: `Bearer ${adminKey}` } })).json();
-    if (['completed', 'failed'].includes(status.phase)) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  assert.equal(status.counts.accepted, 3, JSON.stringify(status));
-  const rep = await (await fetch(`${base}/v1/batches/${id}/report`, { headers: { Authorization: `Bearer ${adminKey}` } })).json();
-  assert.deepEqual(rep.entries.map((e) => e.entry), files.map((f) => f.name));
-  log('streamed zip accepted');
   console.log(`web e2e: ok in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${path.relative(process.cwd(), shots) || '.'}`);
 } catch (e) {
   console.error(`web e2e FAILED: ${e.stack || e}`);
@@ -489,5 +507,11 @@ try {
 } finally {
   await browser?.close();
   server.kill('SIGTERM');
+  // Still writing when an earlier step failed: stopped before its folder goes.
+  if (bigPhotosJob.exitCode === null && bigPhotosJob.signalCode === null) {
+    const exited = new Promise((r) => bigPhotosJob.once('exit', r));
+    bigPhotosJob.kill('SIGTERM');
+    await exited;
+  }
   fs.rmSync(tmp, { recursive: true, force: true });
 }

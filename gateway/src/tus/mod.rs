@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use picsift_core::auth::Caller;
 use picsift_core::model::staging_key;
 use picsift_core::resumable::{
-    Append, Finished, LOCK_TTL_MS, LengthProblem, UPLOAD_TTL_MS, UploadKind, UploadRecord,
-    check_length, decide_append,
+    Append, Finished, LOCK_TTL_MS, LengthProblem, UploadKind, UploadRecord, check_length,
+    decide_append,
 };
 use picsift_core::time::now_ms;
 use protocol::State as TusState;
@@ -146,8 +146,9 @@ async fn create_tus(s: &AppState, caller: &Caller, req: Request) -> Result<Respo
     }
     let id = uuid::Uuid::now_v7().to_string();
     let now = now_ms();
-    let expires_at = now + UPLOAD_TTL_MS;
-    options.reserved = crate::auth::reserve_quota(s, caller, &id, length, UPLOAD_TTL_MS).await?;
+    let expires_at = now + s.limits.upload_ttl_ms;
+    options.reserved =
+        crate::auth::reserve_quota(s, caller, &id, length, s.limits.upload_ttl_ms).await?;
     let created = async {
         let multipart_id = s.blobs.start_parts(&staging_key(&id)).await?;
         let rec = UploadRecord {
@@ -373,7 +374,7 @@ pub async fn terminate(
     let run = async {
         protocol::check_version(&headers).map_err(tus_problem)?;
         let r = visible(&s, &caller, &id).await?;
-        if r.finished.is_none() {
+        if r.finished.is_none() && now_ms() < r.expires_at {
             let token = uuid::Uuid::now_v7().to_string();
             let now = now_ms();
             if !s

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod tus;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
