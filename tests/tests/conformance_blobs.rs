@@ -145,6 +145,77 @@ async fn blob_store_conforms(store: Arc<dyn BlobStore>) {
         store.list("images/").await.unwrap(),
         vec!["images/aa/bb/one".to_string()]
     );
+    store.delete("staging/small.zip").await.unwrap();
+    assembled_objects_conform(store.as_ref()).await;
+}
+
+/// Objects assembled from parts (resumable uploads): parts stored again
+/// replace the earlier ones, only the named ETags are put together, an
+/// abort leaves nothing, and nothing shows in listings before the end.
+async fn assembled_objects_conform(store: &dyn BlobStore) {
+    const PART: usize = 5 << 20;
+    let (p1, p2, last) = (pattern(PART, 3), pattern(PART, 4), pattern(1234, 5));
+    let key = "staging/assembled.zip";
+    let upload = store.start_parts(key).await.unwrap();
+    let first = store
+        .put_part(key, &upload, 1, Bytes::from(pattern(PART, 99)))
+        .await
+        .unwrap();
+    // Part 1 stored again (a retry after a lost answer): the new one counts.
+    let again = store
+        .put_part(key, &upload, 1, Bytes::from(p1.clone()))
+        .await
+        .unwrap();
+    assert_ne!(first, again, "another part, another ETag");
+    let two = store
+        .put_part(key, &upload, 2, Bytes::from(p2.clone()))
+        .await
+        .unwrap();
+    let three = store
+        .put_part(key, &upload, 3, Bytes::from(last.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.size(key).await.unwrap(),
+        None,
+        "not there before the end"
+    );
+    assert!(store.list("staging/").await.unwrap().is_empty());
+    let n = store
+        .finish_parts(key, &upload, &[again, two, three])
+        .await
+        .unwrap();
+    let want: Vec<u8> = [p1, p2, last].concat();
+    assert_eq!(n, want.len() as u64);
+    assert_eq!(
+        collect(store.get_stream(key, None).await.unwrap()).await,
+        want
+    );
+    store.delete(key).await.unwrap();
+
+    // An aborted one leaves nothing, and aborting twice is fine.
+    let upload = store.start_parts(key).await.unwrap();
+    store
+        .put_part(key, &upload, 1, Bytes::from(pattern(PART, 6)))
+        .await
+        .unwrap();
+    store.abort_parts(key, &upload).await.unwrap();
+    store.abort_parts(key, &upload).await.unwrap();
+    assert!(
+        store
+            .put_part(key, &upload, 2, Bytes::from_static(b"x"))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.size(key).await.unwrap(), None);
+    assert!(
+        store
+            .list("")
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| !k.starts_with("staging/"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,4 +305,56 @@ async fn s3_presigned_download_urls_serve_the_object_when_configured() {
     let got = reqwest::get(&url).await.unwrap();
     assert_eq!(got.status(), 200, "{url}");
     assert_eq!(got.bytes().await.unwrap().to_vec(), data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_presigned_part_urls_take_a_clients_bytes() {
+    let g = Garage::start();
+    let bucket = g.bucket("direct");
+    let store = S3BlobStore::connect(s3_config(&g, &bucket)).await.unwrap();
+    let ttl = std::time::Duration::from_secs(600);
+    let http = reqwest::Client::new();
+    // One presigned PUT of a whole object.
+    let small = pattern(4000, 1);
+    let url = store
+        .presigned_part("staging/one.zip", "", 0, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let put = http.put(&url).body(small.clone()).send().await.unwrap();
+    assert_eq!(put.status(), 200, "{url}");
+    assert_eq!(store.size("staging/one.zip").await.unwrap(), Some(4000));
+    // Parts of a multipart upload, put together with the ETags S3 gave the client.
+    let key = "staging/parts.zip";
+    let upload = store.start_parts(key).await.unwrap();
+    let (a, b) = (pattern(5 << 20, 2), pattern(777, 3));
+    let mut etags = Vec::new();
+    for (n, part) in [(1, &a), (2, &b)] {
+        let url = store
+            .presigned_part(key, &upload, n, ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let r = http.put(&url).body(part.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        etags.push(r.headers()["etag"].to_str().unwrap().to_string());
+    }
+    assert_eq!(
+        store.finish_parts(key, &upload, &etags).await.unwrap(),
+        (a.len() + b.len()) as u64
+    );
+    assert_eq!(
+        collect(store.get_stream(key, None).await.unwrap()).await,
+        [a, b].concat()
+    );
+    assert_eq!(store.open_multipart_uploads().await.unwrap(), 0);
+    // The filesystem store offers none.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsBlobStore::open(dir.path()).await.unwrap();
+    assert_eq!(
+        fs.presigned_part("staging/x.zip", "", 0, ttl)
+            .await
+            .unwrap(),
+        None
+    );
 }
