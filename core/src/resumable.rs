@@ -19,7 +19,7 @@ pub const UPLOAD_TTL_MS: Millis = 24 * 3600 * 1000;
 
 /// How long one request holds an upload while it appends; renewed with
 /// every part it stores, so only a gateway that died keeps it this long.
-pub const LOCK_TTL_MS: Millis = 60 * 1000;
+pub const LOCK_TTL_MS: Millis = 15 * 1000;
 
 /// Bytes per stored part. Object storage wants every part but the last to
 /// be at least 5 MiB; this is also what one appending request holds in

@@ -82,8 +82,23 @@ impl Held<'_> {
         E: Display,
     {
         let (s, rec) = (self.s, &self.rec);
+        if rec.complete() {
+            // Every byte is there; only its batch is missing (a request
+            // that failed or died while making it): no more bytes, finish.
+            pin_mut!(body);
+            while let Some(chunk) = body.next().await {
+                if chunk.is_ok_and(|c| !c.is_empty()) {
+                    return Err(too_large(
+                        "the upload has all its bytes; send none".to_string(),
+                    ));
+                }
+            }
+            return Ok(Outcome::Finished(self.finish(rec.clone()).await));
+        }
         let key = staging_key(&rec.id);
         let mut parts = rec.parts.clone();
+        // Bytes in the stored parts: every part but a last one is whole.
+        let mut stored = rec.offset - rec.tail.as_ref().map_or(0, |(_, n)| *n);
         let mut buf = BytesMut::new();
         if let Some((k, n)) = &rec.tail {
             let tail = s.blobs.get_range(k, 0..*n).await?;
@@ -109,7 +124,7 @@ impl Held<'_> {
                     break;
                 }
             };
-            let offset = parts.len() as u64 * PART_BYTES + (buf.len() + chunk.len()) as u64;
+            let offset = stored + (buf.len() + chunk.len()) as u64;
             if length.is_some_and(|n| offset > n) {
                 return Err(too_large(format!(
                     "the request carries more bytes than the upload's length, {}",
@@ -133,11 +148,12 @@ impl Held<'_> {
                         .put_part(&key, &rec.multipart_id, number, part)
                         .await?,
                 );
+                stored += PART_BYTES;
                 // Saved at once, unless the whole body must match a
                 // checksum first (then this only renews the lock).
                 let saved = match checksum {
                     None => Progress {
-                        offset: parts.len() as u64 * PART_BYTES,
+                        offset: stored,
                         parts: parts.clone(),
                         tail: None,
                         length,
@@ -161,7 +177,7 @@ impl Held<'_> {
                 ));
             }
         }
-        let offset = parts.len() as u64 * PART_BYTES + buf.len() as u64;
+        let offset = stored + buf.len() as u64;
         let complete = length == Some(offset);
         let tail = if complete {
             if !buf.is_empty() || parts.is_empty() {

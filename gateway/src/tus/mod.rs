@@ -261,8 +261,28 @@ pub async fn patch(
     run.await.unwrap_or_else(refuse)
 }
 
-/// Takes the upload's lock at `offset` and appends `body`.
+/// Takes the upload's lock at `offset` and appends `body`, in a task of
+/// its own: a client that goes away drops its request's handler, and what
+/// it sent must still be saved (and the lock let go) rather than the work
+/// stopping at whatever step it was in.
 async fn append_at(
+    s: &AppState,
+    caller: &Caller,
+    r: UploadRecord,
+    offset: u64,
+    declared: Option<u64>,
+    checksum: Option<[u8; 32]>,
+    body: Body,
+) -> Result<Response, Problem> {
+    let (s, caller) = (s.clone(), caller.clone());
+    tokio::spawn(
+        async move { append_locked(&s, &caller, r, offset, declared, checksum, body).await },
+    )
+    .await
+    .map_err(|e| Problem::unavailable(format!("appending to an upload failed: {e}")))?
+}
+
+async fn append_locked(
     s: &AppState,
     caller: &Caller,
     r: UploadRecord,

@@ -74,6 +74,22 @@ impl FaultProxy {
     pub fn cut(&self) {
         self.cuts.send_modify(|n| *n += 1);
     }
+
+    /// A handle that cuts this proxy's connections from another task.
+    pub fn cuts_handle(&self) -> Cutter {
+        Cutter(self.cuts.clone())
+    }
+}
+
+/// Cuts a proxy's open connections ([`FaultProxy::cuts_handle`]).
+#[derive(Clone)]
+pub struct Cutter(watch::Sender<u64>);
+
+impl Cutter {
+    /// Closes every connection open now.
+    pub fn cut(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
 }
 
 impl Drop for FaultProxy {
