@@ -89,6 +89,16 @@ pub(super) struct Api {
 }
 
 impl Api {
+    /// The HTTP client (with the API key).
+    pub(super) fn http(&self) -> &Client {
+        &self.http
+    }
+
+    /// The server's base URL.
+    pub(super) fn base(&self) -> &Url {
+        &self.base
+    }
+
     pub(super) fn new(args: &ServerArgs) -> anyhow::Result<Self> {
         let base = args.server.clone();
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {

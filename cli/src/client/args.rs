@@ -55,6 +55,14 @@ pub struct UploadArgs {
     /// default they are left out after asking `POST /v1/images/lookup`).
     #[arg(long)]
     pub(super) send_known: bool,
+    /// Go on with an interrupted upload of the same zip file (the default):
+    /// its upload URL is remembered in a state file until it is done.
+    #[arg(long, overrides_with = "no_resume")]
+    pub(super) resume: bool,
+    /// Start a new upload even if one of this file was interrupted, and
+    /// remember nothing.
+    #[arg(long, overrides_with = "resume")]
+    pub(super) no_resume: bool,
     #[command(flatten)]
     pub(super) server: ServerArgs,
 }

@@ -6,7 +6,7 @@
 //! downward, never on this one or on each other in a circle: `args`,
 //! `render` and `folder` on nothing here; `api` on `args` and `render`;
 //! `zip_stream` on `folder`; `lookup` on `api` and `folder`; `download` on
-//! `api`, `args`, `folder` and `render`.
+//! `api`, `args`, `folder` and `render`; `resumable` on `api`.
 
 mod api;
 mod args;
@@ -14,6 +14,7 @@ mod download;
 mod folder;
 mod lookup;
 mod render;
+mod resumable;
 #[cfg(test)]
 mod test_folder;
 mod zip_stream;
@@ -93,6 +94,20 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         ProgressStyle::default_bar,
     ));
 
+    // A zip file goes resumably (direct to S3, or tus) when the server
+    // offers it; a folder zipped on the fly, or an older server, in one request.
+    if let Source::ZipFile { path, .. } = &source {
+        let options = resumable::Options {
+            path,
+            callback: args.callback.as_ref(),
+            resume: !args.no_resume,
+            bar: &bar,
+        };
+        if let Some(id) = resumable::upload(&api, &options).await? {
+            bar.finish_and_clear();
+            return print_stdout(&format!("{id}\n"));
+        }
+    }
     let request = api.upload_request(source.known_len(), args.callback.as_ref())?;
     let (chunks, produced) = byte_pipe(move |out| source.write_to(out))?;
     let counted = bar.clone();
