@@ -405,3 +405,91 @@ fn tokio_stream_from(
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn picsift_upload_resumes_after_drops_and_across_runs() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let proxy =
+        common::proxy::FaultProxy::start(server.base.rsplit(':').next().unwrap().parse().unwrap());
+    proxy.set_delay(Duration::from_millis(3));
+    let work = tempfile::tempdir().unwrap();
+    let (zip, photos) = big_zip(40 << 20);
+    let file = work.path().join("trip.zip");
+    std::fs::write(&file, &zip).unwrap();
+    let state = work.path().join("state");
+    let run = || {
+        Command::new(common::picsift_bin())
+            .args([
+                "upload",
+                "--server",
+                &format!("http://127.0.0.1:{}", proxy.port),
+            ])
+            .arg(&file)
+            .env("PICSIFT_API_KEY", &server.key)
+            .env("PICSIFT_STATE_DIR", &state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let remembered = || -> Option<String> {
+        let text = std::fs::read_to_string(state.join("uploads.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["uploads"]
+            .as_object()?
+            .values()
+            .next()?
+            .as_str()
+            .map(str::to_string)
+    };
+    let tus = Tus::new(&server.base, &server.key);
+
+    // The first run is killed once a chunk is in.
+    let mut first = run();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never got a chunk in"
+        );
+        if let Some(url) = remembered() {
+            let path = url
+                .split("/v1/")
+                .nth(1)
+                .map(|p| format!("/v1/{p}"))
+                .unwrap();
+            if tus.offset(&path).await >= 16 << 20 {
+                break path;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let kept = tus.offset(&url).await;
+
+    // The second run resumes it, through two dropped connections.
+    let second = run();
+    for wait in [400, 900] {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        proxy.cut();
+    }
+    let out = tokio::task::spawn_blocking(move || second.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resuming at {kept} of {}", zip.len())),
+        "{stderr}"
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(url.ends_with(&id), "the remembered upload became the batch");
+    assert_eq!(remembered(), None, "a finished upload is forgotten");
+    let done = server.wait_done(&id).await;
+    assert_eq!(done["counts"]["accepted"], photos, "{done}");
+    assert_eq!(done["upload_bytes"], zip.len());
+}

@@ -116,6 +116,12 @@ fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A line on stderr, above the progress bar (indicatif's own `println`
+/// says nothing when stderr is not a terminal).
+fn note(bar: &ProgressBar, line: impl AsRef<str>) {
+    bar.suspend(|| eprintln!("{}", line.as_ref()));
+}
+
 async fn pause(failures: u32) {
     let ms = picsift_core::backoff::delay_ms(failures, 1_000, 30_000);
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -261,7 +267,7 @@ async fn tus(
                         let at = offset_of(&r)
                             .context("the server answered HEAD without Upload-Offset")?;
                         if at > 0 && o.bar.position() == 0 {
-                            o.bar.println(format!("resuming at {at} of {len} bytes"));
+                            note(o.bar, format!("resuming at {at} of {len} bytes"));
                         }
                         at
                     }
