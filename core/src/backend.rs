@@ -67,13 +67,27 @@ pub trait BlobStore: Send + Sync {
     /// Starts an object assembled from parts (an S3 multipart upload), to
     /// appear under `key` when finished; returns its upload id.
     async fn start_parts(&self, key: &str) -> Result<String>;
-    /// Stores part `number` (from 1) of an assembled object, replacing one
-    /// stored before under that number; returns its ETag. Every part but
-    /// the last must be at least 5 MiB.
-    async fn put_part(&self, key: &str, upload: &str, number: u32, bytes: Bytes) -> Result<String>;
+    /// Stores part `number` (from 1) of an assembled object, which starts
+    /// at byte `offset` of it, replacing one stored before under that
+    /// number; returns its ETag. Every part but the last must be at least
+    /// 5 MiB. (S3 needs only the number; the filesystem store writes the
+    /// part in place, so putting the parts together copies nothing.)
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        offset: u64,
+        bytes: Bytes,
+    ) -> Result<String>;
     /// Puts the parts named by their ETags (part `i + 1` at index `i`)
     /// together under `key`; returns the object's size.
     async fn finish_parts(&self, key: &str, upload: &str, etags: &[String]) -> Result<u64>;
+    /// Makes the parts put so far durable (a store that writes them
+    /// lazily syncs them here; S3's are durable once put).
+    async fn flush_parts(&self, _key: &str, _upload: &str) -> Result<()> {
+        Ok(())
+    }
     /// Drops an unfinished assembled object and its parts; dropping one
     /// already gone is not an error.
     async fn abort_parts(&self, key: &str, upload: &str) -> Result<()>;

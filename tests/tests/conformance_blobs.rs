@@ -158,21 +158,21 @@ async fn assembled_objects_conform(store: &dyn BlobStore) {
     let key = "staging/assembled.zip";
     let upload = store.start_parts(key).await.unwrap();
     let first = store
-        .put_part(key, &upload, 1, Bytes::from(pattern(PART, 99)))
+        .put_part(key, &upload, 1, 0, Bytes::from(pattern(PART, 99)))
         .await
         .unwrap();
     // Part 1 stored again (a retry after a lost answer): the new one counts.
     let again = store
-        .put_part(key, &upload, 1, Bytes::from(p1.clone()))
+        .put_part(key, &upload, 1, 0, Bytes::from(p1.clone()))
         .await
         .unwrap();
     assert_ne!(first, again, "another part, another ETag");
     let two = store
-        .put_part(key, &upload, 2, Bytes::from(p2.clone()))
+        .put_part(key, &upload, 2, PART as u64, Bytes::from(p2.clone()))
         .await
         .unwrap();
     let three = store
-        .put_part(key, &upload, 3, Bytes::from(last.clone()))
+        .put_part(key, &upload, 3, 2 * PART as u64, Bytes::from(last.clone()))
         .await
         .unwrap();
     assert_eq!(
@@ -181,6 +181,13 @@ async fn assembled_objects_conform(store: &dyn BlobStore) {
         "not there before the end"
     );
     assert!(store.list("staging/").await.unwrap().is_empty());
+    // The ETag of the part since replaced does not finish it.
+    assert!(
+        store
+            .finish_parts(key, &upload, &[first, two.clone(), three.clone()])
+            .await
+            .is_err()
+    );
     let n = store
         .finish_parts(key, &upload, &[again, two, three])
         .await
@@ -196,14 +203,14 @@ async fn assembled_objects_conform(store: &dyn BlobStore) {
     // An aborted one leaves nothing, and aborting twice is fine.
     let upload = store.start_parts(key).await.unwrap();
     store
-        .put_part(key, &upload, 1, Bytes::from(pattern(PART, 6)))
+        .put_part(key, &upload, 1, 0, Bytes::from(pattern(PART, 6)))
         .await
         .unwrap();
     store.abort_parts(key, &upload).await.unwrap();
     store.abort_parts(key, &upload).await.unwrap();
     assert!(
         store
-            .put_part(key, &upload, 2, Bytes::from_static(b"x"))
+            .put_part(key, &upload, 2, PART as u64, Bytes::from_static(b"x"))
             .await
             .is_err()
     );

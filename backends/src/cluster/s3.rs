@@ -429,7 +429,14 @@ impl BlobStore for S3BlobStore {
             .ok_or_else(|| Error::Backend("S3 returned no upload id".into()))
     }
 
-    async fn put_part(&self, key: &str, upload: &str, number: u32, bytes: Bytes) -> Result<String> {
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        _offset: u64,
+        bytes: Bytes,
+    ) -> Result<String> {
         let out = self
             .client
             .upload_part()

@@ -180,69 +180,84 @@ impl BlobStore for FsBlobStore {
         Ok(upload)
     }
 
-    /// A part is a file named by its number and a fresh ETag, so a part
-    /// stored again (or by a request that lost its lock) never changes the
-    /// bytes another ETag names.
-    async fn put_part(&self, key: &str, upload: &str, number: u32, bytes: Bytes) -> Result<String> {
+    /// The parts are written in place into one file of the upload's folder
+    /// (synced by `flush_parts`, once per save rather than per part), so
+    /// finishing is a rename, not a copy of every byte. The ETag is fresh per write, recorded beside it,
+    /// so finishing with the ETags of parts written since replaced fails.
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        offset: u64,
+        bytes: Bytes,
+    ) -> Result<String> {
         self.path(key)?;
         let dir = self.parts_dir(upload)?;
         if fs::metadata(&dir).await.is_err() {
             return Err(Error::NotFound(format!("{key} (upload {upload})")));
         }
         let etag = uuid::Uuid::now_v7().simple().to_string();
-        let tmp = self.tmp_path();
-        let result = async {
-            let mut f = fs::File::create(&tmp).await?;
-            f.write_all(&bytes).await?;
-            f.sync_all().await?;
-            fs::rename(&tmp, dir.join(format!("{number}-{etag}"))).await?;
-            sync_dir(&dir).await?;
-            Ok(etag)
-        }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp).await;
-        }
-        result
+        let data = dir.join("data");
+        let tag = (dir.join(format!("{number}.etag")), etag.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&data)?;
+            f.write_all_at(&bytes, offset)?;
+            let end = offset + bytes.len() as u64;
+            std::fs::write(&tag.0, format!("{} {end}", tag.1))
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("writing a part: {e}")))??;
+        Ok(etag)
     }
 
     async fn finish_parts(&self, key: &str, upload: &str, etags: &[String]) -> Result<u64> {
         self.path(key)?;
         let dir = self.parts_dir(upload)?;
-        let tmp = self.tmp_path();
-        let files: Vec<PathBuf> = etags
-            .iter()
-            .enumerate()
-            .map(|(i, etag)| dir.join(format!("{}-{etag}", i + 1)))
-            .collect();
-        let out = tmp.clone();
-        // In-kernel copies (std's `io::copy` between files uses
-        // `copy_file_range`), off the async threads.
-        let copied = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let mut dest = std::fs::File::create(&out)?;
-            let mut n = 0;
-            for f in &files {
-                n += std::io::copy(&mut std::fs::File::open(f)?, &mut dest)?;
+        let mut end = 0;
+        for (i, etag) in etags.iter().enumerate() {
+            let recorded = fs::read_to_string(dir.join(format!("{}.etag", i + 1)))
+                .await
+                .map_err(|_| {
+                    Error::NotFound(format!("part {} of {key} (upload {upload})", i + 1))
+                })?;
+            let (tag, part_end) = recorded.split_once(' ').unwrap_or_default();
+            if tag != etag {
+                return Err(Error::Invalid(format!(
+                    "part {} of {key} is not the one with ETag {etag}",
+                    i + 1
+                )));
             }
-            dest.sync_all()?;
-            Ok(n)
+            end = part_end.parse().unwrap_or(0);
+        }
+        let data = dir.join("data");
+        let file = fs::OpenOptions::new().write(true).open(&data).await?;
+        file.set_len(end).await?;
+        file.sync_all().await?;
+        self.commit(&data, key).await?;
+        let _ = fs::remove_dir_all(&dir).await;
+        Ok(end)
+    }
+
+    async fn flush_parts(&self, _key: &str, upload: &str) -> Result<()> {
+        let dir = self.parts_dir(upload)?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            match std::fs::File::open(dir.join("data")) {
+                Ok(f) => f.sync_data()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            // The parts' ETag files too.
+            std::fs::File::open(&dir)?.sync_all()
         })
         .await
-        .map_err(|e| Error::Backend(format!("assembling parts: {e}")))?;
-        let n = match copied {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp).await;
-                return Err(if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::NotFound(format!("a part of {key} (upload {upload})"))
-                } else {
-                    e.into()
-                });
-            }
-        };
-        self.commit(&tmp, key).await?;
-        let _ = fs::remove_dir_all(&dir).await;
-        Ok(n)
+        .map_err(|e| Error::Backend(format!("syncing parts: {e}")))??;
+        Ok(())
     }
 
     async fn abort_parts(&self, _key: &str, upload: &str) -> Result<()> {

@@ -21,8 +21,22 @@ use picsift_core::resumable::{
     Finished, LOCK_TTL_MS, PART_BYTES, Progress, UploadKind, UploadRecord, tail_key, tail_prefix,
 };
 use picsift_core::time::now_ms;
+
+/// Bytes between saves within one request: a gateway that dies mid-request
+/// loses at most this much (plus a part), and a request of 16 MiB (what
+/// the clients send) saves once, at its end.
+const SAVE_EVERY: u64 = 4 * PART_BYTES;
 use sha2::{Digest, Sha256};
 use std::fmt::Display;
+
+/// The ETag of a part stored by a task of its own.
+async fn joined(
+    task: tokio::task::JoinHandle<picsift_core::Result<String>>,
+) -> Result<String, Problem> {
+    task.await
+        .map_err(|e| Problem::unavailable(format!("storing a part stopped: {e}")))?
+        .map_err(Problem::from)
+}
 
 /// What a request ended with.
 pub(crate) enum Outcome {
@@ -40,11 +54,18 @@ pub(crate) struct Held<'a> {
 }
 
 impl Held<'_> {
-    async fn save(&self, p: &Progress) -> Result<(), Problem> {
+    /// Saves `p` once its parts are durable; `keep` holds the lock on (for
+    /// more of this request), else lets go of it in the same statement.
+    async fn save(&self, p: &Progress, keep: bool) -> Result<(), Problem> {
+        self.s
+            .blobs
+            .flush_parts(&staging_key(&self.rec.id), &self.rec.multipart_id)
+            .await?;
+        let until = if keep { now_ms() + LOCK_TTL_MS } else { 0 };
         match self
             .s
             .uploads
-            .save_upload(&self.rec.id, &self.token, p, now_ms() + LOCK_TTL_MS)
+            .save_upload(&self.rec.id, &self.token, p, until)
             .await?
         {
             true => Ok(()),
@@ -99,6 +120,8 @@ impl Held<'_> {
         let mut parts = rec.parts.clone();
         // Bytes in the stored parts: every part but a last one is whole.
         let mut stored = rec.offset - rec.tail.as_ref().map_or(0, |(_, n)| *n);
+        let mut saved_at = stored;
+        let mut writing: Option<tokio::task::JoinHandle<picsift_core::Result<String>>> = None;
         let mut buf = BytesMut::new();
         if let Some((k, n)) = &rec.tail {
             let tail = s.blobs.get_range(k, 0..*n).await?;
@@ -142,26 +165,40 @@ impl Held<'_> {
             buf.extend_from_slice(&chunk);
             while buf.len() as u64 >= PART_BYTES {
                 let part = buf.split_to(PART_BYTES as usize).freeze();
-                let number = parts.len() as u32 + 1;
-                parts.push(
-                    s.blobs
-                        .put_part(&key, &rec.multipart_id, number, part)
-                        .await?,
-                );
+                // One part is stored while the next one arrives.
+                if let Some(p) = writing.take() {
+                    parts.push(joined(p).await?);
+                }
+                let (blobs, key, upload) = (s.blobs.clone(), key.clone(), rec.multipart_id.clone());
+                let number = (parts.len() + 1) as u32;
+                let at = stored;
+                writing = Some(tokio::spawn(async move {
+                    blobs.put_part(&key, &upload, number, at, part).await
+                }));
                 stored += PART_BYTES;
-                // Saved at once, unless the whole body must match a
-                // checksum first (then this only renews the lock).
-                let saved = match checksum {
-                    None => Progress {
-                        offset: stored,
-                        parts: parts.clone(),
-                        tail: None,
-                        length,
-                    },
-                    Some(_) => self.recorded(),
-                };
-                self.save(&saved).await?;
+                // Saved every few parts (what a gateway that dies loses),
+                // unless the whole body must match a checksum first (then
+                // this only renews the lock).
+                if stored - saved_at >= SAVE_EVERY {
+                    if let Some(p) = writing.take() {
+                        parts.push(joined(p).await?);
+                    }
+                    let saved = match checksum {
+                        None => Progress {
+                            offset: stored,
+                            parts: parts.clone(),
+                            tail: None,
+                            length,
+                        },
+                        Some(_) => self.recorded(),
+                    };
+                    self.save(&saved, true).await?;
+                    saved_at = stored;
+                }
             }
+        }
+        if let Some(p) = writing.take() {
+            parts.push(joined(p).await?);
         }
         if let (Some(want), Some(h)) = (checksum, hasher) {
             if let Some(p) = cut {
@@ -184,7 +221,13 @@ impl Held<'_> {
                 let number = parts.len() as u32 + 1;
                 parts.push(
                     s.blobs
-                        .put_part(&key, &rec.multipart_id, number, buf.split().freeze())
+                        .put_part(
+                            &key,
+                            &rec.multipart_id,
+                            number,
+                            stored,
+                            buf.split().freeze(),
+                        )
                         .await?,
                 );
             }
@@ -203,7 +246,8 @@ impl Held<'_> {
             tail,
             length,
         };
-        self.save(&progress).await?;
+        // Let go of the lock unless the batch is made under it next.
+        self.save(&progress, complete && cut.is_none()).await?;
         if let Some((old, _)) = &rec.tail
             && progress.tail.as_ref().is_none_or(|(k, _)| k != old)
         {
@@ -223,7 +267,6 @@ impl Held<'_> {
             };
             return Ok(Outcome::Finished(self.finish(rec).await));
         }
-        self.s.uploads.unlock_upload(&rec.id, &self.token).await?;
         Ok(Outcome::Saved(progress))
     }
 
