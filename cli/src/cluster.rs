@@ -100,6 +100,16 @@ pub(crate) fn consumer_name() -> String {
 /// ([`picsift_gateway::starting`]).
 pub async fn gateway(args: ClusterArgs) -> anyhow::Result<()> {
     init_logging();
+    // glibc's malloc raises its mmap threshold each time a big block is
+    // freed, after which the 8 MiB part buffers of resumable uploads come
+    // from its heap and stay in the RSS (measured: 111 MB peak instead of
+    // flat). A fixed threshold hands each one back to the system when freed.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a malloc parameter; called before any
+    // thread of ours allocates big blocks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let cfg = load(&args)?;
     let policy = cfg.policy()?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -50,34 +50,36 @@ fn main() -> anyhow::Result<()> {
     let cp = time_cp(&zip, &work.path().join("copy.zip"))?;
     rows.push(("cp + sync".to_string(), cp, None));
 
-    // The standalone server.
+    // The standalone server (PICSIFT_BENCH_UPLOAD_SERVE=0 skips it).
     let data = work.path().join("serve");
-    let (mut serve, base) = spawn(
-        Command::new(&bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--concurrency",
-                "1",
-                "--data",
-            ])
-            .arg(&data),
-    )?;
-    let key = std::fs::read_to_string(data.join("admin.key"))?
-        .trim()
-        .to_string();
-    for way in [Way::OneShot, Way::Tus] {
-        let (t, rss) = measure(serve.id(), || {
-            rt.block_on(way.send(&base, &key, &zip, bytes))
-        })?;
-        rows.push((way.label("serve"), t, Some(rss)));
-        // Let its worker finish the batch before the next upload.
-        rt.block_on(wait_idle(&base, &key))?;
+    if picsift_tests::env_or("PICSIFT_BENCH_UPLOAD_SERVE", 1u32) == 1 {
+        let (mut serve, base) = spawn(
+            Command::new(&bin)
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--concurrency",
+                    "1",
+                    "--data",
+                ])
+                .arg(&data),
+        )?;
+        let key = std::fs::read_to_string(data.join("admin.key"))?
+            .trim()
+            .to_string();
+        for way in [Way::OneShot, Way::Tus] {
+            let (t, rss) = measure(serve.id(), || {
+                rt.block_on(way.send(&base, &key, &zip, bytes))
+            })?;
+            rows.push((way.label("serve"), t, Some(rss)));
+            // Let its worker finish the batch before the next upload.
+            rt.block_on(wait_idle(&base, &key))?;
+        }
+        let _ = serve.kill();
+        let _ = serve.wait();
+        let _ = std::fs::remove_dir_all(&data);
     }
-    let _ = serve.kill();
-    let _ = serve.wait();
-    let _ = std::fs::remove_dir_all(&data);
 
     // The cluster gateway.
     let g = Garage::start();
@@ -99,7 +101,8 @@ fn main() -> anyhow::Result<()> {
             pg.url
         ),
     )?;
-    let gateway_bin = std::env::var_os("PICSIFT_BENCH_GATEWAY_BIN").map_or(bin.clone(), PathBuf::from);
+    let gateway_bin =
+        std::env::var_os("PICSIFT_BENCH_GATEWAY_BIN").map_or(bin.clone(), PathBuf::from);
     let (mut gateway, base) = spawn(
         Command::new(&gateway_bin)
             .args(["gateway", "--config"])

@@ -122,7 +122,7 @@ impl Held<'_> {
         let mut stored = rec.offset - rec.tail.as_ref().map_or(0, |(_, n)| *n);
         let mut saved_at = stored;
         let mut writing: Option<tokio::task::JoinHandle<picsift_core::Result<String>>> = None;
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(PART_BYTES as usize);
         if let Some((k, n)) = &rec.tail {
             let tail = s.blobs.get_range(k, 0..*n).await?;
             if tail.len() as u64 != *n {
@@ -162,9 +162,21 @@ impl Held<'_> {
             if let Some(h) = &mut hasher {
                 h.update(&chunk);
             }
-            buf.extend_from_slice(&chunk);
-            while buf.len() as u64 >= PART_BYTES {
-                let part = buf.split_to(PART_BYTES as usize).freeze();
+            // Each part fills an allocation of exactly its size, handed
+            // over whole (no buffer that doubles, no remnant that pins a
+            // part's memory while it is stored).
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let room = PART_BYTES as usize - buf.len();
+                let (now, later) = rest.split_at(room.min(rest.len()));
+                buf.extend_from_slice(now);
+                rest = later;
+                if buf.len() as u64 != PART_BYTES {
+                    continue;
+                }
+                let part =
+                    std::mem::replace(&mut buf, BytesMut::with_capacity(PART_BYTES as usize))
+                        .freeze();
                 // One part is stored while the next one arrives.
                 if let Some(p) = writing.take() {
                     parts.push(joined(p).await?);
