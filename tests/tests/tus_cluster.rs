@@ -146,9 +146,9 @@ async fn resumable_and_direct_uploads_across_gateways() {
     );
 
     // 2. Gateways take turns; then the one appending dies mid-request
-    // after a part: the other goes on from the last saved part once the
+    // after its first save: the other goes on from what was saved once the
     // dead one's lock lapses.
-    let zip = photos_zip(200, 20);
+    let zip = photos_zip(200, 45);
     let (ta, tb) = (Tus::new(&a, ADMIN_KEY), Tus::new(&b, ADMIN_KEY));
     let url = ta.create_ok(zip.len() as u64).await;
     let step = 3 << 20;
@@ -164,7 +164,7 @@ async fn resumable_and_direct_uploads_across_gateways() {
     );
     assert_eq!(tb.offset(&url).await, 2 * step as u64);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    tx.send(Ok(zip[2 * step..2 * step + (9 << 20)].to_vec()))
+    tx.send(Ok(zip[2 * step..2 * step + (30 << 20)].to_vec()))
         .await
         .unwrap();
     let stuck = {
@@ -187,9 +187,9 @@ async fn resumable_and_direct_uploads_across_gateways() {
                 .await
         })
     };
-    // Once B saved the part that the request filled, B dies.
+    // Once B saved what the request brought (every 32 MiB), B dies.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ta.offset(&url).await < 8 << 20 {
+    while ta.offset(&url).await < 32 << 20 {
         assert!(Instant::now() < deadline, "the part was never saved");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -197,7 +197,7 @@ async fn resumable_and_direct_uploads_across_gateways() {
     assert!(stuck.await.unwrap().is_err(), "the dead gateway answered");
     drop(tx);
     let saved = ta.offset(&url).await;
-    assert_eq!(saved, 8 << 20, "whole parts are saved as they fill");
+    assert_eq!(saved, 32 << 20, "whole parts are saved every 32 MiB");
     let start = Instant::now();
     let finished = loop {
         let r = ta
@@ -217,7 +217,7 @@ async fn resumable_and_direct_uploads_across_gateways() {
     };
     eprintln!("the dead gateway's lock lapsed after {:?}", start.elapsed());
     let batch = batch_of(&finished);
-    assert_eq!(wait_done(&a, &batch).await["counts"]["accepted"], 20);
+    assert_eq!(wait_done(&a, &batch).await["counts"]["accepted"], 45);
 
     // 3. tus-js-client (Node): stopped after three chunks on one gateway,
     // finished on another.
@@ -312,6 +312,30 @@ async fn resumable_and_direct_uploads_across_gateways() {
         assert_eq!(done["upload_bytes"], zip.len());
     }
     assert_eq!(store.open_multipart_uploads().await.unwrap(), 0);
+
+    // `picsift upload` of a zip goes direct when the server offers it: its
+    // upload is no tus upload (HEAD finds none), and it becomes the batch.
+    let zip_file = dir.path().join("cli.zip");
+    std::fs::write(&zip_file, photos_zip(700, 10)).unwrap();
+    let out = std::process::Command::new(common::picsift_bin())
+        .args(["upload", "--server", &a])
+        .arg(&zip_file)
+        .env("PICSIFT_API_KEY", ADMIN_KEY)
+        .env("PICSIFT_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        ta.head(&format!("/v1/uploads/{id}")).await.status(),
+        404,
+        "not a tus upload"
+    );
+    assert_eq!(wait_done(&a, &id).await["counts"]["accepted"], 10);
 }
 
 #[tokio::test(flavor = "multi_thread")]
