@@ -222,11 +222,12 @@ mod tests {
 
     #[test]
     fn creation_length_table() {
-        let cases: [(
-            &str,
-            &[(&'static str, &str)],
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'static str, &'a str)],
             Result<Option<u64>, StatusCode>,
-        ); 6] = [
+        );
+        let cases: [Case; 6] = [
             ("a length", &[("upload-length", "10")], Ok(Some(10))),
             ("deferred", &[("upload-defer-length", "1")], Ok(None)),
             (
