@@ -188,7 +188,18 @@ pub struct BatchView {
 
 impl BatchView {
     /// The view of a record with its counts.
-    pub fn new(b: &BatchRecord, counts: Counts) -> Self {
+    pub fn new(b: &BatchRecord, mut counts: Counts) -> Self {
+        // Entries not recorded yet (a batch just received, not yet
+        // planned) are pending too: a status read then must not say that
+        // nothing is left to decide.
+        if matches!(b.phase, Phase::Received | Phase::Processing) {
+            let recorded = counts.accepted
+                + counts.duplicate
+                + counts.rejected
+                + counts.failed
+                + counts.pending;
+            counts.pending += b.total_entries.saturating_sub(recorded);
+        }
         Self {
             id: b.id.clone(),
             owner: b.owner.clone(),
@@ -617,6 +628,29 @@ mod tests {
                 );
                 assert_eq!(round_trip(&view), view);
             }
+        }
+    }
+
+    #[test]
+    fn entries_not_yet_recorded_count_as_pending_until_the_batch_is_final() {
+        let none = Counts::default();
+        let some = Counts {
+            accepted: 2,
+            pending: 1,
+            ..Counts::default()
+        };
+        // (phase, counts from the entries, pending shown) for 7 entries.
+        let cases = [
+            (Phase::Received, none, 7),
+            (Phase::Processing, none, 7),
+            (Phase::Processing, some, 5),
+            (Phase::Completed, some, 1),
+            (Phase::Failed, none, 0),
+            (Phase::Expired, some, 1),
+        ];
+        for (phase, counts, pending) in cases {
+            let view = BatchView::new(&record(phase, None, NotifyState::None), counts);
+            assert_eq!(view.counts.pending, pending, "{phase:?} {counts:?}");
         }
     }
 

@@ -145,20 +145,15 @@ async fn start_direct(s: &AppState, caller: &Caller, req: Request) -> Result<Res
             lock: None,
             finished: None,
         };
-        s.uploads.create_upload(&rec).await?;
         Ok::<_, picsift_core::Error>((rec, part_size, urls))
     }
     .await;
-    let (rec, part_size, urls) = match made {
-        Ok(m) => m,
-        Err(e) => {
-            if options.reserved {
-                let _ = s.catalog.release_upload(&id).await;
-            }
-            return Err(e.into());
-        }
+    let (made, urls) = match made {
+        Ok((rec, part_size, urls)) => (Ok(rec), Some((part_size, urls))),
+        Err(e) => (Err(e), None),
     };
-    s.metrics.uploads_created.inc();
+    let rec = crate::tus::record(s, &id, options.reserved, made).await?;
+    let (part_size, urls) = urls.unwrap_or_default();
     tracing::info!(
         upload = id,
         size = r.size,

@@ -196,9 +196,16 @@ pub(crate) async fn precheck(s: &AppState, o: &UploadOptions) -> Result<(Policy,
             .map_err(|e| Problem::unavailable(format!("the work queue is unavailable: {e}")))?;
     }
     crate::dedup_gate::check(s).await?;
-    let policy = s
-        .named_policy(o.policy.as_deref(), StatusCode::BAD_REQUEST)
-        .await?;
+    upload_limit(s, o.policy.as_deref()).await
+}
+
+/// The policy an upload names and its size limit (the policy's, within the
+/// installation's).
+pub(crate) async fn upload_limit(
+    s: &AppState,
+    policy: Option<&str>,
+) -> Result<(Policy, u64), Problem> {
+    let policy = s.named_policy(policy, StatusCode::BAD_REQUEST).await?;
     let limit = policy.max_upload_bytes.min(s.policy.max_upload_bytes);
     Ok((policy, limit))
 }

@@ -71,6 +71,16 @@ fn length_problem(p: LengthProblem) -> Problem {
     }
 }
 
+/// 423: another request holds the upload (clients retry it).
+fn busy() -> Problem {
+    Problem::new(
+        StatusCode::LOCKED,
+        "upload-locked",
+        "Upload busy",
+        "another request is appending to this upload; retry when it is done",
+    )
+}
+
 fn gone(id: &str) -> Problem {
     Problem::not_found(&format!("upload {id}"))
 }
@@ -94,6 +104,32 @@ fn finished_answer(r: &UploadRecord, status: StatusCode) -> Response {
             problem.clone(),
         ),
         _ => answer(status, &state_of(r)),
+    }
+}
+
+/// Records a new upload (tus or direct) made ready by `made`; when that or
+/// the record fails, the quota place it took is given back.
+pub(crate) async fn record(
+    s: &AppState,
+    id: &str,
+    reserved: bool,
+    made: picsift_core::Result<UploadRecord>,
+) -> Result<UploadRecord, Problem> {
+    let stored = match made {
+        Ok(rec) => s.uploads.create_upload(&rec).await.map(|()| rec),
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(rec) => {
+            s.metrics.uploads_created.inc();
+            Ok(rec)
+        }
+        Err(e) => {
+            if reserved {
+                let _ = s.catalog.release_upload(id).await;
+            }
+            Err(e.into())
+        }
     }
 }
 
@@ -166,20 +202,10 @@ async fn create_tus(s: &AppState, caller: &Caller, req: Request) -> Result<Respo
             lock: None,
             finished: None,
         };
-        s.uploads.create_upload(&rec).await?;
         Ok::<_, picsift_core::Error>(rec)
     }
     .await;
-    let rec = match created {
-        Ok(rec) => rec,
-        Err(e) => {
-            if options.reserved {
-                let _ = s.catalog.release_upload(&id).await;
-            }
-            return Err(e.into());
-        }
-    };
-    s.metrics.uploads_created.inc();
+    let rec = record(s, &id, options.reserved, created).await?;
     tracing::info!(upload = id, length, "tus upload created");
     let location = format!("/v1/uploads/{id}");
     let mut resp = if with_body {
@@ -291,7 +317,7 @@ async fn append_locked(
     checksum: Option<[u8; 32]>,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (_, limit) = limits(s, &r).await?;
+    let (_, limit) = crate::upload::upload_limit(s, r.options.policy.as_deref()).await?;
     let length = match declared {
         Some(n) => {
             check_length(n, r.length, r.offset, limit).map_err(length_problem)?;
@@ -321,12 +347,7 @@ async fn append_locked(
                     format!("the upload is at offset {at}, not {offset}; send from {at}"),
                 ),
                 Append::Gone => gone(&r.id),
-                Append::Busy | Append::Go => Problem::new(
-                    StatusCode::LOCKED,
-                    "upload-locked",
-                    "Upload busy",
-                    "another request is appending to this upload; retry when it is done",
-                ),
+                Append::Busy | Append::Go => busy(),
             },
         );
     }
@@ -370,19 +391,6 @@ async fn append_locked(
     }
 }
 
-/// The upload's policy and size limit (its policy may be stricter than the
-/// installation's).
-async fn limits(
-    s: &AppState,
-    r: &UploadRecord,
-) -> Result<(picsift_core::policy::Policy, u64), Problem> {
-    let policy = s
-        .named_policy(r.options.policy.as_deref(), StatusCode::BAD_REQUEST)
-        .await?;
-    let limit = policy.max_upload_bytes.min(s.policy.max_upload_bytes);
-    Ok((policy, limit))
-}
-
 /// `DELETE /v1/uploads/{id}` (termination): its parts and state are
 /// dropped; a batch it became stays.
 pub async fn terminate(
@@ -402,12 +410,7 @@ pub async fn terminate(
                 .lock_upload(&r.id, &token, r.offset, now, now + LOCK_TTL_MS)
                 .await?
             {
-                return Err(Problem::new(
-                    StatusCode::LOCKED,
-                    "upload-locked",
-                    "Upload busy",
-                    "a request is appending to this upload; retry when it is done",
-                ));
+                return Err(busy());
             }
         }
         crate::sweep::forget(&s, &r).await?;
