@@ -140,6 +140,20 @@ async fn live() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// `POST /v1/uploads`: a tus creation when the request says it speaks tus
+/// (`Tus-Resumable`), else a direct upload's start (JSON).
+async fn create_upload(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    axum::extract::Extension(caller): axum::extract::Extension<Caller>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    if req.headers().contains_key("tus-resumable") {
+        tus::create(s, caller, req).await
+    } else {
+        direct::start(s, caller, req).await
+    }
+}
+
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     let upload_limit = usize::try_from(state.policy.max_upload_bytes).unwrap_or(usize::MAX);
@@ -153,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/uploads",
-            post(tus::create)
+            post(create_upload)
                 .options(tus::discover)
                 .layer(DefaultBodyLimit::disable()),
         )

@@ -150,16 +150,9 @@ pub async fn discover(State(s): State<AppState>) -> Response {
     resp
 }
 
-/// `POST /v1/uploads`: a tus creation (with `Tus-Resumable`), or a direct
-/// upload's start (JSON, see [`crate::direct`]).
-pub async fn create(
-    State(s): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    req: Request,
-) -> Response {
-    if !req.headers().contains_key("tus-resumable") {
-        return crate::direct::start(s, caller, req).await;
-    }
+/// `POST /v1/uploads` with `Tus-Resumable`: a tus creation (the router
+/// hands the request without it to the direct uploads).
+pub async fn create(s: AppState, caller: Caller, req: Request) -> Response {
     match create_tus(&s, &caller, req).await {
         Ok(r) => r,
         Err(p) => refuse(p),
