@@ -19,10 +19,11 @@
 //! ships the slim one, `cargo build -p picsift --no-default-features`,
 //! without libtorch, whose RSS is the gateway's).
 
+use picsift_tests::bench::{rss_kb, time_cp, write_zip};
 use picsift_tests::services::garage::{self, Garage};
 use picsift_tests::services::postgres::Postgres;
 use picsift_tests::services::redis::RedisServer;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -39,7 +40,10 @@ fn main() -> anyhow::Result<()> {
     let mb: u64 = picsift_tests::env_or("PICSIFT_BENCH_UPLOAD_MB", 2048);
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let zip = work.path().join("upload.zip");
-    write_zip(&zip, mb << 20)?;
+    let photos: Vec<Vec<u8>> = (0..4)
+        .map(|s| picsift_tests::jpeg(9000 + s, 2400, 1800))
+        .collect();
+    write_zip(&zip, &photos, mb << 20)?;
     let bytes = std::fs::metadata(&zip)?.len();
     // Dirty pages of the fresh zip would slow whichever write runs first.
     anyhow::ensure!(Command::new("sync").status()?.success(), "sync failed");
@@ -289,7 +293,7 @@ fn measure(
         let (stop, first, peak) = (stop.clone(), first.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let kb = rss_kb(pid);
+                let kb = rss_kb(pid, "VmRSS");
                 let _ = first.compare_exchange(0, kb, Ordering::SeqCst, Ordering::SeqCst);
                 peak.fetch_max(kb, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(100));
@@ -368,51 +372,4 @@ fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len as usize);
     f.take(len).read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-/// A stored zip of about `target` bytes of distinct-named copies of a few photos.
-fn write_zip(path: &Path, target: u64) -> anyhow::Result<()> {
-    let photos: Vec<Vec<u8>> = (0..4)
-        .map(|s| picsift_tests::jpeg(9000 + s, 2400, 1800))
-        .collect();
-    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(std::fs::File::create(path)?));
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let (mut written, mut i) = (0u64, 0usize);
-    while written < target {
-        let p = &photos[i % photos.len()];
-        zip.start_file(format!("img_{i:05}.jpg"), opts)?;
-        zip.write_all(p)?;
-        written += p.len() as u64;
-        i += 1;
-    }
-    zip.finish()?.flush()?;
-    Ok(())
-}
-
-/// `cp` then `sync` of the copy (the servers sync what they stage).
-fn time_cp(from: &Path, to: &Path) -> anyhow::Result<Duration> {
-    let t = Instant::now();
-    anyhow::ensure!(
-        Command::new("cp").arg(from).arg(to).status()?.success(),
-        "cp failed"
-    );
-    anyhow::ensure!(
-        Command::new("sync").arg(to).status()?.success(),
-        "sync failed"
-    );
-    let elapsed = t.elapsed();
-    std::fs::remove_file(to)?;
-    Ok(elapsed)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
