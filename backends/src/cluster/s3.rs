@@ -177,6 +177,44 @@ impl S3BlobStore {
             }))
     }
 
+    /// Sends `head` (one part) and the rest of `body` as the parts of
+    /// `upload`, one part in memory at a time, and puts them together.
+    async fn send_parts(
+        &self,
+        key: &str,
+        upload: &str,
+        head: BytesMut,
+        body: &mut ByteStream,
+    ) -> Result<u64> {
+        let mut etags = Vec::new();
+        let mut total = 0u64;
+        let mut buf = head;
+        loop {
+            let mut ended = false;
+            while buf.len() < self.config.part_size {
+                match body.next().await {
+                    Some(chunk) => buf.extend_from_slice(&chunk?),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if !buf.is_empty() || etags.is_empty() {
+                let part = buf.split().freeze();
+                let number = etags.len() as u32 + 1;
+                let n = part.len() as u64;
+                etags.push(self.put_part(key, upload, number, total, part).await?);
+                total += n;
+            }
+            if ended {
+                break;
+            }
+        }
+        self.finish_parts(key, upload, &etags).await?;
+        Ok(total)
+    }
+
     /// Multipart uploads started and neither completed nor aborted (there
     /// should be none once uploads have finished).
     pub async fn open_multipart_uploads(&self) -> Result<usize> {
@@ -189,75 +227,6 @@ impl S3BlobStore {
             .await
             .map_err(|e| s3_err("list multipart uploads", e))?;
         Ok(out.uploads().len())
-    }
-
-    async fn upload_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-        first: Bytes,
-        body: &mut ByteStream,
-    ) -> Result<u64> {
-        let mut parts = Vec::new();
-        let mut total = 0u64;
-        let mut pending = Some(first);
-        let mut buf = BytesMut::new();
-        loop {
-            // Fill one part, or end with what is left.
-            let mut ended = false;
-            while buf.len() < self.config.part_size {
-                if let Some(chunk) = pending.take() {
-                    buf.extend_from_slice(&chunk);
-                    continue;
-                }
-                match body.next().await {
-                    Some(chunk) => buf.extend_from_slice(&chunk?),
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
-            if !buf.is_empty() || parts.is_empty() {
-                let part = buf.split().freeze();
-                total += part.len() as u64;
-                let number = parts.len() as i32 + 1;
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.config.bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .body(SdkStream::from(part))
-                    .send()
-                    .await
-                    .map_err(|e| s3_err("upload part", e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .build(),
-                );
-            }
-            if ended {
-                break;
-            }
-        }
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| s3_err("complete multipart upload", e))?;
-        Ok(total)
     }
 }
 
@@ -288,36 +257,13 @@ impl BlobStore for S3BlobStore {
                 }
             }
         }
-        let full = self.key(key);
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| s3_err("create multipart upload", e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| Error::Backend("S3 returned no upload id".into()))?
-            .to_string();
-        match self
-            .upload_parts(&full, &upload_id, head.freeze(), &mut body)
-            .await
-        {
+        let upload = self.start_parts(key).await?;
+        match self.send_parts(key, &upload, head, &mut body).await {
             Ok(n) => Ok(n),
             Err(e) => {
                 // Leave no orphaned parts behind.
-                let abort = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.config.bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
-                if let Err(a) = abort {
-                    tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&a), "aborting a multipart upload failed");
+                if let Err(a) = self.abort_parts(key, &upload).await {
+                    tracing::warn!(key, error = %a, "aborting a multipart upload failed");
                 }
                 Err(e)
             }
