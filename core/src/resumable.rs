@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const UPLOAD_TTL_MS: Millis = 24 * 3600 * 1000;
 
 /// How long one request holds an upload while it appends; renewed with
-/// every part it stores, so only a gateway that died keeps it this long.
+/// every save (each 32 MiB), let go at the request's end, so only a
+/// gateway that died keeps it this long.
 pub const LOCK_TTL_MS: Millis = 15 * 1000;
 
 /// Bytes per stored part. Object storage wants every part but the last to

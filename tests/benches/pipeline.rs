@@ -12,10 +12,9 @@
 
 use picsift_core::pipeline::prepare;
 use picsift_core::policy::Policy;
-use picsift_tests::bench::{rss_kb, time_cp, write_zip};
-use std::io::{BufRead, BufReader};
+use picsift_tests::bench::{rss_kb, spawn, time_cp, write_zip};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -184,30 +183,18 @@ fn main() -> anyhow::Result<()> {
         let cp_before = time_cp(&zip, &work.join("copy.zip"))?;
 
         let data = work.join(format!("server-{size_mb}"));
-        let mut server = Command::new(&bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--concurrency",
-                "1",
-                "--data",
-            ])
-            .arg(&data)
-            .env("PICSIFT_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = server.stderr.take().expect("piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("server exited"))??;
-            if let Some(a) = line.split("listening on ").nth(1) {
-                break a.split_whitespace().next().unwrap_or_default().to_string();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let (mut server, addr) = spawn(
+            Command::new(&bin)
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--concurrency",
+                    "1",
+                    "--data",
+                ])
+                .arg(&data),
+        )?;
         let before = rss_kb(server.id(), "VmRSS");
         let t = Instant::now();
         let out = Command::new("curl")

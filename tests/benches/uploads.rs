@@ -19,13 +19,13 @@
 //! ships the slim one, `cargo build -p picsift --no-default-features`,
 //! without libtorch, whose RSS is the gateway's).
 
-use picsift_tests::bench::{rss_kb, time_cp, write_zip};
+use picsift_tests::bench::{rss_kb, spawn, time_cp, write_zip};
 use picsift_tests::services::garage::{self, Garage};
 use picsift_tests::services::postgres::Postgres;
 use picsift_tests::services::redis::RedisServer;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -342,28 +342,6 @@ fn bin() -> PathBuf {
         p.pop();
     }
     p.join("picsift")
-}
-
-/// Starts a server and returns it with its base URL.
-fn spawn(cmd: &mut Command) -> anyhow::Result<(Child, String)> {
-    let mut child = cmd
-        .env("PICSIFT_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("the server exited"))??;
-        if line.contains("listening on")
-            && let Some(a) = line.split("listening on ").nth(1)
-        {
-            break a.split_whitespace().next().unwrap_or_default().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok((child, base))
 }
 
 fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {

@@ -2,8 +2,9 @@
 //! `cp` as the baseline, a process's memory from `/proc`.
 
 use std::io::Write;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Times `cp` of `from` to `to` including the flush to disk (the server
@@ -52,4 +53,27 @@ pub fn rss_kb(pid: u32, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Starts a `picsift` server (`serve` or `gateway`) and returns it with
+/// its base URL, from the line that says where it listens.
+pub fn spawn(cmd: &mut Command) -> anyhow::Result<(Child, String)> {
+    let mut child = cmd
+        .env("PICSIFT_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the server exited"))??;
+        if line.contains("listening on")
+            && let Some(a) = line.split("listening on ").nth(1)
+        {
+            break a.split_whitespace().next().unwrap_or_default().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok((child, base))
 }
