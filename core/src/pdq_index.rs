@@ -35,6 +35,31 @@ pub fn keys(hash: &Hash) -> [i64; SEGMENTS] {
     std::array::from_fn(|i| key(i, s[i]))
 }
 
+/// The keys a check-and-insert of `hash` locks so that it is ordered with
+/// every concurrent one of a hash within [`MAX_SEARCH_DISTANCE`] of it, and
+/// with no other: per segment, its value with each bit in turn cleared
+/// (1 + the value's count of set bits distinct keys; about 144 in all),
+/// sorted. Two hashes within 31 bits have a segment whose values `v`, `w`
+/// differ in at most one bit (the pigeonhole argument above): when equal
+/// they share all of that segment's keys, and when they differ in bit `c`
+/// both include `v & !(1 << c) == w & !(1 << c)`. The keys do not depend
+/// on the distance a check uses, so checks of different thresholds are
+/// ordered too. Random hashes share a key rarely (about one pair in 50),
+/// so concurrent inserts seldom wait for each other.
+pub fn lock_keys(hash: &Hash) -> Vec<i64> {
+    let mut out: Vec<i64> = segments(hash)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, v)| (0..16).map(move |bit| key(i, v & !(1 << bit))))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Every key [`lock_keys`] can name: `SEGMENTS × 65536`, from 0.
+pub const LOCK_KEY_COUNT: i64 = (SEGMENTS as i64) << 16;
+
 /// The keys to look up to find every stored hash within `max_distance`
 /// (clamped to [`MAX_SEARCH_DISTANCE`]) of `hash`.
 pub fn probes(hash: &Hash, max_distance: u32) -> Vec<i64> {
@@ -73,6 +98,22 @@ mod tests {
     }
 
     #[test]
+    fn lock_keys_count_one_plus_the_set_bits_of_each_segment() {
+        assert_eq!(lock_keys(&Hash::from_bytes([0; 32])).len(), 16);
+        assert_eq!(lock_keys(&Hash::from_bytes([0xFF; 32])).len(), 16 * 17);
+        assert_eq!(lock_keys(&Hash::from_bytes([0x0F; 32])).len(), 16 * 9);
+    }
+
+    #[test]
+    fn hashes_32_bits_apart_two_per_segment_share_no_lock_key() {
+        // Beyond the guarantee, as with the probes: no ordering is needed.
+        let a = Hash::from_bytes([0; 32]);
+        let bits: Vec<usize> = (0..16).flat_map(|s| [s * 16, s * 16 + 1]).collect();
+        let (ka, kb) = (lock_keys(&a), lock_keys(&flip(&a, &bits)));
+        assert!(!ka.iter().any(|k| kb.contains(k)));
+    }
+
+    #[test]
     fn keys_name_segment_and_value() {
         let mut b = [0u8; 32];
         b[0] = 0x12;
@@ -96,6 +137,21 @@ mod tests {
             prop_assert_eq!(a.distance(&b), bits.len() as u32);
             let probed = probes(&a, 31);
             prop_assert!(keys(&b).iter().any(|k| probed.contains(k)));
+        }
+
+        /// The guarantee near-duplicate inserts rest on: two hashes within
+        /// 31 bits always lock a key in common.
+        #[test]
+        fn hashes_within_31_bits_share_a_lock_key(
+            seed in any::<[u8; 32]>(),
+            bits in proptest::collection::btree_set(0usize..256, 0..=31),
+        ) {
+            let a = Hash::from_bytes(seed);
+            let b = flip(&a, &bits.iter().copied().collect::<Vec<_>>());
+            let (ka, kb) = (lock_keys(&a), lock_keys(&b));
+            prop_assert!(ka.iter().any(|k| kb.binary_search(k).is_ok()));
+            prop_assert!(ka.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+            prop_assert!(ka.iter().all(|&k| (0..LOCK_KEY_COUNT).contains(&k)));
         }
 
         #[test]

@@ -12,7 +12,7 @@ use super::rows::{
     image_search_sql, index_from_row, pending_from_row, report_entry_from_row,
 };
 use super::statements::{COMPLETE, record_verdict};
-use super::{Db, SqlCatalog, postgres, sqlite, with_db};
+use super::{Db, SqlCatalog, pg_near, postgres, sqlite, with_db};
 use crate::DriverResult;
 use async_trait::async_trait;
 use picsift_core::Result;
@@ -76,7 +76,7 @@ impl Catalog for SqlCatalog {
     async fn record_entries(&self, id: &str, entries: &[EntryPlan], now: Millis) -> Result<()> {
         match &self.db {
             Db::Sqlite { pool, .. } => sqlite::record_entries(pool, id, entries, now).await,
-            Db::Postgres { pool } => postgres::record_entries(pool, id, entries, now).await,
+            Db::Postgres { pool, .. } => postgres::record_entries(pool, id, entries, now).await,
         }
     }
 
@@ -195,7 +195,9 @@ impl Catalog for SqlCatalog {
             Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, None, None)
                 .await
                 .map(drop),
-            Db::Postgres { pool } => postgres::insert_image(pool, i, None, None).await.map(drop),
+            Db::Postgres { pool, near: r } => postgres::insert_image(pool, r, i, None, None)
+                .await
+                .map(drop),
         }
     }
 
@@ -208,7 +210,9 @@ impl Catalog for SqlCatalog {
         let near = Some((max_distance, scope));
         let stored = match &self.db {
             Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, near, None).await?,
-            Db::Postgres { pool } => postgres::insert_image(pool, i, near, None).await?,
+            Db::Postgres { pool, near: r } => {
+                postgres::insert_image(pool, r, i, near, None).await?
+            }
         };
         Ok(match stored {
             Stored::Near(m) => Some(m),
@@ -226,7 +230,7 @@ impl Catalog for SqlCatalog {
         let entry = Some((verdict, now));
         match &self.db {
             Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, near, entry).await,
-            Db::Postgres { pool } => postgres::insert_image(pool, i, near, entry).await,
+            Db::Postgres { pool, near: r } => postgres::insert_image(pool, r, i, near, entry).await,
         }
     }
 
@@ -242,9 +246,9 @@ impl Catalog for SqlCatalog {
                 let index = pdq.lock().await;
                 sqlite::near(pool, &index, hash, max_distance, limit, owner).await
             }
-            Db::Postgres { pool } => {
+            Db::Postgres { pool, near } => {
                 let mut conn = pool.acquire().await.or_backend()?;
-                postgres::similar_on(&mut conn, hash, max_distance, limit, owner).await
+                pg_near::near(&mut conn, near, hash, max_distance, limit, owner).await
             }
         }
     }
@@ -262,7 +266,7 @@ impl Catalog for SqlCatalog {
     async fn owned_images(&self, owner: &str, ids: &[String]) -> Result<Vec<String>> {
         match &self.db {
             Db::Sqlite { pool, .. } => sqlite::owned_images(pool, owner, ids).await,
-            Db::Postgres { pool } => postgres::owned_images(pool, owner, ids).await,
+            Db::Postgres { pool, .. } => postgres::owned_images(pool, owner, ids).await,
         }
     }
 
@@ -519,7 +523,7 @@ impl Catalog for SqlCatalog {
     ) -> Result<Vec<(String, String)>> {
         match &self.db {
             Db::Sqlite { pool, .. } => sqlite::known_originals(pool, sha256s, owner).await,
-            Db::Postgres { pool } => postgres::known_originals(pool, sha256s, owner).await,
+            Db::Postgres { pool, .. } => postgres::known_originals(pool, sha256s, owner).await,
         }
     }
 
@@ -596,7 +600,7 @@ impl Catalog for SqlCatalog {
                 .or_backend()?
                 .rows_affected()
                 == 1),
-            Db::Postgres { pool } => postgres::try_complete(pool, id, now).await,
+            Db::Postgres { pool, .. } => postgres::try_complete(pool, id, now).await,
         }
     }
 

@@ -57,6 +57,7 @@ const POSTGRES: &[(&str, &str, &str)] = &[
     migration!("common", "0010", "orphan_blobs"),
     migration!("common", "0011", "upload_reservations"),
     migration!("common", "0012", "resumable_uploads"),
+    migration!("postgres", "0013", "near_locks"),
 ];
 
 fn migrator(list: &[(&str, &str, &'static str)]) -> Migrator {

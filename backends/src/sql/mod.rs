@@ -2,15 +2,17 @@
 //! SQLite (the standalone server's file) and PostgreSQL (the cluster's).
 //!
 //! The queries are written once, with `$n` placeholders, which both drivers
-//! take. What differs between the dialects lives in two small modules:
+//! take. What differs between the dialects lives in small modules:
 //! [`sqlite`] (the file one process owns: near duplicates from an index in
-//! memory, inserts serialized by its lock, the dedup claims) and
-//! [`postgres`] (many processes: row locks, an advisory lock and the
-//! `pdq_mih` table for near duplicates, array parameters). [`with_db!`]
+//! memory, inserts serialized by its lock, the dedup claims),
+//! [`postgres`] (many processes: row locks, array parameters) and
+//! [`pg_near`] (near duplicates across processes: each its own copy of the
+//! hashes in memory, inserts ordered by the rows their hashes lock). [`with_db!`]
 //! runs one body against whichever pool a catalog holds.
 
 mod catalog;
 mod migrations;
+mod pg_near;
 pub(crate) mod postgres;
 mod quotas;
 pub(crate) mod rows;
@@ -42,8 +44,12 @@ pub(crate) enum Db {
         pool: SqlitePool,
         pdq: Arc<tokio::sync::Mutex<MemoryIndex>>,
     },
-    /// The cluster's database, shared by every gateway and worker.
-    Postgres { pool: PgPool },
+    /// The cluster's database, shared by every gateway and worker, and
+    /// this process's copy of its PDQ hashes ([`pg_near`]).
+    Postgres {
+        pool: PgPool,
+        near: pg_near::SharedReplica,
+    },
 }
 
 /// Runs `$body` with `$pool` bound to the catalog's pool, whichever
@@ -52,7 +58,7 @@ macro_rules! with_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
             $crate::sql::Db::Sqlite { pool: $pool, .. } => $body,
-            $crate::sql::Db::Postgres { pool: $pool } => $body,
+            $crate::sql::Db::Postgres { pool: $pool, .. } => $body,
         }
     };
 }

@@ -1,6 +1,6 @@
 //! What only the PostgreSQL catalog does: connect and migrate, lock where
-//! SQLite relied on having a single writer, pass arrays, and keep the
-//! near-duplicate index in the `pdq_mih` table every process shares.
+//! SQLite relied on having a single writer, and pass arrays. Near
+//! duplicates are [`super::pg_near`]'s.
 //!
 //! Transactions run at PostgreSQL's default READ COMMITTED: each statement
 //! sees what was committed when it started. Single-row updates guarded by
@@ -10,22 +10,17 @@
 //! "no entry is pending" test of [`try_complete`] runs under a lock on the
 //! batch row that [`record_entries`] takes too.
 
-use super::rows::{matchable_hash, mih_keys, rank_similar};
+use super::pg_near::{self, SharedReplica};
 use super::statements::{COMPLETE, RECORD_ENTRIES_PHASE, insert_image_rows, record_verdict};
 use super::{Db, SqlCatalog, migrations};
 use crate::DriverResult;
 use picsift_core::Result;
-use picsift_core::backend::{Similar, Stored};
+use picsift_core::backend::Stored;
 use picsift_core::model::{EntryPlan, ImageRecord};
-use picsift_core::pdq::Hash;
-use picsift_core::pdq_index;
 use picsift_core::time::Millis;
 use picsift_core::verdict::Verdict;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-
-/// The advisory lock key of the near-duplicate check ("picsift" in ASCII).
-const NEAR_LOCK: i64 = 0x0070_6963_7369_6674;
 
 impl SqlCatalog {
     /// Connects to `url` (`postgres://user:password@host:port/database`)
@@ -45,7 +40,10 @@ impl SqlCatalog {
             .or_backend()?;
         migrations::postgres().run(&pool).await.or_backend()?;
         Ok(Self {
-            db: Db::Postgres { pool },
+            db: Db::Postgres {
+                pool,
+                near: SharedReplica::default(),
+            },
         })
     }
 }
@@ -126,48 +124,23 @@ pub(super) async fn try_complete(pool: &PgPool, id: &str, now: Millis) -> Result
     Ok(done.rows_affected() == 1)
 }
 
-/// Records an image, its owner and its `pdq_mih` keys on `conn`.
-async fn insert_image_on(conn: &mut sqlx::PgConnection, i: &ImageRecord) -> Result<()> {
-    insert_image_rows!(conn, i);
-    let keys = mih_keys(i);
-    if !keys.is_empty() {
-        sqlx::query(
-            "INSERT INTO pdq_mih (k, image_id) SELECT k, $2 FROM UNNEST($1::BIGINT[]) AS k
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&keys)
-        .bind(&i.id)
-        .execute(&mut *conn)
-        .await
-        .or_backend()?;
-    }
-    Ok(())
-}
-
 /// Records an image (and, with `entry`, its entry's verdict, only while
 /// the entry is undecided), unless `near_within` finds a stored image that
-/// near. The near check runs under one advisory lock: near duplicates are
-/// not keyed, so no row lock could serialize them.
+/// near ([`pg_near::check_locked`]: only inserts that could be near
+/// duplicates of each other wait for each other).
 pub(super) async fn insert_image(
     pool: &PgPool,
+    replica: &SharedReplica,
     i: &ImageRecord,
     near_within: Option<(u32, Option<&str>)>,
     entry: Option<(&Verdict, Millis)>,
 ) -> Result<Stored> {
     let mut tx = pool.begin().await.or_backend()?;
-    if let Some((max_distance, scope)) = near_within {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(NEAR_LOCK)
-            .execute(&mut *tx)
-            .await
-            .or_backend()?;
-        if let Some(hash) = matchable_hash(i) {
-            let found = similar_on(&mut tx, &hash, max_distance, 2, scope).await?;
-            if let Some(m) = found.into_iter().find(|m| m.image_id != i.id) {
-                tx.rollback().await.or_backend()?;
-                return Ok(Stored::Near(m));
-            }
-        }
+    if let Some((max_distance, scope)) = near_within
+        && let Some(m) = pg_near::check_locked(&mut tx, replica, i, max_distance, scope).await?
+    {
+        tx.rollback().await.or_backend()?;
+        return Ok(Stored::Near(m));
     }
     // The entry's row lock orders this with an Expire or Cancel deciding it.
     if let Some((verdict, now)) = entry
@@ -176,37 +149,14 @@ pub(super) async fn insert_image(
         tx.rollback().await.or_backend()?;
         return Ok(Stored::EntryDecided);
     }
-    insert_image_on(&mut tx, i).await?;
+    insert_image_rows!(tx, i);
     tx.commit().await.or_backend()?;
     Ok(Stored::Recorded)
 }
 
-/// Images within `max_distance` of `hash`: candidates from `pdq_mih`,
-/// checked exactly and ranked.
-pub(super) async fn similar_on(
-    conn: &mut sqlx::PgConnection,
-    hash: &Hash,
-    max_distance: u32,
-    limit: u32,
-    owner: Option<&str>,
-) -> Result<Vec<Similar>> {
-    let probes = pdq_index::probes(hash, max_distance);
-    let candidates: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT DISTINCT i.id, i.pdq FROM pdq_mih m JOIN images i ON i.id = m.image_id
-         WHERE m.k = ANY($1)
-           AND ($2::TEXT IS NULL OR EXISTS (SELECT 1 FROM image_owners o WHERE o.image_id = i.id AND o.owner = $2))",
-    )
-    .bind(&probes)
-    .bind(owner)
-    .fetch_all(&mut *conn)
-    .await
-    .or_backend()?;
-    Ok(rank_similar(hash, max_distance, limit, candidates))
-}
-
 /// Which of `ids` `owner` holds.
-pub(super) async fn owned_images(
-    pool: &PgPool,
+pub(super) async fn owned_images<'c>(
+    on: impl sqlx::PgExecutor<'c>,
     owner: &str,
     ids: &[String],
 ) -> Result<Vec<String>> {
@@ -215,7 +165,7 @@ pub(super) async fn owned_images(
     )
     .bind(owner)
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(on)
     .await
     .or_backend()
 }

@@ -67,7 +67,7 @@ async fn run(catalog: &SqlCatalog, sql: &str, r: &Reservation, q: &QuotaCheck) -
             .await
             .or_backend()?
             .rows_affected(),
-        Db::Postgres { pool } => {
+        Db::Postgres { pool, .. } => {
             let mut tx = pool.begin().await.or_backend()?;
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                 .bind(&r.owner)

@@ -193,12 +193,6 @@ pub(crate) fn counts_from_rows<R: CatalogRow>(rows: &[R]) -> Result<Counts> {
     Ok(c)
 }
 
-/// The multi-index-hashing keys an image is indexed under: none unless its
-/// PDQ hash is good enough to match.
-pub(crate) fn mih_keys(i: &ImageRecord) -> Vec<i64> {
-    matchable_hash(i).map_or_else(Vec::new, |h| picsift_core::pdq_index::keys(&h).to_vec())
-}
-
 /// An image's PDQ hash, when it is good enough to match.
 pub(crate) fn matchable_hash(i: &ImageRecord) -> Option<picsift_core::pdq::Hash> {
     let quality_ok = i
@@ -207,30 +201,20 @@ pub(crate) fn matchable_hash(i: &ImageRecord) -> Option<picsift_core::pdq::Hash>
     quality_ok.then(|| i.pdq.as_deref()?.parse().ok()).flatten()
 }
 
-/// Candidates `(id, pdq)` from the index, checked exactly and ranked.
-pub(crate) fn rank_similar(
-    query: &picsift_core::pdq::Hash,
-    max_distance: u32,
+/// What an index search found (`(id, distance)`, nearest first), keeping
+/// only the images in `own` when given, at most `limit`.
+pub(crate) fn owned_only(
+    found: Vec<(String, u32)>,
+    own: Option<Vec<String>>,
     limit: u32,
-    candidates: Vec<(String, Option<String>)>,
 ) -> Vec<picsift_core::backend::Similar> {
-    let mut out: Vec<picsift_core::backend::Similar> = candidates
+    let own: Option<std::collections::HashSet<String>> = own.map(|o| o.into_iter().collect());
+    found
         .into_iter()
-        .filter_map(|(image_id, pdq)| {
-            let hash: picsift_core::pdq::Hash = pdq?.parse().ok()?;
-            let distance = query.distance(&hash);
-            (distance <= max_distance)
-                .then_some(picsift_core::backend::Similar { image_id, distance })
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        a.distance
-            .cmp(&b.distance)
-            .then_with(|| a.image_id.cmp(&b.image_id))
-    });
-    out.dedup_by(|a, b| a.image_id == b.image_id);
-    out.truncate(limit as usize);
-    out
+        .filter(|(id, _)| own.as_ref().is_none_or(|o| o.contains(id)))
+        .take(limit as usize)
+        .map(|(image_id, distance)| picsift_core::backend::Similar { image_id, distance })
+        .collect()
 }
 
 /// A bind value of a built query.

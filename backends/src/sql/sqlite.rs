@@ -147,18 +147,15 @@ pub(super) async fn near(
     limit: u32,
     owner: Option<&str>,
 ) -> Result<Vec<Similar>> {
-    let mut found = index.search(hash, max_distance, usize::MAX, |_| true);
-    if let Some(owner) = owner {
-        let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
-        let own: std::collections::HashSet<String> =
-            owned_images(pool, owner, &ids).await?.into_iter().collect();
-        found.retain(|(id, _)| own.contains(id));
-    }
-    found.truncate(limit as usize);
-    Ok(found
-        .into_iter()
-        .map(|(image_id, distance)| Similar { image_id, distance })
-        .collect())
+    let found = index.search(hash, max_distance, usize::MAX, |_| true);
+    let own = match owner {
+        Some(owner) if !found.is_empty() => {
+            let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
+            Some(owned_images(pool, owner, &ids).await?)
+        }
+        _ => None,
+    };
+    Ok(super::rows::owned_only(found, own, limit))
 }
 
 /// Which of `ids` `owner` holds (the list travels as JSON).
