@@ -38,8 +38,8 @@ pub fn keys(hash: &Hash) -> [i64; SEGMENTS] {
 /// The keys a check-and-insert of `hash` locks so that it is ordered with
 /// every concurrent one of a hash within [`MAX_SEARCH_DISTANCE`] of it, and
 /// with no other: per segment, its value with each bit in turn cleared
-/// (1 + the value's count of set bits distinct keys; about 144 in all),
-/// sorted. Two hashes within 31 bits have a segment whose values `v`, `w`
+/// (the value itself, unless every bit is set, and the value with each of
+/// its set bits cleared: about 9 keys per segment, 144 in all), sorted. Two hashes within 31 bits have a segment whose values `v`, `w`
 /// differ in at most one bit (the pigeonhole argument above): when equal
 /// they share all of that segment's keys, and when they differ in bit `c`
 /// both include `v & !(1 << c) == w & !(1 << c)`. The keys do not depend
@@ -98,10 +98,18 @@ mod tests {
     }
 
     #[test]
-    fn lock_keys_count_one_plus_the_set_bits_of_each_segment() {
+    fn lock_keys_are_each_segment_as_it_is_and_with_a_set_bit_cleared() {
+        // All bits clear: the value alone; all set: only the 16 cleared.
         assert_eq!(lock_keys(&Hash::from_bytes([0; 32])).len(), 16);
-        assert_eq!(lock_keys(&Hash::from_bytes([0xFF; 32])).len(), 16 * 17);
+        assert_eq!(lock_keys(&Hash::from_bytes([0xFF; 32])).len(), 16 * 16);
         assert_eq!(lock_keys(&Hash::from_bytes([0x0F; 32])).len(), 16 * 9);
+        let mut b = [0u8; 32];
+        b[0] = 0b1000_0001;
+        let first: Vec<i64> = lock_keys(&Hash::from_bytes(b))
+            .into_iter()
+            .take(3)
+            .collect();
+        assert_eq!(first, vec![0x0100, 0x8000, 0x8100], "segment 0 is 0x8100");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! similar-image searches from it.
 //!
 //! Memory: 32 bytes per hash, 4 bytes per hash in each of the 16 segment
-//! tables, and the image id: about 160 bytes per image, 1.6 GB at 10M.
+//! tables (with their spare capacity), and the image id: 264 bytes per
+//! image measured (`tests/benches/pdq_index.rs`), 2.6 GB at 10M. The
+//! cluster's processes keep one each too (`backends/src/sql/pg_near.rs`).
 
 use crate::pdq::Hash;
 use crate::pdq_index::{MAX_SEARCH_DISTANCE, SEGMENTS, segments};

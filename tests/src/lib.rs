@@ -8,6 +8,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 pub mod bench;
+pub mod hashes;
 pub mod ml;
 pub mod services;
 

@@ -195,7 +195,7 @@ impl Catalog for SqlCatalog {
             Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, None, None)
                 .await
                 .map(drop),
-            Db::Postgres { pool, near: r } => postgres::insert_image(pool, r, i, None, None)
+            Db::Postgres { pool, near: r } => pg_near::insert_image(pool, r, i, None, None)
                 .await
                 .map(drop),
         }
@@ -210,9 +210,7 @@ impl Catalog for SqlCatalog {
         let near = Some((max_distance, scope));
         let stored = match &self.db {
             Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, near, None).await?,
-            Db::Postgres { pool, near: r } => {
-                postgres::insert_image(pool, r, i, near, None).await?
-            }
+            Db::Postgres { pool, near: r } => pg_near::insert_image(pool, r, i, near, None).await?,
         };
         Ok(match stored {
             Stored::Near(m) => Some(m),
@@ -230,7 +228,7 @@ impl Catalog for SqlCatalog {
         let entry = Some((verdict, now));
         match &self.db {
             Db::Sqlite { pool, pdq } => sqlite::insert_image(pool, pdq, i, near, entry).await,
-            Db::Postgres { pool, near: r } => postgres::insert_image(pool, r, i, near, entry).await,
+            Db::Postgres { pool, near: r } => pg_near::insert_image(pool, r, i, near, entry).await,
         }
     }
 

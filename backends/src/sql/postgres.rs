@@ -10,15 +10,12 @@
 //! "no entry is pending" test of [`try_complete`] runs under a lock on the
 //! batch row that [`record_entries`] takes too.
 
-use super::pg_near::{self, SharedReplica};
-use super::statements::{COMPLETE, RECORD_ENTRIES_PHASE, insert_image_rows, record_verdict};
+use super::statements::{COMPLETE, RECORD_ENTRIES_PHASE};
 use super::{Db, SqlCatalog, migrations};
 use crate::DriverResult;
 use picsift_core::Result;
-use picsift_core::backend::Stored;
-use picsift_core::model::{EntryPlan, ImageRecord};
+use picsift_core::model::EntryPlan;
 use picsift_core::time::Millis;
-use picsift_core::verdict::Verdict;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -42,7 +39,7 @@ impl SqlCatalog {
         Ok(Self {
             db: Db::Postgres {
                 pool,
-                near: SharedReplica::default(),
+                near: Default::default(),
             },
         })
     }
@@ -122,36 +119,6 @@ pub(super) async fn try_complete(pool: &PgPool, id: &str, now: Millis) -> Result
         .or_backend()?;
     tx.commit().await.or_backend()?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Records an image (and, with `entry`, its entry's verdict, only while
-/// the entry is undecided), unless `near_within` finds a stored image that
-/// near ([`pg_near::check_locked`]: only inserts that could be near
-/// duplicates of each other wait for each other).
-pub(super) async fn insert_image(
-    pool: &PgPool,
-    replica: &SharedReplica,
-    i: &ImageRecord,
-    near_within: Option<(u32, Option<&str>)>,
-    entry: Option<(&Verdict, Millis)>,
-) -> Result<Stored> {
-    let mut tx = pool.begin().await.or_backend()?;
-    if let Some((max_distance, scope)) = near_within
-        && let Some(m) = pg_near::check_locked(&mut tx, replica, i, max_distance, scope).await?
-    {
-        tx.rollback().await.or_backend()?;
-        return Ok(Stored::Near(m));
-    }
-    // The entry's row lock orders this with an Expire or Cancel deciding it.
-    if let Some((verdict, now)) = entry
-        && !record_verdict!(&mut *tx, &i.batch_id, i.entry_index, verdict, now)
-    {
-        tx.rollback().await.or_backend()?;
-        return Ok(Stored::EntryDecided);
-    }
-    insert_image_rows!(tx, i);
-    tx.commit().await.or_backend()?;
-    Ok(Stored::Recorded)
 }
 
 /// Which of `ids` `owner` holds.
