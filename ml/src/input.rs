@@ -46,14 +46,73 @@ pub(crate) fn largest_side(specs: &[&ModelSpec], quality: bool) -> u32 {
 /// four times `largest` a side becomes twice `largest`; a smaller one stays
 /// as it is. Shrinking what this returned again changes nothing, so a
 /// decoder process can send the shrunk picture instead of the whole one.
+///
+/// Whole `k × k` blocks are averaged first (`k` as large as keeps at least
+/// the final size), then `image`'s area average takes the few-times-smaller
+/// picture to the exact size. `image`'s `thumbnail` alone on a 12 MP photo
+/// cost 35 ms, a fifth of the standalone server's CPU per photo (perf,
+/// docs/benchmarks.md); the block sums are one pass of integer adds.
 pub fn reduced(rgb: &RgbImage, largest: u32) -> RgbImage {
-    if rgb.width().max(rgb.height()) > 4 * largest {
-        let scale = (2 * largest) as f32 / rgb.width().max(rgb.height()) as f32;
+    let side = rgb.width().max(rgb.height());
+    if side > 4 * largest {
+        let scale = (2 * largest) as f32 / side as f32;
         let (w, h) = scaled(rgb.width(), rgb.height(), scale);
-        imageops::thumbnail(rgb, w, h)
+        // The largest block that keeps at least the final size and leaves
+        // an even remainder on both axes, so the blocks are laid
+        // symmetrically (even sides, as photos have, always allow an even
+        // block).
+        let even = |len: u32, k: u32| (len.div_ceil(k) * k - len) % 2 == 0;
+        match (2..=side / (2 * largest))
+            .rev()
+            .find(|&k| even(rgb.width(), k) && even(rgb.height(), k))
+        {
+            Some(k) => imageops::thumbnail(&block_average(rgb, k), w, h),
+            None => imageops::thumbnail(rgb, w, h),
+        }
     } else {
         rgb.clone()
     }
+}
+
+/// The mean of each `k × k` block, rounded. The blocks are laid about the
+/// centre (the edge blocks share what is left over; evenly when it is
+/// even), so turning or mirroring a picture maps its blocks onto blocks
+/// and a photo shrunk then turned upright matches one turned then shrunk. Rows
+/// are summed into one accumulator row (which vectorises), then each
+/// block's columns.
+fn block_average(src: &RgbImage, k: u32) -> RgbImage {
+    let (w, h) = src.dimensions();
+    let (ow, oh) = (w.div_ceil(k), h.div_ceil(k));
+    // Block `i` of `n` over `len` pixels: [start, end).
+    let span = |i: u32, n: u32, len: u32| {
+        let lead = (n * k - len) / 2;
+        ((i * k).saturating_sub(lead), ((i + 1) * k - lead).min(len))
+    };
+    let raw = src.as_raw();
+    let stride = 3 * w as usize;
+    let mut out = Vec::with_capacity(3 * (ow * oh) as usize);
+    let mut acc = vec![0u32; stride];
+    for by in 0..oh {
+        let (y0, y1) = span(by, oh, h);
+        acc.fill(0);
+        for row in raw[y0 as usize * stride..y1 as usize * stride].chunks_exact(stride) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += u32::from(v);
+            }
+        }
+        for bx in 0..ow {
+            let (x0, x1) = span(bx, ow, w);
+            let n = (y1 - y0) * (x1 - x0);
+            let mut sum = [0u32; 3];
+            for px in acc[3 * x0 as usize..3 * x1 as usize].chunks_exact(3) {
+                sum[0] += px[0];
+                sum[1] += px[1];
+                sum[2] += px[2];
+            }
+            out.extend(sum.map(|s| ((s + n / 2) / n) as u8));
+        }
+    }
+    RgbImage::from_raw(ow, oh, out).expect("the size was computed from the blocks")
 }
 
 /// `(w, h) × scale`, at least 1×1.
@@ -114,6 +173,58 @@ pub fn model_input(src: &RgbImage, spec: &ModelSpec) -> Vec<f32> {
 mod tests {
     use super::*;
     use picsift_core::policy::Output;
+
+    #[test]
+    fn blocks_average_with_rounding_and_narrower_edge_blocks() {
+        // 6×3, blocks of 4 about the centre: columns [0..3) and [3..6)
+        // (the 2 left over shared), rows [0..3) (the 1 left over, after).
+        let img = RgbImage::from_fn(6, 3, |x, y| image::Rgb([(10 * x + y) as u8, 7, 255]));
+        let b = block_average(&img, 4);
+        assert_eq!(b.dimensions(), (2, 1));
+        assert_eq!(
+            b.get_pixel(0, 0).0,
+            [11, 7, 255],
+            "(0 + 1 + 2 + 10 + ... + 22) / 9"
+        );
+        assert_eq!(b.get_pixel(1, 0).0, [41, 7, 255], "(30 + ... + 52) / 9");
+        // 5 wide in blocks of 2: [0..2), [2..4), [4] (odd: the 1 after).
+        let b = block_average(
+            &RgbImage::from_fn(5, 1, |x, _| image::Rgb([x as u8, 0, 0])),
+            2,
+        );
+        assert_eq!(
+            b.as_raw(),
+            &vec![1, 0, 0, 3, 0, 0, 4, 0, 0],
+            "0.5 and 2.5 round up"
+        );
+    }
+
+    #[test]
+    fn a_12_mp_photo_shrinks_as_one_area_average_would_within_a_level_or_two() {
+        // Smooth gradients with fine texture, 4000×3000, to 512×384.
+        let img = RgbImage::from_fn(4000, 3000, |x, y| {
+            let t = ((x * 7 + y * 13) % 17) as u8;
+            image::Rgb([
+                (x / 16) as u8 ^ t,
+                (y / 12) as u8,
+                ((x + y) / 28) as u8 ^ (t / 2),
+            ])
+        });
+        let got = reduced(&img, 256);
+        let direct = imageops::thumbnail(&img, 512, 384);
+        assert_eq!(got.dimensions(), direct.dimensions());
+        let diffs: Vec<i32> = got
+            .as_raw()
+            .iter()
+            .zip(direct.as_raw())
+            .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+            .collect();
+        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+        let max = diffs.iter().copied().max().unwrap_or(0);
+        assert!(mean < 1.0 && max <= 16, "mean {mean}, max {max}");
+        // Shrinking again changes nothing (a decoder child sends this).
+        assert_eq!(reduced(&got, 256), got);
+    }
 
     fn spec(w: u32, h: u32, fit: Fit) -> ModelSpec {
         ModelSpec {

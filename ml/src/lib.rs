@@ -163,6 +163,13 @@ impl Runtime {
         if options.batch_size == 0 {
             return Err(ConfigError::new("", "the ML batch size must be at least 1"));
         }
+        if device == tch::Device::Cpu {
+            // One core per model thread: the process already decodes on
+            // every core, and libtorch's OpenMP helpers spin between
+            // batches (perf of `picsift serve`: a tenth of the machine's
+            // CPU in libgomp on the quality thread, docs/benchmarks.md).
+            tch::set_num_threads(1);
+        }
         Ok(Self {
             options,
             device,
