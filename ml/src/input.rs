@@ -61,7 +61,7 @@ pub fn reduced(rgb: &RgbImage, largest: u32) -> RgbImage {
         // an even remainder on both axes, so the blocks are laid
         // symmetrically (even sides, as photos have, always allow an even
         // block).
-        let even = |len: u32, k: u32| (len.div_ceil(k) * k - len) % 2 == 0;
+        let even = |len: u32, k: u32| (len.div_ceil(k) * k - len).is_multiple_of(2);
         match (2..=side / (2 * largest))
             .rev()
             .find(|&k| even(rgb.width(), k) && even(rgb.height(), k))
