@@ -215,6 +215,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.concurrency {
         config.concurrency = n.max(1);
     }
+    if let Some(pool) = &config.decoders {
+        pool.start(config.concurrency);
+    }
     picsift_worker::checks::start_checks(&backends, &config)
         .await
         .context("the policy's quality and ML checks cannot run")?;

@@ -45,7 +45,7 @@ pub const MIN_MATCH_QUALITY: u8 = 50;
 /// is first resized to this square. The reference's hashes (and thus the
 /// corpus) are computed this way, so we do the same; it also makes the cost
 /// of a hash independent of the image size (a few milliseconds).
-const DOWNSAMPLE_DIMS: usize = 512;
+pub(crate) const DOWNSAMPLE_DIMS: usize = 512;
 
 /// `MIN_HASHABLE_DIM` in `pdqhashing.cpp`: smaller images hash to all zeros
 /// with quality 0.

@@ -185,9 +185,16 @@ fn prepare_jpeg(data: &[u8], policy: &Policy) -> Result<Stage, Rejection> {
     };
     let icc = jpeg::icc_profile(data, &structure).filter(|p| crate::icc::check(p).is_ok());
     let clean = jpeg::strip_metadata(data, &structure, icc.as_deref());
-    // What is stored is what is decoded.
-    let decoded = crate::decode::strict_jpeg(&clean, policy)?;
-    if (decoded.width, decoded.height) != (structure.width, structure.height) {
+    // What is stored is what is decoded: every coefficient, strictly. The
+    // picture is written no larger than the checks read it (PDQ samples
+    // 512 × 512; the quality and ML inputs are smaller still), unless it
+    // is to be re-encoded, which needs every pixel.
+    let min_side = match policy.sanitize {
+        Sanitize::Reencode => u32::MAX,
+        Sanitize::Strip => crate::pdq::DOWNSAMPLE_DIMS as u32,
+    };
+    let decoded = crate::decode::strict_jpeg_scaled(&clean, policy, min_side)?;
+    if decoded.full != (structure.width, structure.height) {
         return Err(Rejection::new(
             Reason::DecodeError,
             "decoded size differs from the frame header",

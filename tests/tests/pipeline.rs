@@ -187,3 +187,87 @@ fn reencode_mode_stores_fresh_upright_pixels_and_nothing_of_the_upload() {
         a.distance(&b)
     );
 }
+
+/// Large photos, as `prepare` decodes them: at 1/4 or 1/2 scale (both
+/// sides still at least PDQ's 512), every coefficient still read.
+fn large_photos() -> Vec<(String, Vec<u8>, (u32, u32))> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/pdq");
+    let mut out: Vec<(String, Vec<u8>, (u32, u32))> = ["1", "3", "6", "8"]
+        .into_iter()
+        .map(|o| {
+            let name = format!("exif-rotn-{o}.jpg");
+            let path = corpus_jpegs()
+                .into_iter()
+                .find(|p| p.ends_with(&name))
+                .unwrap_or_else(|| panic!("{name} is in {}", root.display()));
+            (name, std::fs::read(path).unwrap(), (1008, 756))
+        })
+        .collect();
+    out.push((
+        "generated 2400×1800".into(),
+        photo_jpeg(31, 2400, 1800),
+        (1200, 900),
+    ));
+    out.push((
+        "generated 4000×3000".into(),
+        photo_jpeg(32, 4000, 3000),
+        (1000, 750),
+    ));
+    out
+}
+
+#[test]
+fn large_photos_are_decoded_smaller_and_refused_as_strictly_as_at_full_size() {
+    use picsift_core::decode::{strict_jpeg, strict_jpeg_scaled};
+    let policy = Policy::default();
+    for (name, bytes, scaled) in large_photos() {
+        let clean = {
+            let s = jpeg::parse(&bytes).unwrap();
+            jpeg::strip_metadata(&bytes, &s, None)
+        };
+        let d = strict_jpeg_scaled(&clean, &policy, 512).unwrap();
+        assert_eq!((d.width, d.height), scaled, "{name}");
+        let full = strict_jpeg(&clean, &policy).unwrap();
+        assert_eq!(d.full, (full.width, full.height), "{name}");
+        // Cut short (with and without an end marker) and corrupted in the
+        // middle of its entropy-coded data: refused by prepare, for the
+        // same reason a full-size decode refuses it.
+        let mut corrupt = clean.clone();
+        let mid = corrupt.len() / 2;
+        for b in &mut corrupt[mid..mid + 64] {
+            *b = if *b == 0xFF { 0xFF } else { 0xFF ^ *b };
+        }
+        for (what, bad) in [
+            ("cut with an end marker", truncated_with_eoi(&clean)),
+            ("cut", truncated(&clean)),
+            ("corrupted", corrupt),
+        ] {
+            let at_full = strict_jpeg(&bad, &policy).expect_err(what).reason;
+            let scaled = strict_jpeg_scaled(&bad, &policy, 512);
+            assert_eq!(scaled.expect_err(what).reason, at_full, "{name} {what}");
+            assert!(prepare(&bad, &policy).is_err(), "{name} {what} accepted");
+        }
+    }
+}
+
+#[test]
+fn the_smaller_decode_hashes_within_a_few_bits_of_the_full_size_one() {
+    use picsift_core::orientation::Oriented;
+    let policy = Policy::default();
+    for (name, bytes, _) in large_photos() {
+        let p = prepare(&bytes, &policy).unwrap();
+        let s = jpeg::parse(&bytes).unwrap();
+        let full =
+            picsift_core::decode::strict_jpeg(&jpeg::strip_metadata(&bytes, &s, None), &policy)
+                .unwrap();
+        let stored = image::RgbImage::from_raw(full.width, full.height, full.rgb.unwrap()).unwrap();
+        let at_full = picsift_core::pdq::hash_oriented(&Oriented {
+            stored,
+            orientation: s.orientation.unwrap_or(1),
+        });
+        let d = p.pdq.unwrap().hash.distance(&at_full.hash);
+        eprintln!("{name}: {d} bits");
+        // The reference tolerance is 16 bits (core/tests/pdq_corpus.rs).
+        assert!(d <= 16, "{name}: {d} bits from the full-size decode's hash");
+    }
+}

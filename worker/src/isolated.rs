@@ -398,6 +398,25 @@ impl DecoderPool {
         }
     }
 
+    /// Starts children until `n` wait idle, so the first entries do not
+    /// wait for them to load (each child is this binary, libtorch and all:
+    /// a few hundred milliseconds, which the first batch's time showed).
+    /// A child that cannot start is left for the first entry to report.
+    pub fn start(&self, n: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while idle.len() < n {
+            let mut decoder = Decoder::new(self.command.clone(), self.timeout);
+            match decoder.start() {
+                Ok(running) => decoder.running = Some(running),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a decoder process yet");
+                    return;
+                }
+            }
+            idle.push(decoder);
+        }
+    }
+
     /// [`Decoder::prepare`] on an idle decoder.
     pub fn prepare(
         &self,
