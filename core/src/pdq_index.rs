@@ -1,8 +1,9 @@
 //! Multi-index hashing over PDQ hashes (Norouzi, Punjani and Fleet,
 //! "Fast Search in Hamming Space with Multi-Index Hashing", CVPR 2012).
 //!
-//! A 256-bit hash is cut into 16 segments of 16 bits; the catalog keeps one
-//! row per segment, keyed `segment << 16 | value`. Two hashes within
+//! A 256-bit hash is cut into 16 segments of 16 bits, each indexed under the
+//! key `segment << 16 | value` (`pdq_memory::MemoryIndex`, in every process
+//! that checks near duplicates). Two hashes within
 //! distance `d` differ in at most `d / 16` bits of some segment (pigeonhole:
 //! were every segment `d / 16 + 1` or more bits apart, the hashes would be
 //! at least `16 * (d / 16 + 1) > d` apart). So probing each segment's value

@@ -13,13 +13,14 @@
 //! cluster's processes keep one each too (`backends/src/sql/pg_near.rs`).
 
 use crate::pdq::Hash;
-use crate::pdq_index::{MAX_SEARCH_DISTANCE, SEGMENTS, segments};
+use crate::pdq_index::{self, MAX_SEARCH_DISTANCE, SEGMENTS};
 
 /// Hashes and, per segment and 16-bit value, the hashes that have it.
 pub struct MemoryIndex {
     hashes: Vec<[u64; 4]>,
     ids: Vec<String>,
-    /// `SEGMENTS × 65536` lists of positions in `hashes`.
+    /// `SEGMENTS × 65536` lists of positions in `hashes`, indexed by
+    /// [`pdq_index::keys`] (`segment << 16 | value`).
     tables: Vec<Vec<u32>>,
 }
 
@@ -58,8 +59,8 @@ impl MemoryIndex {
         let pos = self.hashes.len() as u32;
         self.hashes.push(words(hash));
         self.ids.push(id.to_string());
-        for (segment, value) in segments(hash).into_iter().enumerate() {
-            self.tables[(segment << 16) | usize::from(value)].push(pos);
+        for key in pdq_index::keys(hash) {
+            self.tables[key as usize].push(pos);
         }
     }
 
@@ -75,21 +76,12 @@ impl MemoryIndex {
     ) -> Vec<(String, u32)> {
         let max = max_distance.min(MAX_SEARCH_DISTANCE);
         let query = words(hash);
-        let flips = max / SEGMENTS as u32;
         let mut found: Vec<(u32, u32)> = Vec::new();
-        let mut probe = |segment: usize, value: u16| {
-            for &pos in &self.tables[(segment << 16) | usize::from(value)] {
+        for key in pdq_index::probes(hash, max) {
+            for &pos in &self.tables[key as usize] {
                 let d = distance(&query, &self.hashes[pos as usize]);
                 if d <= max {
                     found.push((d, pos));
-                }
-            }
-        };
-        for (segment, value) in segments(hash).into_iter().enumerate() {
-            probe(segment, value);
-            if flips >= 1 {
-                for bit in 0..16 {
-                    probe(segment, value ^ (1 << bit));
                 }
             }
         }
