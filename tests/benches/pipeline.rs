@@ -12,7 +12,7 @@
 
 use picsift_core::pipeline::prepare;
 use picsift_core::policy::Policy;
-use picsift_tests::bench::{rss_kb, spawn, time_cp, write_zip};
+use picsift_tests::bench::{rss_kb, spawn_serve, time_cp, write_zip};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -183,18 +183,7 @@ fn main() -> anyhow::Result<()> {
         let cp_before = time_cp(&zip, &work.join("copy.zip"))?;
 
         let data = work.join(format!("server-{size_mb}"));
-        let (mut server, addr) = spawn(
-            Command::new(&bin)
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--concurrency",
-                    "1",
-                    "--data",
-                ])
-                .arg(&data),
-        )?;
+        let (mut server, addr) = spawn_serve(&bin, &data)?;
         let before = rss_kb(server.id(), "VmRSS");
         let t = Instant::now();
         let out = Command::new("curl")

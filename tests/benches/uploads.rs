@@ -19,7 +19,7 @@
 //! ships the slim one, `cargo build -p picsift --no-default-features`,
 //! without libtorch, whose RSS is the gateway's).
 
-use picsift_tests::bench::{rss_kb, spawn, time_cp, write_zip};
+use picsift_tests::bench::{rss_kb, spawn, spawn_serve, time_cp, write_zip};
 use picsift_tests::services::garage::{self, Garage};
 use picsift_tests::services::postgres::Postgres;
 use picsift_tests::services::redis::RedisServer;
@@ -57,18 +57,7 @@ fn main() -> anyhow::Result<()> {
     // The standalone server (PICSIFT_BENCH_UPLOAD_SERVE=0 skips it).
     let data = work.path().join("serve");
     if picsift_tests::env_or("PICSIFT_BENCH_UPLOAD_SERVE", 1u32) == 1 {
-        let (mut serve, base) = spawn(
-            Command::new(&bin)
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--concurrency",
-                    "1",
-                    "--data",
-                ])
-                .arg(&data),
-        )?;
+        let (mut serve, base) = spawn_serve(&bin, &data)?;
         let key = std::fs::read_to_string(data.join("admin.key"))?
             .trim()
             .to_string();

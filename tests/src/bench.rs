@@ -55,6 +55,23 @@ pub fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts `bin serve` on a free loopback port with one decoding thread and
+/// its data in `data` (see [`spawn`]).
+pub fn spawn_serve(bin: &Path, data: &Path) -> anyhow::Result<(Child, String)> {
+    spawn(
+        Command::new(bin)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--concurrency",
+                "1",
+                "--data",
+            ])
+            .arg(data),
+    )
+}
+
 /// Starts a `picsift` server (`serve` or `gateway`) and returns it with
 /// its base URL, from the line that says where it listens.
 pub fn spawn(cmd: &mut Command) -> anyhow::Result<(Child, String)> {

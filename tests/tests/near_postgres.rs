@@ -57,6 +57,13 @@ fn image(id: &str, hash: &Hash) -> ImageRecord {
     }
 }
 
+/// Records `img` through `c` unless a stored image is within 31 bits: that
+/// image's id.
+async fn store(c: &Arc<dyn Catalog>, img: &ImageRecord) -> Option<String> {
+    let told = c.insert_image_unless_near(img, 31, None).await.unwrap();
+    told.map(|m| m.image_id)
+}
+
 /// `base` with its first `bits` bits (spread over the bytes) flipped.
 fn flipped(base: &Hash, bits: usize) -> Hash {
     let mut b = base.to_bytes();
@@ -132,13 +139,7 @@ async fn what_one_process_records_another_finds_and_a_restart_loads() {
         assert!(p.similar(&base, 31, 10, None).await.unwrap().is_empty());
     }
     let first = image("first", &base);
-    assert_eq!(
-        procs[0]
-            .insert_image_unless_near(&first, 31, None)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store(&procs[0], &first).await, None);
     let found = procs[1]
         .similar(&flipped(&base, 7), 31, 10, None)
         .await
@@ -151,11 +152,7 @@ async fn what_one_process_records_another_finds_and_a_restart_loads() {
         vec![(first.id.as_str(), 7)]
     );
     let near = image("near", &flipped(&base, 20));
-    let told = procs[1]
-        .insert_image_unless_near(&near, 31, None)
-        .await
-        .unwrap();
-    assert_eq!(told.map(|m| m.image_id), Some(first.id.clone()));
+    assert_eq!(store(&procs[1], &near).await, Some(first.id.clone()));
     // A tenant's scope sees only its own images.
     assert!(
         procs[1]
@@ -198,13 +195,7 @@ async fn an_image_committed_after_younger_transactions_is_still_found() {
     .unwrap();
     // A younger one commits, and process 0 catches up past it.
     let young = image("young", &young_hash);
-    assert_eq!(
-        procs[1]
-            .insert_image_unless_near(&young, 31, None)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store(&procs[1], &young).await, None);
     let seen = procs[0].similar(&young_hash, 0, 10, None).await.unwrap();
     assert_eq!(seen.len(), 1, "the younger image is seen");
     assert!(
@@ -223,9 +214,5 @@ async fn an_image_committed_after_younger_transactions_is_still_found() {
     }
     // And it stops its near duplicate, in the process that caught up.
     let near = image("near-old", &flipped(&old_hash, 9));
-    let told = procs[0]
-        .insert_image_unless_near(&near, 31, None)
-        .await
-        .unwrap();
-    assert_eq!(told.map(|m| m.image_id), Some(old.id));
+    assert_eq!(store(&procs[0], &near).await, Some(old.id));
 }
