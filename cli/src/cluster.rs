@@ -83,6 +83,8 @@ pub(crate) fn intake_config(cfg: &Config) -> anyhow::Result<IntakeConfig> {
             max_entries: cfg.worker.chunk_entries.max(1),
             max_bytes: cfg.worker.chunk_bytes.max(1),
         },
+        // The cluster's workers come and go.
+        lanes: 1,
     })
 }
 

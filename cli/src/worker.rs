@@ -104,7 +104,11 @@ pub async fn worker(args: ClusterArgs) -> anyhow::Result<()> {
     let notify = standalone.then(|| cfg.notifier());
     let mut background = start_workers(b.clone(), wcfg.clone(), notify, stop.clone())?;
     if standalone {
-        let intake = wcfg.intake();
+        // A replan is the cluster's: other workers take its chunks too.
+        let intake = picsift_core::intake::IntakeConfig {
+            lanes: 1,
+            ..wcfg.intake()
+        };
         background.push(tokio::spawn(sweep(b, intake, stall_ms(&cfg), stop.clone())));
     }
     eprintln!("picsift worker {} started", consumer_name());

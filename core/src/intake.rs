@@ -25,6 +25,10 @@ pub struct IntakeConfig {
     pub policy: Policy,
     /// How entries are grouped into chunk tasks.
     pub chunk_limits: ChunkLimits,
+    /// Chunks processed at once, where one process takes them all (`picsift
+    /// serve`: its concurrency), so that a batch is cut into a multiple of
+    /// it ([`group_entries`]); 1 (or 0) where workers come and go.
+    pub lanes: usize,
 }
 
 /// Reads the staged archive's central directory, records its entries and
@@ -55,7 +59,7 @@ pub async fn enqueue_batch(b: &Backends, cfg: &IntakeConfig, batch_id: &str) -> 
         }
     }
     let pending = b.catalog.pending_entries(batch_id).await?;
-    for mut task in group_entries(batch_id, &pending, cfg.chunk_limits) {
+    for mut task in group_entries(batch_id, &pending, cfg.chunk_limits, cfg.lanes) {
         task.policy = Some(cfg.policy.clone());
         task.owner = batch.owner.clone();
         task.replanned = batch.phase == Phase::Processing;

@@ -199,7 +199,7 @@ pub fn parse(bytes: &[u8]) -> Result<Structure, Rejection> {
         // stuffed zero nor a restart marker.
         let mut i = seg_end;
         loop {
-            let Some(off) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+            let Some(off) = memchr::memchr(0xFF, &bytes[i..]) else {
                 return Err(truncated(bytes.len()));
             };
             i += off;

@@ -41,36 +41,39 @@ pub(crate) fn largest_side(specs: &[&ModelSpec], quality: bool) -> u32 {
         .unwrap_or(1)
 }
 
-/// One area-averaging shrink of a large photo, so each model's resize
-/// reads a few hundred thousand pixels, not millions: a picture more than
-/// four times `largest` a side becomes twice `largest`; a smaller one stays
-/// as it is. Shrinking what this returned again changes nothing, so a
-/// decoder process can send the shrunk picture instead of the whole one.
+/// One shrink of a large photo by averaging whole `k × k` blocks (integer
+/// sums, one pass), so that each input's own resize reads a few hundred
+/// thousand pixels, not millions: `k` is the largest that keeps the
+/// shorter side at least `largest` and leaves an even remainder on both
+/// axes (so the blocks are laid symmetrically: a portrait photo shrunk then
+/// turned still matches one turned first; photos' even sides always allow
+/// an even `k`). The result's shorter side is below `2 × largest`, so
+/// shrinking it again changes nothing, and a decoder process can send it
+/// instead of the whole picture. A picture whose shorter side is under
+/// `2 × largest` stays as it is; one whose sides allow no such block is
+/// area-averaged to a shorter side of `largest`.
 ///
-/// Whole `k × k` blocks are averaged first (`k` as large as keeps at least
-/// the final size), then `image`'s area average takes the few-times-smaller
-/// picture to the exact size. `image`'s `thumbnail` alone on a 12 MP photo
-/// cost 35 ms, a fifth of the standalone server's CPU per photo (perf,
-/// docs/benchmarks.md); the block sums are one pass of integer adds.
+/// `image`'s `thumbnail` alone on a 12 MP photo cost 35 ms, a fifth of
+/// the standalone server's CPU per photo; on the 1000 × 750 picture a
+/// 12 MP photo decodes to at a quarter scale, 7 ms (perf,
+/// docs/benchmarks.md). The block sums cost a fraction of either.
 pub fn reduced(rgb: &RgbImage, largest: u32) -> RgbImage {
-    let side = rgb.width().max(rgb.height());
-    if side > 4 * largest {
-        let scale = (2 * largest) as f32 / side as f32;
-        let (w, h) = scaled(rgb.width(), rgb.height(), scale);
-        // The largest block that keeps at least the final size and leaves
-        // an even remainder on both axes, so the blocks are laid
-        // symmetrically (even sides, as photos have, always allow an even
-        // block).
-        let even = |len: u32, k: u32| (len.div_ceil(k) * k - len).is_multiple_of(2);
-        match (2..=side / (2 * largest))
-            .rev()
-            .find(|&k| even(rgb.width(), k) && even(rgb.height(), k))
-        {
-            Some(k) => imageops::thumbnail(&block_average(rgb, k), w, h),
-            None => imageops::thumbnail(rgb, w, h),
+    let largest = largest.max(1);
+    let short = rgb.width().min(rgb.height());
+    if short < 2 * largest {
+        return rgb.clone();
+    }
+    let even = |len: u32, k: u32| (len.div_ceil(k) * k - len).is_multiple_of(2);
+    let fits = |k: u32| short.div_ceil(k) >= largest && short.div_ceil(k) < 2 * largest;
+    match (2..=short / largest)
+        .rev()
+        .find(|&k| fits(k) && even(rgb.width(), k) && even(rgb.height(), k))
+    {
+        Some(k) => block_average(rgb, k),
+        None => {
+            let (w, h) = scaled(rgb.width(), rgb.height(), largest as f32 / short as f32);
+            imageops::thumbnail(rgb, w.max(largest), h.max(largest))
         }
-    } else {
-        rgb.clone()
     }
 }
 
@@ -199,31 +202,54 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_12_mp_photo_shrinks_as_one_area_average_would_within_a_level_or_two() {
-        // Smooth gradients with fine texture, 4000×3000, to 512×384.
-        let img = RgbImage::from_fn(4000, 3000, |x, y| {
+    /// Smooth gradients with fine texture.
+    fn textured(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
             let t = ((x * 7 + y * 13) % 17) as u8;
             image::Rgb([
-                (x / 16) as u8 ^ t,
-                (y / 12) as u8,
-                ((x + y) / 28) as u8 ^ (t / 2),
+                (x * 250 / w) as u8 ^ t,
+                (y * 250 / h) as u8,
+                ((x + y) * 250 / (w + h)) as u8 ^ (t / 2),
             ])
-        });
-        let got = reduced(&img, 256);
-        let direct = imageops::thumbnail(&img, 512, 384);
-        assert_eq!(got.dimensions(), direct.dimensions());
-        let diffs: Vec<i32> = got
-            .as_raw()
-            .iter()
-            .zip(direct.as_raw())
-            .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
-            .collect();
-        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
-        let max = diffs.iter().copied().max().unwrap_or(0);
-        assert!(mean < 1.0 && max <= 16, "mean {mean}, max {max}");
-        // Shrinking again changes nothing (a decoder child sends this).
-        assert_eq!(reduced(&got, 256), got);
+        })
+    }
+
+    #[test]
+    fn a_photo_shrinks_as_one_area_average_would_within_a_level_or_two() {
+        // (picture, largest input) → the shrunk size: the largest block
+        // keeping the shorter side at least `largest`, with even
+        // remainders (4000 × 3000 for 256: 11 leaves 3 over on 3000; 10).
+        type Case = ((u32, u32), u32, (u32, u32));
+        let cases: [Case; 5] = [
+            // A 12 MP photo decoded at full size (re-encoding, PNG, HEIC).
+            ((4000, 3000), 256, (400, 300)),
+            ((3000, 4000), 256, (300, 400)),
+            // The same decoded at a quarter scale (JPEG): blocks of 2.
+            ((1000, 750), 256, (500, 375)),
+            ((1000, 750), 320, (500, 375)),
+            // Odd sides allow no even remainder: one area average.
+            ((1001, 751), 256, (341, 256)),
+        ];
+        for ((w, h), largest, want) in cases {
+            let img = textured(w, h);
+            let got = reduced(&img, largest);
+            assert_eq!(got.dimensions(), want, "{w}×{h} for {largest}");
+            let direct = imageops::thumbnail(&img, want.0, want.1);
+            let diffs: Vec<i32> = got
+                .as_raw()
+                .iter()
+                .zip(direct.as_raw())
+                .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+                .collect();
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            let max = diffs.iter().copied().max().unwrap_or(0);
+            assert!(mean < 1.0 && max <= 16, "{w}×{h}: mean {mean}, max {max}");
+            // Shrinking again changes nothing (a decoder child sends this).
+            assert_eq!(reduced(&got, largest), got, "{w}×{h} again");
+        }
+        // Under twice the input a side: as it is.
+        let small = textured(600, 400);
+        assert_eq!(reduced(&small, 256), small);
     }
 
     fn spec(w: u32, h: u32, fit: Fit) -> ModelSpec {

@@ -234,6 +234,8 @@ async fn apply(
             let cfg = IntakeConfig {
                 policy,
                 chunk_limits: ctx.chunk_limits,
+                // The pool's workers come and go.
+                lanes: 1,
             };
             enqueue_batch(&ctx.backends, &cfg, id).await?;
         }

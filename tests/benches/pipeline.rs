@@ -17,6 +17,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "shared/photos.rs"]
+mod photos;
+
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
@@ -35,29 +38,9 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let n: u64 = picsift_tests::env_or("PICSIFT_BENCH_IMAGES", 8);
     eprintln!("generating {n} photo-like 4000x3000 JPEGs ...");
-    // As a phone writes them: EXIF with GPS and orientation 6, a Display P3
-    // profile, so the orientation and ICC steps are in what is timed
-    // (PICSIFT_BENCH_PLAIN=1: without either, as before 2026-12-06).
-    let p3 = moxcms::ColorProfile::new_display_p3().encode()?;
+    // PICSIFT_BENCH_PLAIN=1: without EXIF and ICC, as before 2026-12-06.
     let plain_only = std::env::var("PICSIFT_BENCH_PLAIN").is_ok_and(|v| v == "1");
-    let files: Vec<PathBuf> = (0..n)
-        .map(|i| {
-            let p = work.join(format!("photo_{i}.jpg"));
-            let plain = picsift_tests::jpeg(50_000 + i, 4000, 3000);
-            if plain_only {
-                return std::fs::write(&p, plain).map(|_| p);
-            }
-            let phone = picsift_tests::with_metadata(&plain, 6);
-            let mut app2 = b"ICC_PROFILE\0\x01\x01".to_vec();
-            app2.extend_from_slice(&p3);
-            let mut file = phone[..2].to_vec();
-            file.extend_from_slice(&[0xFF, 0xE2]);
-            file.extend_from_slice(&((app2.len() + 2) as u16).to_be_bytes());
-            file.extend_from_slice(&app2);
-            file.extend_from_slice(&phone[2..]);
-            std::fs::write(&p, file).map(|_| p)
-        })
-        .collect::<Result<_, _>>()?;
+    let files = photos::phone_photos(&work, n, plain_only)?;
     let datas: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let mb: f64 = datas.iter().map(|d| d.len() as f64).sum::<f64>() / n as f64 / 1e6;
 

@@ -66,11 +66,14 @@ pub fn default_concurrency() -> usize {
 }
 
 impl WorkerConfig {
-    /// What enqueueing a batch under this configuration needs.
+    /// What enqueueing a batch under this configuration needs, where this
+    /// process takes every chunk (`picsift serve`): chunks in multiples of
+    /// its concurrency.
     pub fn intake(&self) -> IntakeConfig {
         IntakeConfig {
             policy: self.policy.clone(),
             chunk_limits: self.chunk_limits,
+            lanes: self.concurrency,
         }
     }
 }
