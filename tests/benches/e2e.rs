@@ -226,7 +226,7 @@ async fn upload_all(client: &reqwest::Client, base: &str, zips: &[Vec<u8>]) -> a
                 start.elapsed() < Duration::from_secs(1800),
                 "batch {id} not done after 30 minutes: {s}"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     Ok(Run {

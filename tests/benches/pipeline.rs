@@ -44,36 +44,37 @@ fn main() -> anyhow::Result<()> {
     let datas: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let mb: f64 = datas.iter().map(|d| d.len() as f64).sum::<f64>() / n as f64 / 1e6;
 
-    // 1. Pipeline vs djpeg, one core, three rounds each, median.
+    // 1. Pipeline vs djpeg, one core: five rounds each, taken in turn (so
+    // that this shared machine's drifts in speed fall on both alike),
+    // medians.
     let policy = Policy::default();
-    let ours = median(
-        (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                for d in &datas {
-                    prepare(d, &policy).expect("generated photos pass");
-                }
-                t.elapsed()
-            })
-            .collect(),
-    );
-    let djpeg = median(
-        (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                for f in &files {
-                    let ok = Command::new("djpeg")
-                        .arg("-outfile")
-                        .arg("/dev/null")
-                        .arg(f)
-                        .status()
-                        .is_ok_and(|s| s.success());
-                    assert!(ok, "djpeg failed (install libjpeg-turbo-progs)");
-                }
-                t.elapsed()
-            })
-            .collect(),
-    );
+    let (mut ours, mut djpeg) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = Instant::now();
+        for d in &datas {
+            prepare(d, &policy).expect("generated photos pass");
+        }
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        for f in &files {
+            let ok = Command::new("djpeg")
+                .arg("-outfile")
+                .arg("/dev/null")
+                .arg(f)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "djpeg failed (install libjpeg-turbo-progs)");
+        }
+        djpeg.push(t.elapsed());
+    }
+    // Each round's ratio, djpeg's time over ours in the same round.
+    let mut ratios: Vec<f64> = ours
+        .iter()
+        .zip(&djpeg)
+        .map(|(o, d)| d.as_secs_f64() / o.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (ours, djpeg) = (median(ours), median(djpeg));
     let ours_ips = n as f64 / ours.as_secs_f64();
     let djpeg_ips = n as f64 / djpeg.as_secs_f64();
     println!("## Pipeline, 12 MP JPEGs ({n} files, {mb:.1} MB average), one core\n");
@@ -86,6 +87,12 @@ fn main() -> anyhow::Result<()> {
         "| picsift prepare (structure + sanitise, orientation and ICC kept + strict decode + SHA-256 + PDQ) | {ours_ips:.2} | {:.0} | {:.2} |\n",
         1000.0 / ours_ips,
         ours_ips / djpeg_ips
+    );
+    println!(
+        "Ratio round by round (djpeg's time over prepare's, the two run in turn): median {:.2}, {:.2}–{:.2}.\n",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
     );
 
     // 1b. What isolating the decoder costs (`picsift serve` decodes in

@@ -57,10 +57,14 @@ impl Garage {
         let secret: String = (0..32)
             .map(|i| format!("{:02x}", (i * 37 + 11) % 256))
             .collect();
+        // No compression: images and zips do not compress, S3 does not
+        // compress either, and Garage's zstd showed in the cluster's
+        // profile (the e2e bench).
         std::fs::write(
             &config,
             format!(
                 "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
+                 compression_level = \"none\"\n\
                  rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
                  [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3}\"\nroot_domain = \".s3.garage.localhost\"\n",
                 d = dir.display()
