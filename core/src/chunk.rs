@@ -51,11 +51,13 @@ impl Default for ChunkLimits {
 }
 
 /// Groups `(index, compressed size)` pairs, in order, into chunks of about
-/// equal length: as few as the limits allow, and, when there are entries
-/// enough, a multiple of `lanes` (the chunks processed at once), so that a
-/// batch's last chunk does not run alone while the other lanes idle. (Of
-/// 40 entries at most 16 a chunk, 16 + 16 + 8 on two lanes leaves one
-/// idle for the last 8; 10 + 10 + 10 + 10 does not.)
+/// equal length: as few as the limits allow, and, when the limits call for
+/// more than one, a multiple of `lanes` (the chunks processed at once), so
+/// that a batch's last chunk does not run alone while the other lanes idle.
+/// (Of 40 entries at most 16 a chunk, 16 + 16 + 8 on two lanes leaves one
+/// idle for the last 8; 10 + 10 + 10 + 10 does not.) A batch that fits one
+/// chunk stays one: its entries are then decided in order, so the first of
+/// two identical entries is the one stored.
 pub fn group_entries(
     batch_id: &str,
     entries: &[(u32, u64)],
@@ -63,9 +65,10 @@ pub fn group_entries(
     lanes: usize,
 ) -> Vec<ChunkTask> {
     let fewest = greedy(entries, limits).len();
+    let lanes = if fewest > 1 { lanes.max(1) } else { 1 };
     let chunks = fewest
-        .div_ceil(lanes.max(1))
-        .saturating_mul(lanes.max(1))
+        .div_ceil(lanes)
+        .saturating_mul(lanes)
         .min(entries.len());
     let balanced = ChunkLimits {
         max_entries: limits
@@ -170,10 +173,10 @@ mod tests {
             (40, 2, vec![10, 10, 10, 10]),
             (80, 2, vec![14, 14, 14, 14, 14, 10]),
             (32, 2, vec![16, 16]),
-            // A small batch is spread over the lanes too...
-            (3, 2, vec![2, 1]),
-            (8, 4, vec![2, 2, 2, 2]),
-            // ...but never into empty chunks.
+            (20, 4, vec![5, 5, 5, 5]),
+            // A batch that fits one chunk stays one (decided in order).
+            (3, 2, vec![3]),
+            (16, 4, vec![16]),
             (1, 4, vec![1]),
             (0, 2, vec![]),
         ];
