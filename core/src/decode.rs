@@ -126,7 +126,7 @@ pub fn strict_jpeg_scaled(
     );
     policy.check_dimensions(width, height)?;
     let full = (width, height);
-    let (width, height) = match scale_for(width, height, min_side) {
+    let (width, height) = match scale_for(width, height, min_side, min_side) {
         1 => (width, height),
         denom => {
             let factor = tj::tjscalingfactor { num: 1, denom };
@@ -181,12 +181,13 @@ pub fn strict_jpeg_scaled(
     })
 }
 
-/// The denominator of the smallest DCT scale keeping both sides of a
-/// `w × h` frame at least `min_side`; 1 (full size) when none smaller does.
-fn scale_for(w: u32, h: u32, min_side: u32) -> i32 {
+/// The denominator of the smallest DCT scale keeping a `w × h` frame at
+/// least `min_w` wide and `min_h` high; 1 (full size) when none smaller
+/// does.
+fn scale_for(w: u32, h: u32, min_w: u32, min_h: u32) -> i32 {
     [8, 4, 2]
         .into_iter()
-        .find(|&d| w.div_ceil(d) >= min_side && h.div_ceil(d) >= min_side)
+        .find(|&d| w.div_ceil(d) >= min_w && h.div_ceil(d) >= min_h)
         .map_or(1, |d| d as i32)
 }
 
@@ -216,10 +217,7 @@ pub fn scaled_rgb(jpeg: &[u8], min_w: u32, min_h: u32) -> Option<image::RgbImage
         return None;
     }
     let scaled = |d: i32, n: i32| (n + d - 1) / d;
-    let denom = [8, 4, 2, 1]
-        .into_iter()
-        .find(|&d| scaled(d, w) >= min_w as i32 && scaled(d, hgt) >= min_h as i32)
-        .unwrap_or(1);
+    let denom = scale_for(w as u32, hgt as u32, min_w, min_h);
     let factor = tj::tjscalingfactor { num: 1, denom };
     // SAFETY: a valid handle and one of libjpeg-turbo's supported factors.
     if unsafe { tj::tj3SetScalingFactor(h.0, factor) } != 0 {
