@@ -78,8 +78,13 @@ fn take(r: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
     if len > limit {
         return Err(std::io::Error::other(format!("a section of {len} bytes")));
     }
-    let mut data = vec![0; len as usize];
-    r.read_exact(&mut data)?;
+    // Into the buffer's spare capacity: no zeroing pass over a photo's
+    // megabytes before the pipe's bytes overwrite them.
+    let mut data = Vec::with_capacity(len as usize);
+    r.take(len).read_to_end(&mut data)?;
+    if (data.len() as u64) < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(data)
 }
 

@@ -6,11 +6,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use picsift_core::backend::{BlobStore, ByteStream};
 use picsift_core::{Error, Result};
-use std::io::SeekFrom;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Objects as files under a root folder.
 #[derive(Clone, Debug)]
@@ -104,13 +104,17 @@ impl BlobStore for FsBlobStore {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
         self.path(key)?;
         let tmp = self.tmp_path();
-        let result = async {
-            let mut f = fs::File::create(&tmp).await?;
-            f.write_all(&bytes).await?;
-            f.sync_all().await?;
-            self.commit(&tmp, key).await
-        }
+        let path = tmp.clone();
+        let written = blocking("writing an object", move || {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })
         .await;
+        let result = match written {
+            Ok(()) => self.commit(&tmp, key).await,
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             let _ = fs::remove_file(&tmp).await;
         }
@@ -120,15 +124,48 @@ impl BlobStore for FsBlobStore {
     async fn put_stream(&self, key: &str, mut body: ByteStream) -> Result<u64> {
         self.path(key)?;
         let tmp = self.tmp_path();
+        let path = tmp.clone();
         let result = async {
-            let mut f = fs::File::create(&tmp).await?;
-            let mut n = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                n += chunk.len() as u64;
-                f.write_all(&chunk).await?;
+            let mut file =
+                Some(blocking("creating an object", move || std::fs::File::create(&path)).await?);
+            // One batch of chunks is written on a blocking thread while
+            // the next arrives (what tokio's `File` would overlap too).
+            let mut writing: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>> = None;
+            let (mut batch, mut queued, mut n) = (Vec::new(), 0usize, 0u64);
+            loop {
+                let chunk = body.next().await.transpose()?;
+                let end = chunk.is_none();
+                if let Some(chunk) = chunk {
+                    n += chunk.len() as u64;
+                    queued += chunk.len();
+                    batch.push(chunk);
+                }
+                if queued < WRITE_BATCH && !end {
+                    continue;
+                }
+                if let Some(w) = writing.take() {
+                    file = Some(joined("writing an object", w.await)?);
+                }
+                let mut f = file
+                    .take()
+                    .expect("the file is back once its write is joined");
+                let chunks = std::mem::take(&mut batch);
+                queued = 0;
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    for c in &chunks {
+                        f.write_all(c)?;
+                    }
+                    if end {
+                        f.sync_all()?;
+                    }
+                    Ok(f)
+                }));
+                if end {
+                    let w = writing.take().expect("just started");
+                    joined("writing an object", w.await)?;
+                    break;
+                }
             }
-            f.sync_all().await?;
             self.commit(&tmp, key).await?;
             Ok(n)
         }
@@ -140,13 +177,28 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let mut f = self.open_existing(key).await?;
-        let len = f.metadata().await?.len();
-        let (start, end) = (range.start.min(len), range.end.min(len));
-        f.seek(SeekFrom::Start(start)).await?;
-        let mut buf = vec![0; (end.saturating_sub(start)) as usize];
-        f.read_exact(&mut buf).await?;
-        Ok(buf.into())
+        let path = self.path(key)?;
+        let read = blocking("reading an object", move || {
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let len = f.metadata()?.len();
+            let (start, end) = (range.start.min(len), range.end.min(len));
+            let want = end.saturating_sub(start);
+            f.seek(SeekFrom::Start(start))?;
+            // Into the buffer's spare capacity: no zeroing pass first.
+            let mut buf = Vec::with_capacity(want as usize);
+            f.take(want).read_to_end(&mut buf)?;
+            if (buf.len() as u64) < want {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(Some(buf))
+        })
+        .await?;
+        read.map(Bytes::from)
+            .ok_or_else(|| Error::NotFound(key.into()))
     }
 
     async fn get_stream(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
@@ -295,6 +347,30 @@ impl BlobStore for FsBlobStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// How many bytes of an upload's chunks are gathered for one write.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Runs whole-object file I/O on a blocking thread with `std::fs`.
+/// tokio's `File` copies every write into a buffer of its own and every
+/// read out of one, in steps of at most 2 MB: for each 12 MP photo of
+/// `picsift serve` that was three extra passes over its bytes (staged,
+/// read back, stored), and this machine copies memory at 1-2 GB/s
+/// (docs/benchmarks.md, end to end).
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    joined(what, tokio::task::spawn_blocking(f).await)
+}
+
+/// The result of a blocking task, its panic or cancellation a backend error.
+fn joined<T>(
+    what: &str,
+    r: std::result::Result<std::io::Result<T>, tokio::task::JoinError>,
+) -> Result<T> {
+    Ok(r.map_err(|e| Error::Backend(format!("{what}: {e}")))??)
 }
 
 /// Makes a directory's entries durable (fsync of the directory itself).
