@@ -11,7 +11,11 @@
 //! decoding), and the same photos in `PICSIFT_BENCH_UPLOADS` zips sent
 //! back to back (each upload overlaps the processing of those before it,
 //! as under steady load). The clock runs from the first upload's first
-//! byte to the last batch's completion; CPU is the whole machine's.
+//! byte to the last batch's completion; CPU is the whole machine's, then
+//! split by process (`shared/cpu.rs`): picsift's own (the serve process or
+//! gateway, and its decoders or workers) against `prepare`'s per image
+//! is the overhead the issue bounds, whatever the client and the stand-in
+//! stores beside it cost.
 //!
 //! Run: `cargo bench -p picsift-tests --bench e2e`
 //! Settings: PICSIFT_BENCH_IMAGES (default 80), PICSIFT_BENCH_UPLOADS
@@ -21,12 +25,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/cpu.rs"]
+mod cpu;
 #[path = "shared/photos.rs"]
 mod photos;
 
 use common::cluster::{ADMIN_KEY, Cluster, Setup, base_of};
 use picsift_core::policy::Policy;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,6 +113,8 @@ fn main() -> anyhow::Result<()> {
         "| shape | zips | to first 202 | to completion | images/s | CPU ms/image | ratio to {cores} × one core | ratio to {cores} cores at once |\n|---|---|---|---|---|---|---|---|"
     );
     let rt = tokio::runtime::Runtime::new()?;
+    let prepare_ms = 1000.0 / one_ips;
+    let mut split_rows = Vec::new();
     for shape in shapes.split(',') {
         for zips in [1, uploads.max(1)] {
             let parts = split_zips(&datas, zips);
@@ -123,7 +132,38 @@ fn main() -> anyhow::Result<()> {
                 ips / (cores as f64 * one_ips),
                 ips / all_ips
             );
+            let per = |part: &str| {
+                run.parts
+                    .get(part)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0 / n as f64)
+            };
+            let picsift = per(API) + per(DECODING);
+            let rest: Vec<String> = run
+                .rest
+                .iter()
+                .take(3)
+                .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1000.0 / n as f64))
+                .collect();
+            split_rows.push(format!(
+                "| {shape} | {zips} | {:.0} | {:.0} | {picsift:.0} | {:.2} | {:.0} | {:.0} | {:.0} ({}) |",
+                per(API),
+                per(DECODING),
+                picsift / prepare_ms,
+                per(STORES),
+                per(CLIENT),
+                per(REST),
+                rest.join(", "),
+            ));
         }
+    }
+    println!(
+        "\nWhere the CPU went, ms per image (from `/proc`, per process); `prepare` on one core \
+         took {prepare_ms:.1} ms per image:\n\n\
+         | shape | zips | API process (serve, gateway) | decoders (serve) or workers (cluster) | picsift in all | picsift over `prepare` | stores (Garage, PostgreSQL, Redis) | the bench's client | the rest |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    for row in split_rows {
+        println!("{row}");
     }
     println!();
     let _ = std::fs::remove_dir_all(&work);
@@ -168,6 +208,27 @@ struct Run {
     first_202: Duration,
     complete: Duration,
     cpu: Duration,
+    /// The CPU by part ([`API`], [`DECODING`], ...).
+    parts: HashMap<&'static str, Duration>,
+    /// The largest users in [`REST`], by process name.
+    rest: Vec<(String, Duration)>,
+}
+
+/// The parts of the machine a run's CPU is split into.
+const API: &str = "api";
+const DECODING: &str = "decoding";
+const STORES: &str = "stores";
+const CLIENT: &str = "client";
+const REST: &str = "rest";
+
+/// The part of processes common to both shapes: the stand-in stores, this
+/// bench (the HTTP client), and the rest of the machine.
+fn other_part(pid: u32, p: &cpu::Proc) -> &'static str {
+    match p.comm.as_str() {
+        _ if pid == std::process::id() => CLIENT,
+        "garage" | "postgres" | "redis-server" => STORES,
+        _ => REST,
+    }
 }
 
 /// The whole machine's busy CPU time so far (user, nice, system).
@@ -187,7 +248,13 @@ fn machine_cpu() -> Duration {
 
 /// Sends the zips one after another, then waits until every batch is
 /// complete, polling each batch's status.
-async fn upload_all(client: &reqwest::Client, base: &str, zips: &[Vec<u8>]) -> anyhow::Result<Run> {
+async fn upload_all(
+    client: &reqwest::Client,
+    base: &str,
+    zips: &[Vec<u8>],
+    part: &dyn Fn(u32, &cpu::Proc) -> &'static str,
+) -> anyhow::Result<Run> {
+    let procs = cpu::snapshot();
     let cpu0 = machine_cpu();
     let start = Instant::now();
     let mut first_202 = None;
@@ -229,10 +296,14 @@ async fn upload_all(client: &reqwest::Client, base: &str, zips: &[Vec<u8>]) -> a
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let (complete, cpu) = (start.elapsed(), machine_cpu().saturating_sub(cpu0));
+    let after = cpu::snapshot();
     Ok(Run {
         first_202: first_202.unwrap_or_default(),
-        complete: start.elapsed(),
-        cpu: machine_cpu().saturating_sub(cpu0),
+        complete,
+        cpu,
+        parts: cpu::split(&procs, &after, part),
+        rest: cpu::by_name(&procs, &after, part, REST),
     })
 }
 
@@ -249,7 +320,13 @@ async fn run_serve(work: &Path, zips: &[Vec<u8>], policy: Option<&Path>) -> anyh
     }
     let (mut server, base) = picsift_tests::bench::spawn(&mut cmd)?;
     let key = std::fs::read_to_string(data.join("admin.key"))?;
-    let run = upload_all(&common::client_with(key.trim()), &base, zips).await;
+    let pid = server.id();
+    let part = |p: u32, proc: &cpu::Proc| match p {
+        _ if p == pid => API,
+        _ if proc.ppid == pid => DECODING,
+        _ => other_part(p, proc),
+    };
+    let run = upload_all(&common::client_with(key.trim()), &base, zips, &part).await;
     let _ = server.kill();
     let _ = server.wait();
     run
@@ -279,5 +356,16 @@ async fn run_cluster(
     let _workers: Vec<_> = (0..workers)
         .map(|_| c.spawn_env("worker", "started", &defaults).0)
         .collect();
-    upload_all(&common::client_with(ADMIN_KEY), &base_of(&line), zips).await
+    let part = |p: u32, proc: &cpu::Proc| match proc.comm.as_str() {
+        "picsift" if proc.cmdline.contains(" gateway ") => API,
+        "picsift" if proc.cmdline.contains(" worker ") => DECODING,
+        _ => other_part(p, proc),
+    };
+    upload_all(
+        &common::client_with(ADMIN_KEY),
+        &base_of(&line),
+        zips,
+        &part,
+    )
+    .await
 }
