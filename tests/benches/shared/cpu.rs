@@ -94,7 +94,7 @@ pub fn by_name(
         }
     }
     let mut names: Vec<_> = names.into_iter().collect();
-    names.sort_by(|a, b| b.1.cmp(&a.1));
+    names.sort_by_key(|n| std::cmp::Reverse(n.1));
     names
 }
 
