@@ -145,11 +145,13 @@ fn main() -> anyhow::Result<()> {
                 .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1000.0 / n as f64))
                 .collect();
             split_rows.push(format!(
-                "| {shape} | {zips} | {:.0} | {:.0} | {picsift:.0} | {:.2} | {:.0} | {:.0} | {:.0} ({}) |",
+                "| {shape} | {zips} | {:.0} | {:.0} | {picsift:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({}) |",
                 per(API),
                 per(DECODING),
                 picsift / prepare_ms,
-                per(STORES),
+                per(GARAGE),
+                per(POSTGRES),
+                per(REDIS),
                 per(CLIENT),
                 per(REST),
                 rest.join(", "),
@@ -159,8 +161,8 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\nWhere the CPU went, ms per image (from `/proc`, per process); `prepare` on one core \
          took {prepare_ms:.1} ms per image:\n\n\
-         | shape | zips | API process (serve, gateway) | decoders (serve) or workers (cluster) | picsift in all | picsift over `prepare` | stores (Garage, PostgreSQL, Redis) | the bench's client | the rest |\n\
-         |---|---|---|---|---|---|---|---|---|"
+         | shape | zips | API process (serve, gateway) | decoders (serve) or workers (cluster) | picsift in all | picsift over `prepare` | Garage | PostgreSQL | Redis | the bench's client | the rest |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
     );
     for row in split_rows {
         println!("{row}");
@@ -217,7 +219,9 @@ struct Run {
 /// The parts of the machine a run's CPU is split into.
 const API: &str = "api";
 const DECODING: &str = "decoding";
-const STORES: &str = "stores";
+const GARAGE: &str = "garage";
+const POSTGRES: &str = "postgres";
+const REDIS: &str = "redis";
 const CLIENT: &str = "client";
 const REST: &str = "rest";
 
@@ -226,7 +230,9 @@ const REST: &str = "rest";
 fn other_part(pid: u32, p: &cpu::Proc) -> &'static str {
     match p.comm.as_str() {
         _ if pid == std::process::id() => CLIENT,
-        "garage" | "postgres" | "redis-server" => STORES,
+        "garage" => GARAGE,
+        "postgres" => POSTGRES,
+        "redis-server" => REDIS,
         _ => REST,
     }
 }
