@@ -82,7 +82,7 @@ fn worker_config(cfg: &Config) -> anyhow::Result<WorkerConfig> {
             .then(|| Duration::from_secs(cfg.worker.idle_timeout_secs)),
         ml: Arc::new(cfg.ml.runtime()?),
         // A worker is a process of its own: a decoder crash ends it, and
-        // the entry is refused after it did so twice (process.rs).
+        // the entry is refused after it did so twice (worker/src/entries.rs).
         decoders: None,
     })
 }

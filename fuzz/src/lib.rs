@@ -134,7 +134,7 @@ pub fn archive_light_check(data: &[u8]) {
 }
 
 /// The worker's walk over a staged archive (`check_one` in
-/// `worker/src/process.rs`): entry metadata, the checks that need no
+/// `worker/src/entries.rs`): entry metadata, the checks that need no
 /// inflating, then a bounded read that must yield exactly the declared size.
 pub fn archive_entries(data: &[u8]) {
     let policy = Policy::default();

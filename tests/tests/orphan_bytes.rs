@@ -75,7 +75,7 @@ async fn a_lost_race_never_deletes_bytes_another_tenants_record_names() {
         .await
         .unwrap();
     // Bob uploaded the same bytes and a near duplicate of them won in his
-    // scope: his worker steps back, as `worker::process::store_once` does.
+    // scope: his worker steps back, as `worker::store::store_once` does.
     b.catalog.note_orphan_blob(&shared, T0).await.unwrap();
     // Bytes nobody recorded (a race lost within one tenant).
     b.blobs

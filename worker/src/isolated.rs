@@ -8,7 +8,7 @@
 //! `decoder_crash`, one that takes longer than the wall-clock limit is
 //! killed and the entry is `decode_timeout`, and the next entry gets a
 //! fresh child. (The cluster's workers are processes of their own: a crash
-//! there is counted across deliveries, see `process.rs`.)
+//! there is counted across deliveries, see `entries.rs`.)
 //!
 //! The child runs the whole pure pipeline ([`pipeline::prepare_with_pixels`])
 //! and sends back the prepared image and, when the checks need pixels, the

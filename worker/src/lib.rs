@@ -7,11 +7,15 @@
 //! `picsift_backends::notify`.
 
 pub mod checks;
+mod entries;
 pub mod heartbeat;
 pub mod isolated;
 mod process;
+mod run;
+mod store;
 
-pub use process::{process_chunk, run_workers};
+pub use process::process_chunk;
+pub use run::run_workers;
 
 use picsift_core::chunk::ChunkLimits;
 use picsift_core::intake::IntakeConfig;
