@@ -114,6 +114,7 @@ fn main() -> anyhow::Result<()> {
     );
     let rt = tokio::runtime::Runtime::new()?;
     let prepare_ms = 1000.0 / one_ips;
+    let ms_per = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
     let mut split_rows = Vec::new();
     for shape in shapes.split(',') {
         for zips in [1, uploads.max(1)] {
@@ -128,21 +129,17 @@ fn main() -> anyhow::Result<()> {
                 "| {shape} | {zips} | {:.2} s | {:.2} s | {ips:.2} | {:.0} | {:.2} | {:.2} |",
                 run.first_202.as_secs_f64(),
                 run.complete.as_secs_f64(),
-                run.cpu.as_secs_f64() * 1000.0 / n as f64,
+                ms_per(run.cpu),
                 ips / (cores as f64 * one_ips),
                 ips / all_ips
             );
-            let per = |part: &str| {
-                run.parts
-                    .get(part)
-                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0 / n as f64)
-            };
+            let per = |part: &str| run.parts.get(part).map_or(0.0, |&d| ms_per(d));
             let picsift = per(API) + per(DECODING);
             let rest: Vec<String> = run
                 .rest
                 .iter()
                 .take(3)
-                .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1000.0 / n as f64))
+                .map(|(name, d)| format!("{name} {:.0}", ms_per(*d)))
                 .collect();
             split_rows.push(format!(
                 "| {shape} | {zips} | {:.0} | {:.0} | {picsift:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({}) |",
@@ -237,21 +234,6 @@ fn other_part(pid: u32, p: &cpu::Proc) -> &'static str {
     }
 }
 
-/// The whole machine's busy CPU time so far (user, nice, system).
-fn machine_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: u64 = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .take(3)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
-
 /// Sends the zips one after another, then waits until every batch is
 /// complete, polling each batch's status.
 async fn upload_all(
@@ -261,7 +243,7 @@ async fn upload_all(
     part: &dyn Fn(u32, &cpu::Proc) -> &'static str,
 ) -> anyhow::Result<Run> {
     let procs = cpu::snapshot();
-    let cpu0 = machine_cpu();
+    let cpu0 = cpu::machine();
     let start = Instant::now();
     let mut first_202 = None;
     let mut ids = Vec::new();
@@ -302,7 +284,7 @@ async fn upload_all(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let (complete, cpu) = (start.elapsed(), machine_cpu().saturating_sub(cpu0));
+    let (complete, cpu) = (start.elapsed(), cpu::machine().saturating_sub(cpu0));
     let after = cpu::snapshot();
     Ok(Run {
         first_202: first_202.unwrap_or_default(),

@@ -1,7 +1,8 @@
-//! CPU time by process over a run, read from `/proc`: which part of the
-//! machine each photo's CPU went to (the server, its decoder processes,
-//! the stand-in stores, the bench's own client). A whole-machine figure
-//! alone cannot tell the product's overhead from its neighbours'.
+//! CPU time over a run, read from `/proc`: the whole machine's, and by
+//! process, to tell which part of the machine each photo's CPU went to
+//! (the server, its decoder processes, the stand-in stores, the bench's
+//! own client). A whole-machine figure alone cannot tell the product's
+//! overhead from its neighbours'.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +18,25 @@ pub struct Proc {
     /// the same process only if this is the same. (Not the name: kernel
     /// workers rename themselves after the queue they serve.)
     started: u64,
+}
+
+/// Clock ticks, in `/proc`, of 10 ms (USER_HZ on Linux).
+const TICK_MS: u64 = 10;
+
+/// The whole machine's busy CPU time so far (user, nice, system), from
+/// `/proc/stat`.
+pub fn machine() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * TICK_MS)
 }
 
 /// Every process now.
@@ -107,11 +127,10 @@ fn used<'a>(
             .get(pid)
             .filter(|b| b.started == p.started)
             .map_or(0, |b| b.ticks);
-        // Clock ticks of 10 ms (USER_HZ on Linux).
         (
             *pid,
             p,
-            Duration::from_millis(p.ticks.saturating_sub(was) * 10),
+            Duration::from_millis(p.ticks.saturating_sub(was) * TICK_MS),
         )
     })
 }
